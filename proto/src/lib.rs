@@ -1,0 +1,15 @@
+//! The `autoj.v1` wire contract, generated at build time from `proto/autoj/v1/autoj.proto`.
+//!
+//! Every service (router, judge, the one-process `autoj serve`) and every Rust client uses
+//! these types, so the contract lives in exactly one place.
+
+#![allow(missing_docs)] // generated code carries the .proto comments as docs
+
+/// Generated messages, clients and servers of package `autoj.v1`.
+pub mod v1 {
+    tonic::include_proto!("autoj.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the contract, registered with gRPC server reflection so
+/// tools such as `grpcurl` can discover the services without the .proto files.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/autoj_descriptor.bin"));
