@@ -1,0 +1,1 @@
+//! The autoj router (being written).
