@@ -5,6 +5,8 @@
 
 #![allow(missing_docs)] // generated code carries the .proto comments as docs
 
+pub mod codec;
+
 /// Generated messages, clients and servers of package `autoj.v1`.
 pub mod v1 {
     tonic::include_proto!("autoj.v1");
