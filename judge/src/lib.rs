@@ -1,1 +1,24 @@
-//! placeholder
+//! The autoj judge: an Auto-J-family model served with candle.
+//!
+//! - [`model`]: loads a LLaMA-family judge from GGUF or a Hugging Face directory.
+//! - [`tokenizer`]: text ⇄ ids, including tokenizers rebuilt from GGUF metadata.
+//! - [`prompt`]: Auto-J's exact templates and the model's own chat template.
+//! - [`fit`]: fits input into the context, truncating from the middle when allowed.
+//! - [`generate`]: sampling settings, incremental detokenising, stop strings.
+//! - [`verdict`]: extracts the verdict from a critique, as Auto-J does and better.
+//! - [`engine`]: the thread that owns the model, behind a bounded queue (no gRPC here).
+//! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine.
+
+pub mod engine;
+pub mod error;
+pub mod fit;
+pub mod generate;
+pub mod model;
+pub mod prompt;
+pub mod server;
+pub mod service;
+pub mod testkit;
+pub mod tokenizer;
+pub mod verdict;
+
+pub use error::JudgeError;

@@ -14,4 +14,5 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of the contract, registered with gRPC server reflection so
 /// tools such as `grpcurl` can discover the services without the .proto files.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/autoj_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/autoj_descriptor.bin"));

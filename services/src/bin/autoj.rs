@@ -1,1 +1,163 @@
-fn main(){}
+//! `autoj`: serve Auto-J judges and talk to them. Parses the command line and hands off to
+//! the library; see `autoj --help`.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
+use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
+use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
+use autoj_services::{run_judge, shutdown, telemetry};
+use clap::{Parser, Subcommand};
+
+/// Serve Auto-J LLM judges over gRPC, and call them.
+#[derive(Debug, Parser)]
+#[command(name = "autoj", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole stack in one process (default model unless --model is given).
+    Serve {
+        #[command(flatten)]
+        listen: ListenArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Run a judge service alone (one model, one replica).
+    Judge {
+        #[command(flatten)]
+        listen: ListenArgs,
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// Name of this replica in `Accepted.replica` (default: the listen address).
+        #[arg(long, env = "AUTOJ_REPLICA")]
+        replica: Option<String>,
+    },
+    /// Compare two responses to a query; prints the critique as it streams, then the verdict.
+    Compare {
+        /// The user's query.
+        #[arg(long)]
+        query: String,
+        /// The first response.
+        #[arg(long = "response-1")]
+        response_1: String,
+        /// The second response.
+        #[arg(long = "response-2")]
+        response_2: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Critique one response and rate it 1-10; prints the critique as it streams.
+    Critique {
+        /// The user's query.
+        #[arg(long)]
+        query: String,
+        /// The response to critique.
+        #[arg(long)]
+        response: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Parse a judgment text from stdin and print the verdict as one JSON object.
+    Verdict {
+        /// The protocol the text answers.
+        #[arg(long, value_enum)]
+        protocol: ProtocolArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Serve { engine, .. } | Command::Judge { engine, .. } => engine.threads,
+        _ => 0,
+    };
+    apply_threads(threads);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Serve { listen, engine }
+        | Command::Judge {
+            listen,
+            engine,
+            replica: None,
+        } => serve_judge(listen, engine, "local".into()).await,
+        Command::Judge {
+            listen,
+            engine,
+            replica: Some(replica),
+        } => serve_judge(listen, engine, replica).await,
+        Command::Compare {
+            query,
+            response_1,
+            response_2,
+            client,
+        } => {
+            telemetry::init("warn");
+            let req = ClientRequest::Compare {
+                query,
+                response_1,
+                response_2,
+            };
+            client::run(req, &client).await
+        }
+        Command::Critique {
+            query,
+            response,
+            client,
+        } => {
+            telemetry::init("warn");
+            client::run(ClientRequest::Critique { query, response }, &client).await
+        }
+        Command::Verdict { protocol } => {
+            let mut text = String::new();
+            match std::io::stdin().read_to_string(&mut text) {
+                Ok(_) => {
+                    println!("{}", verdict_json(&text, protocol));
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::anyhow!("cannot read stdin as UTF-8 text: {e}")),
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(status) = e.downcast_ref::<tonic::Status>() {
+                eprintln!("error: {:?}: {}", status.code(), status.message());
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve_judge(
+    listen: ListenArgs,
+    engine: EngineArgs,
+    replica: String,
+) -> anyhow::Result<()> {
+    telemetry::init("info");
+    let settings = match engine.validate() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(64);
+        }
+    };
+    run_judge(settings, listen.listen, replica, shutdown::signal()).await
+}

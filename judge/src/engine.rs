@@ -1,0 +1,481 @@
+//! The engine: one dedicated thread owns the model and serves requests from a bounded
+//! queue, one at a time. Callers get events through a channel; a caller that drops its
+//! receiver stops its generation before the next decode step.
+//!
+//! No gRPC types here: the service translates, and the one-process mode and benchmarks call
+//! the engine directly.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::error::{JudgeError, Result};
+use crate::fit::{prepare, TruncationPolicy};
+use crate::generate::{Detokenizer, GenerationParams, StopMatcher};
+use crate::model::{JudgeModel, ModelInfo, ModelSpec};
+use crate::prompt::{detect_language, Lang, PromptFormat, Task};
+use crate::tokenizer::TextTokenizer;
+use crate::verdict::{parse_pairwise, parse_single, PairwiseParse, SingleParse};
+
+/// Which prompt wrapper to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptFormatChoice {
+    /// The model's chat template when it has one, else LLaMA-2 `[INST]` (Auto-J).
+    Auto,
+    /// Always LLaMA-2 `[INST]`, Auto-J's training format.
+    AutoJ,
+    /// Always the model's chat template (an error when it has none).
+    Chat,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The model to load.
+    pub model: ModelSpec,
+    /// Prompt wrapper.
+    pub prompt_format: PromptFormatChoice,
+    /// Requests that may wait in the queue; more are refused with `QueueFull`.
+    pub queue_capacity: usize,
+    /// Prompt tokens per forward pass during prefill (bounds attention memory).
+    pub prefill_chunk: usize,
+}
+
+/// One judging request.
+#[derive(Debug, Clone)]
+pub struct JudgeRequest {
+    /// The task and its input.
+    pub task: Task,
+    /// Template language; `None` detects it from the query.
+    pub language: Option<Lang>,
+    /// Sampling and length.
+    pub params: GenerationParams,
+    /// What to do when the input does not fit.
+    pub truncation: TruncationPolicy,
+}
+
+/// What the engine knew when it admitted a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Prompt tokens after truncation.
+    pub prompt_tokens: usize,
+    /// Input tokens cut to fit (0 when none).
+    pub truncated_tokens: usize,
+    /// Template language used.
+    pub language: Lang,
+}
+
+/// How a verdict was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictSource {
+    /// Parsed from the text.
+    Parsed,
+    /// The text had no verdict.
+    Unresolved,
+}
+
+/// The protocol-specific verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Pairwise.
+    Pairwise(PairwiseParse),
+    /// Single.
+    Single(SingleParse),
+}
+
+/// The verdict event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JudgeVerdict {
+    /// The result.
+    pub outcome: Outcome,
+    /// Parsed or unresolved.
+    pub source: VerdictSource,
+    /// The verdict sentence, or the whole text when unresolved.
+    pub raw_text: String,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-sequence token.
+    Eos,
+    /// `max_new_tokens` reached.
+    Length,
+    /// A stop string appeared.
+    Stop,
+}
+
+/// Token counts and timings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageStats {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens.
+    pub completion_tokens: usize,
+    /// Time in the queue.
+    pub queue: Duration,
+    /// Prompt processing time.
+    pub prefill: Duration,
+    /// Generation time.
+    pub decode: Duration,
+    /// Why it stopped.
+    pub finish: FinishReason,
+}
+
+/// Events after admission, in order: `Delta*`, `Verdict`, `Usage`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineEvent {
+    /// A chunk of critique text.
+    Delta(String),
+    /// The verdict.
+    Verdict(JudgeVerdict),
+    /// Counts and timings; the last event.
+    Usage(UsageStats),
+}
+
+/// The receiving end of a request's events; drop it to cancel the request.
+pub type EventReceiver = mpsc::Receiver<Result<EngineEvent>>;
+
+/// An admitted request: what was admitted and its event stream.
+#[derive(Debug)]
+pub struct Submission {
+    /// Admission facts, for the `Accepted` event.
+    pub admission: Admission,
+    /// The events.
+    pub events: EventReceiver,
+}
+
+struct Job {
+    prompt_ids: Vec<u32>,
+    pairwise: bool,
+    params: GenerationParams,
+    enqueued: Instant,
+    events: mpsc::Sender<Result<EngineEvent>>,
+}
+
+/// Counts of finished requests, for tests, metrics and the load command.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Requests that produced their last event.
+    pub completed: AtomicU64,
+    /// Requests stopped because the client went away (queued or generating).
+    pub cancelled: AtomicU64,
+    /// Requests that failed with an error.
+    pub failed: AtomicU64,
+}
+
+struct Shared {
+    stats: Arc<EngineStats>,
+    tokenizer: TextTokenizer,
+    info: ModelInfo,
+    format: PromptFormat,
+    capacity: usize,
+}
+
+/// Handle to the engine thread. Cheap to clone; the thread stops when every handle is gone.
+#[derive(Clone)]
+pub struct Engine {
+    queue: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model", &self.shared.info.name)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Starts the engine thread, loads the model on it and returns once the model is ready
+    /// (or with the load error). Blocking: call from a blocking context.
+    pub fn start(config: EngineConfig) -> Result<Self> {
+        let (queue, rx) = mpsc::channel::<Job>(config.queue_capacity.max(1));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let spec = config.model.clone();
+        let chunk = config.prefill_chunk.max(1);
+        let stats = Arc::new(EngineStats::default());
+        let thread_stats = stats.clone();
+        thread::Builder::new()
+            .name("autoj-engine".into())
+            .spawn(move || match JudgeModel::load(&spec) {
+                Ok(model) => {
+                    let _ = ready_tx.send(Ok((model.tokenizer.clone(), model.info.clone())));
+                    run(model, rx, chunk, &thread_stats);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| JudgeError::ModelLoad {
+                path: config.model.path.clone(),
+                reason: format!("cannot start the engine thread: {e}"),
+            })?;
+        let (tokenizer, info) = ready_rx.recv().map_err(|_| JudgeError::EngineStopped)??;
+        let format = choose_format(config.prompt_format, &info, &tokenizer)?;
+        tracing::info!(model = %info.name, context = info.context, format = ?format_name(&format), "judge model ready");
+        Ok(Self {
+            queue,
+            shared: Arc::new(Shared {
+                stats,
+                tokenizer,
+                info,
+                format,
+                capacity: config.queue_capacity,
+            }),
+        })
+    }
+
+    /// Facts about the loaded model.
+    pub fn info(&self) -> &ModelInfo {
+        &self.shared.info
+    }
+
+    /// Counters of finished requests.
+    pub fn stats(&self) -> &EngineStats {
+        &self.shared.stats
+    }
+
+    /// The model's tokenizer (for benchmarks and tools).
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.shared.tokenizer
+    }
+
+    /// Builds the prompt (truncating if allowed) and queues the request. Fails at once with
+    /// `ContextOverflow` or `QueueFull`; never waits for queue space. Tokenizes: run it off
+    /// the async reactor for long inputs.
+    pub fn submit(&self, req: JudgeRequest) -> Result<Submission> {
+        let s = &self.shared;
+        if req.params.max_new_tokens == 0 {
+            return Err(JudgeError::InvalidArgument(
+                "max_new_tokens must be at least 1".into(),
+            ));
+        }
+        let language = req
+            .language
+            .unwrap_or_else(|| detect_language(req.task.query()));
+        let prepared = prepare(
+            &req.task,
+            language,
+            &s.format,
+            &s.tokenizer,
+            s.info.context,
+            req.params.max_new_tokens,
+            req.truncation,
+        )?;
+        let (tx, events) = mpsc::channel(req.params.max_new_tokens + 8);
+        let admission = Admission {
+            prompt_tokens: prepared.prompt_ids.len(),
+            truncated_tokens: prepared.truncated_tokens,
+            language,
+        };
+        let job = Job {
+            prompt_ids: prepared.prompt_ids,
+            pairwise: req.task.is_pairwise(),
+            params: req.params,
+            enqueued: Instant::now(),
+            events: tx,
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => JudgeError::QueueFull {
+                capacity: s.capacity,
+            },
+            mpsc::error::TrySendError::Closed(_) => JudgeError::EngineStopped,
+        })?;
+        Ok(Submission { admission, events })
+    }
+}
+
+fn format_name(f: &PromptFormat) -> &'static str {
+    match f {
+        PromptFormat::AutoJ => "llama2-inst",
+        PromptFormat::Chat { .. } => "chat-template",
+    }
+}
+
+fn choose_format(
+    choice: PromptFormatChoice,
+    info: &ModelInfo,
+    tok: &TextTokenizer,
+) -> Result<PromptFormat> {
+    let chat = |template: &String| PromptFormat::Chat {
+        template: template.clone(),
+        bos_token: tok
+            .bos_id()
+            .and_then(|id| tok.id_to_token(id))
+            .unwrap_or_default(),
+        eos_token: tok
+            .eos_ids()
+            .first()
+            .and_then(|&id| tok.id_to_token(id))
+            .unwrap_or_default(),
+    };
+    match (choice, &info.chat_template) {
+        (PromptFormatChoice::AutoJ, _) | (PromptFormatChoice::Auto, None) => {
+            Ok(PromptFormat::AutoJ)
+        }
+        (PromptFormatChoice::Chat | PromptFormatChoice::Auto, Some(t)) => {
+            let format = chat(t);
+            // Fail at start-up, not on the first request, when the template does not render.
+            crate::prompt::render(
+                &Task::Single {
+                    query: "q".into(),
+                    response: "r".into(),
+                },
+                Lang::En,
+                &format,
+            )?;
+            Ok(format)
+        }
+        (PromptFormatChoice::Chat, None) => Err(JudgeError::Template(format!(
+            "prompt format `chat` was asked for but {} has no chat template",
+            info.name
+        ))),
+    }
+}
+
+/// The engine thread's loop: one job at a time until every handle is dropped.
+fn run(mut model: JudgeModel, mut rx: mpsc::Receiver<Job>, chunk: usize, stats: &EngineStats) {
+    while let Some(job) = rx.blocking_recv() {
+        let counter = match generate(&mut model, &job, chunk) {
+            Ok(Finished::Done) => &stats.completed,
+            Ok(Finished::Cancelled) => &stats.cancelled,
+            Err(e) => {
+                tracing::warn!(error = %e, "generation failed");
+                let _ = job.events.blocking_send(Err(e));
+                &stats.failed
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::info!("judge engine stopped");
+}
+
+/// Sends an event; false when the client has gone.
+fn emit(job: &Job, event: EngineEvent) -> bool {
+    job.events.blocking_send(Ok(event)).is_ok()
+}
+
+/// How a job ended without an error.
+enum Finished {
+    Done,
+    Cancelled,
+}
+
+fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished> {
+    if job.events.is_closed() {
+        tracing::debug!("request cancelled while queued");
+        return Ok(Finished::Cancelled);
+    }
+    let queue = job.enqueued.elapsed();
+    model.reset()?;
+    let started = Instant::now();
+    let mut pos = 0;
+    let mut logits = None;
+    for piece in job.prompt_ids.chunks(chunk) {
+        if job.events.is_closed() {
+            return Ok(Finished::Cancelled);
+        }
+        logits = Some(model.forward(piece, pos)?);
+        pos += piece.len();
+    }
+    let mut logits = logits.ok_or_else(|| JudgeError::InvalidArgument("empty prompt".into()))?;
+    let prefill = started.elapsed();
+    let decode_start = Instant::now();
+    let mut sampler = job.params.sampler();
+    let mut detok = Detokenizer::default();
+    let mut stops = StopMatcher::new(&job.params.stop);
+    let mut completion = 0;
+    let finish = loop {
+        if job.events.is_closed() {
+            tracing::debug!(completion, "client went away; generation stopped");
+            return Ok(Finished::Cancelled);
+        }
+        let next = sampler.sample(&logits)?;
+        if model.tokenizer.eos_ids().contains(&next) {
+            break FinishReason::Eos;
+        }
+        completion += 1;
+        if let Some(text) = detok.push(&model.tokenizer, next)? {
+            let (out, stopped) = stops.push(&text);
+            if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
+                return Ok(Finished::Cancelled);
+            }
+            if stopped {
+                break FinishReason::Stop;
+            }
+        }
+        if completion >= job.params.max_new_tokens {
+            break FinishReason::Length;
+        }
+        logits = model.forward(&[next], pos)?;
+        pos += 1;
+    };
+    if finish != FinishReason::Stop {
+        let tail = detok.finish(&model.tokenizer)?;
+        let (mut out, _) = stops.push(&tail);
+        out.push_str(&stops.finish());
+        if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
+            return Ok(Finished::Cancelled);
+        }
+    }
+    let decode = decode_start.elapsed();
+    let verdict = verdict_of(stops.text(), job.pairwise);
+    if !emit(job, EngineEvent::Verdict(verdict)) {
+        return Ok(Finished::Cancelled);
+    }
+    let usage = EngineEvent::Usage(UsageStats {
+        prompt_tokens: job.prompt_ids.len(),
+        completion_tokens: completion,
+        queue,
+        prefill,
+        decode,
+        finish,
+    });
+    Ok(if emit(job, usage) {
+        Finished::Done
+    } else {
+        Finished::Cancelled
+    })
+}
+
+/// Parses the verdict from the whole generated text.
+pub fn verdict_of(text: &str, pairwise: bool) -> JudgeVerdict {
+    if pairwise {
+        let p = parse_pairwise(text);
+        let resolved = p.winner.is_some();
+        JudgeVerdict {
+            raw_text: if resolved {
+                p.verdict_sentence.clone().unwrap_or_default()
+            } else {
+                text.to_string()
+            },
+            source: if resolved {
+                VerdictSource::Parsed
+            } else {
+                VerdictSource::Unresolved
+            },
+            outcome: Outcome::Pairwise(p),
+        }
+    } else {
+        let s = parse_single(text);
+        let resolved = s.rating.is_some();
+        JudgeVerdict {
+            raw_text: if resolved {
+                s.verdict_sentence.clone().unwrap_or_default()
+            } else {
+                text.to_string()
+            },
+            source: if resolved {
+                VerdictSource::Parsed
+            } else {
+                VerdictSource::Unresolved
+            },
+            outcome: Outcome::Single(s),
+        }
+    }
+}

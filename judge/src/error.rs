@@ -1,0 +1,48 @@
+//! The one error type of the judge crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the judge engine and its service. The service maps each
+/// variant to a gRPC status in exactly one place (`service::status_of`).
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    /// The model file or directory could not be read or understood.
+    #[error("cannot load model from {path}: {reason}")]
+    ModelLoad {
+        /// What was being loaded.
+        path: PathBuf,
+        /// Why it failed, in words.
+        reason: String,
+    },
+    /// The tokenizer could not be built or failed on a text.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template could not be parsed or rendered.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A tensor operation failed during generation.
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+    /// A request field or option is invalid; the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The input cannot fit the context and the request refused truncation (or nothing can
+    /// be cut far enough).
+    #[error("{0}")]
+    ContextOverflow(String),
+    /// The engine queue is full; the client should retry later.
+    #[error("the judge queue is full ({capacity} requests waiting); retry later")]
+    QueueFull {
+        /// Configured queue capacity.
+        capacity: usize,
+    },
+    /// The engine thread has stopped (shutdown or a fatal error).
+    #[error("the judge engine is not running")]
+    EngineStopped,
+    /// A feature that a later milestone builds.
+    #[error("{0}")]
+    Unimplemented(String),
+}
+
+/// Shorthand used across the crate.
+pub type Result<T, E = JudgeError> = std::result::Result<T, E>;

@@ -1,0 +1,246 @@
+//! Loading a LLaMA-family judge with candle and running its forward pass.
+//!
+//! Two sources: a GGUF file (quantized weights, e.g. Auto-J 13B converted by llama.cpp's
+//! tools, or SmolLM2) read by `candle_transformers::models::quantized_llama`, and a Hugging
+//! Face directory (`config.json`, `*.safetensors`, `tokenizer.json`) read by
+//! `candle_transformers::models::llama` in f32, f16 or bf16.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::{llama, quantized_llama};
+
+use crate::error::{JudgeError, Result};
+use crate::tokenizer::TextTokenizer;
+
+/// Positions candle's quantized LLaMA precomputes rotary tables for; a GGUF model serves at
+/// most this many tokens whatever its metadata claims.
+const QUANTIZED_MAX_POSITIONS: usize = quantized_llama::MAX_SEQ_LEN;
+
+/// Floating-point type for Hugging Face weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDType {
+    /// 32-bit floats (the CPU default).
+    F32,
+    /// 16-bit floats (GPU default).
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl WeightDType {
+    fn candle(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+            Self::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// What the loader needs to know.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// A `.gguf` file or a Hugging Face model directory.
+    pub path: PathBuf,
+    /// Weight type for Hugging Face directories (GGUF files keep their own).
+    pub dtype: WeightDType,
+    /// Where to run.
+    pub device: Device,
+}
+
+/// Facts about the loaded model that prompts, fitting and the service need.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// A short name for `Accepted.model` (file or directory name).
+    pub name: String,
+    /// Context window in tokens (prompt + generated).
+    pub context: usize,
+    /// The model's own chat template, if it has one (Jinja source).
+    pub chat_template: Option<String>,
+}
+
+enum Weights {
+    Quantized(quantized_llama::ModelWeights),
+    Full {
+        model: llama::Llama,
+        config: llama::Config,
+        dtype: DType,
+        cache: llama::Cache,
+    },
+}
+
+/// A loaded judge model: weights, tokenizer and facts, owned by the engine thread.
+pub struct JudgeModel {
+    weights: Weights,
+    device: Device,
+    /// Tokenizer matching the weights.
+    pub tokenizer: TextTokenizer,
+    /// Model facts.
+    pub info: ModelInfo,
+}
+
+fn load_err(path: &Path, reason: impl std::fmt::Display) -> JudgeError {
+    JudgeError::ModelLoad {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+impl JudgeModel {
+    /// Loads a GGUF file or a Hugging Face directory, whichever `spec.path` is.
+    pub fn load(spec: &ModelSpec) -> Result<Self> {
+        if spec.path.is_dir() {
+            Self::load_hf(spec)
+        } else if spec.path.is_file() {
+            Self::load_gguf(spec)
+        } else {
+            Err(load_err(
+                &spec.path,
+                "no such file or directory (give a .gguf file or a Hugging Face model directory)",
+            ))
+        }
+    }
+
+    fn load_gguf(spec: &ModelSpec) -> Result<Self> {
+        let path = &spec.path;
+        let mut file = File::open(path).map_err(|e| load_err(path, e))?;
+        let content = gguf_file::Content::read(&mut file)
+            .map_err(|e| load_err(path, format!("not a readable GGUF file: {e}")))?;
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        if arch != "llama" {
+            return Err(load_err(
+                path,
+                format!("architecture `{arch}` is not a LLaMA-family model"),
+            ));
+        }
+        let context = content
+            .metadata
+            .get("llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .map_or(QUANTIZED_MAX_POSITIONS, |c| c as usize)
+            .min(QUANTIZED_MAX_POSITIONS);
+        let chat_template = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .cloned();
+        let tokenizer = TextTokenizer::from_gguf(&content)?;
+        let weights = quantized_llama::ModelWeights::from_gguf(content, &mut file, &spec.device)
+            .map_err(|e| load_err(path, e))?;
+        Ok(Self {
+            weights: Weights::Quantized(weights),
+            device: spec.device.clone(),
+            tokenizer,
+            info: ModelInfo {
+                name: file_name(path),
+                context,
+                chat_template,
+            },
+        })
+    }
+
+    fn load_hf(spec: &ModelSpec) -> Result<Self> {
+        let dir = &spec.path;
+        let config_path = dir.join("config.json");
+        let raw = std::fs::read(&config_path).map_err(|e| load_err(&config_path, e))?;
+        let hf: llama::LlamaConfig =
+            serde_json::from_slice(&raw).map_err(|e| load_err(&config_path, e))?;
+        let eos: Vec<u32> = match &hf.eos_token_id {
+            Some(llama::LlamaEosToks::Single(id)) => vec![*id],
+            Some(llama::LlamaEosToks::Multiple(ids)) => ids.clone(),
+            None => Vec::new(),
+        };
+        let config = hf.into_config(false);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| load_err(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(load_err(dir, "no *.safetensors files in the directory"));
+        }
+        let dtype = spec.dtype.candle();
+        // SAFETY-free: `from_mmaped_safetensors` is unsafe because the file must not change
+        // while mapped; we read the files into memory instead to keep `unsafe` out.
+        let tensors = files
+            .iter()
+            .map(|f| candle_core::safetensors::load(f, &spec.device).map_err(|e| load_err(f, e)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, dtype, &spec.device);
+        // candle's loader unwraps on a missing layer tensor; contain that as a load error.
+        let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            llama::Llama::load(vb, &config)
+        }))
+        .map_err(|_| load_err(dir, "a layer tensor is missing or has the wrong shape"))?
+        .map_err(|e| load_err(dir, e))?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), &eos)?;
+        let chat_template = read_chat_template(dir);
+        let cache = llama::Cache::new(true, dtype, &config, &spec.device)?;
+        Ok(Self {
+            info: ModelInfo {
+                name: file_name(dir),
+                context: config.max_position_embeddings,
+                chat_template,
+            },
+            weights: Weights::Full {
+                model,
+                config,
+                dtype,
+                cache,
+            },
+            device: spec.device.clone(),
+            tokenizer,
+        })
+    }
+
+    /// Forgets all cached keys and values, before a new sequence.
+    pub fn reset(&mut self) -> Result<()> {
+        match &mut self.weights {
+            Weights::Quantized(w) => w.clear_kv_cache(),
+            Weights::Full {
+                config,
+                dtype,
+                cache,
+                ..
+            } => *cache = llama::Cache::new(true, *dtype, config, &self.device)?,
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` at positions `pos..pos + tokens.len()` (appending to the cache) and
+    /// returns the logits of the last position as a 1-D f32 tensor.
+    pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Tensor> {
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let logits = match &mut self.weights {
+            Weights::Quantized(w) => w.forward(&input, pos)?,
+            Weights::Full { model, cache, .. } => model.forward(&input, pos, cache)?,
+        };
+        Ok(logits.squeeze(0)?.to_dtype(DType::F32)?)
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Reads `chat_template` from `tokenizer_config.json` when the directory has one.
+fn read_chat_template(dir: &Path) -> Option<String> {
+    let raw = std::fs::read(dir.join("tokenizer_config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    v.get("chat_template")?.as_str().map(str::to_string)
+}

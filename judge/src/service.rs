@@ -1,0 +1,379 @@
+//! The `autoj.v1.Judge` gRPC service over the engine: validates requests, submits them and
+//! translates engine events into `JudgeEvent`s. Every error becomes a status in exactly one
+//! place, [`status_of`].
+
+use std::pin::Pin;
+
+use autoj_proto::v1 as pb;
+use autoj_proto::v1::judge_server::Judge;
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::engine::{
+    Admission, Engine, EngineEvent, FinishReason, JudgeRequest, JudgeVerdict, Outcome, UsageStats,
+    VerdictSource,
+};
+use crate::error::JudgeError;
+use crate::fit::TruncationPolicy;
+use crate::generate::GenerationParams;
+use crate::prompt::{Lang, Task};
+use crate::verdict::Winner;
+
+/// Per-request limits enforced before anything reaches the engine.
+#[derive(Debug, Clone)]
+pub struct ServiceLimits {
+    /// Largest accepted query or response, in bytes.
+    pub max_field_bytes: usize,
+    /// Largest `max_new_tokens` a client may ask for.
+    pub max_new_tokens_limit: usize,
+    /// `max_new_tokens` when the client leaves it unset.
+    pub default_max_new_tokens: usize,
+    /// Most stop strings per request.
+    pub max_stop_strings: usize,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        Self {
+            max_field_bytes: 256 * 1024,
+            max_new_tokens_limit: 4096,
+            default_max_new_tokens: crate::generate::DEFAULT_MAX_NEW_TOKENS,
+            max_stop_strings: 8,
+        }
+    }
+}
+
+/// The judge service: one engine behind the `Judge` RPCs.
+#[derive(Debug, Clone)]
+pub struct JudgeService {
+    engine: Engine,
+    limits: ServiceLimits,
+    replica: String,
+}
+
+/// The stream type of the judging RPCs.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::JudgeEvent, Status>> + Send + 'static>>;
+
+impl JudgeService {
+    /// A service over `engine`; `replica` names this server in `Accepted.replica`.
+    pub fn new(engine: Engine, limits: ServiceLimits, replica: impl Into<String>) -> Self {
+        Self {
+            engine,
+            limits,
+            replica: replica.into(),
+        }
+    }
+
+    async fn judge(
+        &self,
+        task: Task,
+        options: Option<pb::JudgeOptions>,
+    ) -> Result<EventStream, JudgeError> {
+        let options = options.unwrap_or_default();
+        let req = self.validate(task, &options)?;
+        let protocol = if req.task.is_pairwise() {
+            pb::Protocol::Pairwise
+        } else {
+            pb::Protocol::Single
+        };
+        let engine = self.engine.clone();
+        // Tokenizing and fitting a long input takes milliseconds: keep it off the reactor.
+        let sub = tokio::task::spawn_blocking(move || engine.submit(req))
+            .await
+            .map_err(|_| JudgeError::EngineStopped)??;
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let scenario = options.scenario.clone();
+        tracing::info!(%request_id, prompt_tokens = sub.admission.prompt_tokens, truncated = sub.admission.truncated_tokens, "request admitted");
+        let accepted = accepted_event(
+            &sub.admission,
+            request_id,
+            scenario,
+            protocol,
+            self.engine.info().name.clone(),
+            self.replica.clone(),
+        );
+        let events = ReceiverStream::new(sub.events).map(|ev| match ev {
+            Ok(ev) => Ok(event_to_pb(ev)),
+            Err(e) => Err(status_of(&e)),
+        });
+        Ok(Box::pin(
+            futures::stream::once(async move { Ok(accepted) }).chain(events),
+        ))
+    }
+
+    fn validate(&self, task: Task, o: &pb::JudgeOptions) -> Result<JudgeRequest, JudgeError> {
+        let names: &[&str] = if task.is_pairwise() {
+            &["query", "response_1", "response_2"]
+        } else {
+            &["query", "response"]
+        };
+        for (name, value) in names.iter().zip(task.fields()) {
+            if value.trim().is_empty() {
+                return Err(invalid(format!(
+                    "`{name}` is empty; it must hold the text to judge"
+                )));
+            }
+            if value.len() > self.limits.max_field_bytes {
+                return Err(invalid(format!(
+                    "`{name}` is {} bytes, over this server's limit of {} bytes",
+                    value.len(),
+                    self.limits.max_field_bytes
+                )));
+            }
+        }
+        if o.swap_check {
+            return Err(JudgeError::Unimplemented(
+                "`options.swap_check` is not implemented yet (it arrives with continuous batching, issue #4)".into(),
+            ));
+        }
+        let language = match pb::Language::try_from(o.language) {
+            Ok(pb::Language::Auto) => None,
+            Ok(pb::Language::En) => Some(Lang::En),
+            Ok(pb::Language::Zh) => Some(Lang::Zh),
+            Err(_) => {
+                return Err(invalid(format!(
+                    "`options.language` {} is not a known language",
+                    o.language
+                )))
+            }
+        };
+        let truncation = match pb::Truncation::try_from(o.truncation) {
+            Ok(pb::Truncation::Auto) => TruncationPolicy::Auto,
+            Ok(pb::Truncation::Refuse) => TruncationPolicy::Refuse,
+            Err(_) => {
+                return Err(invalid(format!(
+                    "`options.truncation` {} is not a known policy",
+                    o.truncation
+                )))
+            }
+        };
+        let g = o.generation.clone().unwrap_or_default();
+        let mut params = GenerationParams {
+            max_new_tokens: self.limits.default_max_new_tokens,
+            ..GenerationParams::default()
+        };
+        if let Some(n) = g.max_new_tokens {
+            if n == 0 || n as usize > self.limits.max_new_tokens_limit {
+                return Err(invalid(format!(
+                    "`options.generation.max_new_tokens` is {n}; it must be between 1 and {}",
+                    self.limits.max_new_tokens_limit
+                )));
+            }
+            params.max_new_tokens = n as usize;
+        }
+        if let Some(t) = g.temperature {
+            if !t.is_finite() || !(0.0..=10.0).contains(&t) {
+                return Err(invalid(format!(
+                    "`options.generation.temperature` is {t}; it must be in [0, 10]"
+                )));
+            }
+            params.temperature = f64::from(t);
+        }
+        if let Some(p) = g.top_p {
+            if !p.is_finite() || p <= 0.0 || p > 1.0 {
+                return Err(invalid(format!(
+                    "`options.generation.top_p` is {p}; it must be in (0, 1]"
+                )));
+            }
+            params.top_p = f64::from(p);
+        }
+        if let Some(seed) = g.seed {
+            params.seed = seed;
+        }
+        if g.stop.len() > self.limits.max_stop_strings
+            || g.stop.iter().any(|s| s.is_empty() || s.len() > 256)
+        {
+            return Err(invalid(format!(
+                "`options.generation.stop` must hold at most {} non-empty strings of at most 256 bytes",
+                self.limits.max_stop_strings
+            )));
+        }
+        params.stop = g.stop;
+        Ok(JudgeRequest {
+            task,
+            language,
+            params,
+            truncation,
+        })
+    }
+}
+
+fn invalid(msg: String) -> JudgeError {
+    JudgeError::InvalidArgument(msg)
+}
+
+/// The one mapping from engine errors to gRPC statuses.
+pub fn status_of(e: &JudgeError) -> Status {
+    let status = match e {
+        JudgeError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+        JudgeError::ContextOverflow(m) => Status::failed_precondition(m.clone()),
+        JudgeError::QueueFull { .. } => Status::resource_exhausted(e.to_string()),
+        JudgeError::EngineStopped => Status::unavailable(e.to_string()),
+        JudgeError::Unimplemented(m) => Status::unimplemented(m.clone()),
+        JudgeError::Tokenizer(_)
+        | JudgeError::Template(_)
+        | JudgeError::Compute(_)
+        | JudgeError::ModelLoad { .. } => Status::internal(e.to_string()),
+    };
+    if status.code() == tonic::Code::Internal {
+        tracing::error!(error = %e, "request failed");
+    } else {
+        tracing::debug!(error = %e, code = ?status.code(), "request refused");
+    }
+    status
+}
+
+fn accepted_event(
+    a: &Admission,
+    request_id: String,
+    scenario: String,
+    protocol: pb::Protocol,
+    model: String,
+    replica: String,
+) -> pb::JudgeEvent {
+    let scenario_source = if scenario.is_empty() {
+        pb::ScenarioSource::None
+    } else {
+        pb::ScenarioSource::Client
+    };
+    pb::JudgeEvent {
+        event: Some(pb::judge_event::Event::Accepted(pb::Accepted {
+            request_id,
+            scenario,
+            scenario_source: scenario_source as i32,
+            model,
+            replica,
+            prompt_tokens: a.prompt_tokens as u32,
+            truncated: a.truncated_tokens > 0,
+            truncated_tokens: a.truncated_tokens as u32,
+            protocol: protocol as i32,
+            language: match a.language {
+                Lang::En => pb::Language::En,
+                Lang::Zh => pb::Language::Zh,
+            } as i32,
+            order: 0,
+        })),
+    }
+}
+
+/// Translates one engine event into its wire form.
+pub fn event_to_pb(ev: EngineEvent) -> pb::JudgeEvent {
+    use pb::judge_event::Event;
+    let event = match ev {
+        EngineEvent::Delta(text) => Event::CritiqueDelta(pb::CritiqueDelta { text, order: 0 }),
+        EngineEvent::Verdict(v) => Event::Verdict(verdict_to_pb(v)),
+        EngineEvent::Usage(u) => Event::Usage(usage_to_pb(&u)),
+    };
+    pb::JudgeEvent { event: Some(event) }
+}
+
+/// The wire form of a winner.
+pub fn winner_to_pb(w: Option<Winner>) -> pb::Winner {
+    match w {
+        None => pb::Winner::Unspecified,
+        Some(Winner::Response1) => pb::Winner::Response1,
+        Some(Winner::Response2) => pb::Winner::Response2,
+        Some(Winner::Tie) => pb::Winner::Tie,
+    }
+}
+
+fn verdict_to_pb(v: JudgeVerdict) -> pb::Verdict {
+    let result = match v.outcome {
+        Outcome::Pairwise(p) => pb::verdict::Result::Pairwise(pb::PairwiseVerdict {
+            winner: winner_to_pb(p.winner) as i32,
+            p_response_1: None,
+            p_response_2: None,
+            p_tie: None,
+            key_factors: p.key_factors,
+        }),
+        Outcome::Single(s) => pb::verdict::Result::Single(pb::SingleVerdict {
+            rating: s.rating,
+            distribution: Vec::new(),
+            expected_rating: None,
+        }),
+    };
+    pb::Verdict {
+        result: Some(result),
+        source: match v.source {
+            VerdictSource::Parsed => pb::VerdictSource::Parsed,
+            VerdictSource::Unresolved => pb::VerdictSource::Unresolved,
+        } as i32,
+        raw_text: v.raw_text,
+        order: 0,
+    }
+}
+
+fn usage_to_pb(u: &UsageStats) -> pb::Usage {
+    pb::Usage {
+        prompt_tokens: u.prompt_tokens as u32,
+        completion_tokens: u.completion_tokens as u32,
+        cached_prompt_tokens: 0,
+        queue_ms: u.queue.as_secs_f64() * 1e3,
+        prefill_ms: u.prefill.as_secs_f64() * 1e3,
+        decode_ms: u.decode.as_secs_f64() * 1e3,
+        finish_reason: match u.finish {
+            FinishReason::Eos => pb::FinishReason::Eos,
+            FinishReason::Length => pb::FinishReason::Length,
+            FinishReason::Stop => pb::FinishReason::Stop,
+        } as i32,
+        order: 0,
+    }
+}
+
+#[tonic::async_trait]
+impl Judge for JudgeService {
+    type CompareStream = EventStream;
+    type CritiqueStream = EventStream;
+    type EvaluateStream =
+        Pin<Box<dyn Stream<Item = Result<pb::EvaluateResult, Status>> + Send + 'static>>;
+
+    async fn compare(
+        &self,
+        request: Request<pb::CompareRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = request.into_inner();
+        let task = Task::Pairwise {
+            query: r.query,
+            response_1: r.response_1,
+            response_2: r.response_2,
+        };
+        self.judge(task, r.options)
+            .await
+            .map(Response::new)
+            .map_err(|e| status_of(&e))
+    }
+
+    async fn critique(
+        &self,
+        request: Request<pb::CritiqueRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let r = request.into_inner();
+        let task = Task::Single {
+            query: r.query,
+            response: r.response,
+        };
+        self.judge(task, r.options)
+            .await
+            .map(Response::new)
+            .map_err(|e| status_of(&e))
+    }
+
+    async fn score(
+        &self,
+        _request: Request<pb::ScoreRequest>,
+    ) -> Result<Response<pb::ScoreResponse>, Status> {
+        Err(status_of(&JudgeError::Unimplemented(
+            "Judge.Score is not implemented yet (Best-of-N scoring arrives with issue #4)".into(),
+        )))
+    }
+
+    async fn evaluate(
+        &self,
+        _request: Request<Streaming<pb::EvaluateItem>>,
+    ) -> Result<Response<Self::EvaluateStream>, Status> {
+        Err(status_of(&JudgeError::Unimplemented(
+            "Judge.Evaluate is not implemented yet (bulk evaluation arrives with issue #5; use `autoj eval` over Compare meanwhile)".into(),
+        )))
+    }
+}

@@ -1,0 +1,157 @@
+//! Shared set-up for the judge's behaviour tests: a tiny model written to a temp dir and a
+//! judge server on a loopback port.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice};
+use autoj_judge::model::{ModelSpec, WeightDType};
+use autoj_judge::service::{JudgeService, ServiceLimits};
+use autoj_judge::testkit::{self, TinySpec};
+use autoj_proto::v1 as pb;
+use autoj_proto::v1::judge_client::JudgeClient;
+use candle_core::Device;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// Every await in these tests is bounded by this.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Awaits `f`, failing the test if it takes longer than [`TIMEOUT`].
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(TIMEOUT, f).await.expect("timed out")
+}
+
+/// Which tiny model file to build.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// GGUF file with a gpt2 tokenizer in metadata and a chat template.
+    Gguf,
+    /// Hugging Face directory (safetensors + tokenizer.json), no chat template.
+    Hf,
+}
+
+/// A tiny model on disk; the temp dir lives as long as this value.
+pub struct TinyModel {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn tiny_model(kind: Kind, spec: &TinySpec) -> TinyModel {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = match kind {
+        Kind::Gguf => testkit::write_gguf(dir.path(), spec),
+        Kind::Hf => testkit::write_hf_dir(dir.path(), spec),
+    }
+    .expect("write tiny model");
+    TinyModel { dir, path }
+}
+
+pub fn engine_config(path: PathBuf, queue_capacity: usize) -> EngineConfig {
+    EngineConfig {
+        model: ModelSpec {
+            path,
+            dtype: WeightDType::F32,
+            device: Device::Cpu,
+        },
+        prompt_format: PromptFormatChoice::Auto,
+        queue_capacity,
+        prefill_chunk: 64,
+    }
+}
+
+/// A judge server on 127.0.0.1 with its engine and a way to stop it.
+pub struct TestServer {
+    pub engine: Engine,
+    pub client: JudgeClient<Channel>,
+    pub addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _model: TinyModel,
+}
+
+impl TestServer {
+    pub async fn start(
+        kind: Kind,
+        spec: TinySpec,
+        limits: ServiceLimits,
+        queue_capacity: usize,
+    ) -> Self {
+        let model = tiny_model(kind, &spec);
+        let cfg = engine_config(model.path.clone(), queue_capacity);
+        let engine = within(tokio::task::spawn_blocking(move || Engine::start(cfg)))
+            .await
+            .unwrap()
+            .expect("engine starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = JudgeService::new(engine.clone(), limits, "test-replica");
+        let task = tokio::spawn(async move {
+            autoj_judge::server::serve(listener, service, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let client = within(JudgeClient::connect(addr.clone()))
+            .await
+            .expect("connect");
+        Self {
+            engine,
+            client,
+            addr,
+            stop: Some(stop),
+            task,
+            _model: model,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        within(&mut self.task).await.unwrap();
+    }
+}
+
+pub fn options(max_new_tokens: u32) -> Option<pb::JudgeOptions> {
+    Some(pb::JudgeOptions {
+        generation: Some(pb::GenerationOptions {
+            max_new_tokens: Some(max_new_tokens),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+pub fn compare(max_new_tokens: u32) -> pb::CompareRequest {
+    pb::CompareRequest {
+        query: "What is the capital of France?".into(),
+        response_1: "The capital of France is Paris.".into(),
+        response_2: "I think it is Lyon, the second city.".into(),
+        options: options(max_new_tokens),
+    }
+}
+
+pub fn critique(max_new_tokens: u32) -> pb::CritiqueRequest {
+    pb::CritiqueRequest {
+        query: "Write a haiku about rain.".into(),
+        response: "Soft rain on the roof / the garden drinks in silence / puddles hold the sky"
+            .into(),
+        options: options(max_new_tokens),
+    }
+}
+
+/// Reads a whole stream into its events.
+pub async fn collect(
+    mut stream: tonic::Streaming<pb::JudgeEvent>,
+) -> Result<Vec<pb::judge_event::Event>, tonic::Status> {
+    let mut out = Vec::new();
+    while let Some(ev) = within(stream.message()).await? {
+        out.push(ev.event.expect("event set"));
+    }
+    Ok(out)
+}

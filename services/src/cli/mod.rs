@@ -1,0 +1,4 @@
+//! The `autoj` command line: subcommands and what each runs.
+
+pub mod client;
+pub mod verdict;

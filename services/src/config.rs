@@ -1,0 +1,183 @@
+//! Command-line and environment configuration, validated once into typed settings.
+//!
+//! Every flag has an `AUTOJ_*` environment variable; each default is declared here only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use autoj_judge::engine::{EngineConfig, PromptFormatChoice};
+use autoj_judge::model::{ModelSpec, WeightDType};
+use autoj_judge::service::ServiceLimits;
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+
+/// Where setup puts the embedded default model (relative to the working directory).
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Errors in configuration; the binary exits with code 64 (EX_USAGE) on them.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The model path does not exist.
+    #[error("model not found at {0}: run `scripts/fetch-models.sh` for the default model, or pass --model / AUTOJ_MODEL")]
+    ModelMissing(PathBuf),
+    /// A device string could not be understood or opened.
+    #[error("device `{0}`: {1}")]
+    Device(String, String),
+    /// A numeric limit is out of range.
+    #[error("{0}")]
+    Range(String),
+}
+
+/// Prompt wrapper choice on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PromptFormatArg {
+    /// The model's chat template when it has one, else LLaMA-2 `[INST]`.
+    Auto,
+    /// LLaMA-2 `[INST] ... [/INST]`, Auto-J's training format.
+    Autoj,
+    /// The model's own chat template.
+    Chat,
+}
+
+/// Weight type on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DTypeArg {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// Settings of the judge engine and its per-request limits.
+#[derive(Debug, Clone, Args)]
+pub struct EngineArgs {
+    /// Judge model: a .gguf file or a Hugging Face directory (config.json, *.safetensors,
+    /// tokenizer.json). Defaults to the small SmolLM2 chat model setup fetches (not a trained
+    /// judge; see the README for real Auto-J weights).
+    #[arg(long, env = "AUTOJ_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Prompt wrapper around Auto-J's templates.
+    #[arg(long, env = "AUTOJ_PROMPT_FORMAT", value_enum, default_value = "auto")]
+    pub prompt_format: PromptFormatArg,
+    /// Device: `cpu`, or `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, env = "AUTOJ_DEVICE", default_value = "cpu")]
+    pub device: String,
+    /// Weight type for Hugging Face directories (GGUF keeps its own quantization).
+    #[arg(long, env = "AUTOJ_DTYPE", value_enum, default_value = "f32")]
+    pub dtype: DTypeArg,
+    /// CPU threads for model compute (0: one per core).
+    #[arg(long, env = "AUTOJ_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Requests that may wait for the engine; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AUTOJ_QUEUE_CAPACITY", default_value_t = 64)]
+    pub queue_capacity: usize,
+    /// Prompt tokens per forward pass during prefill (bounds attention memory).
+    #[arg(long, env = "AUTOJ_PREFILL_CHUNK", default_value_t = 512)]
+    pub prefill_chunk: usize,
+    /// Largest query or response accepted, in bytes.
+    #[arg(long, env = "AUTOJ_MAX_FIELD_BYTES", default_value_t = 256 * 1024)]
+    pub max_field_bytes: usize,
+    /// Largest max_new_tokens a client may ask for.
+    #[arg(long, env = "AUTOJ_MAX_NEW_TOKENS_LIMIT", default_value_t = 4096)]
+    pub max_new_tokens_limit: usize,
+    /// max_new_tokens when a request leaves it unset (Auto-J uses 1024).
+    #[arg(long, env = "AUTOJ_DEFAULT_MAX_NEW_TOKENS", default_value_t = 1024)]
+    pub default_max_new_tokens: usize,
+}
+
+/// Validated engine settings.
+#[derive(Debug, Clone)]
+pub struct JudgeSettings {
+    /// For `Engine::start`.
+    pub engine: EngineConfig,
+    /// For `JudgeService::new`.
+    pub limits: ServiceLimits,
+    /// Compute threads (0: default).
+    pub threads: usize,
+}
+
+impl EngineArgs {
+    /// Checks the settings and turns them into typed configuration.
+    pub fn validate(&self) -> Result<JudgeSettings, ConfigError> {
+        if !self.model.exists() {
+            return Err(ConfigError::ModelMissing(self.model.clone()));
+        }
+        let device = parse_device(&self.device)?;
+        if self.queue_capacity == 0 || self.prefill_chunk == 0 {
+            return Err(ConfigError::Range(
+                "--queue-capacity and --prefill-chunk must be at least 1".into(),
+            ));
+        }
+        if self.default_max_new_tokens == 0
+            || self.default_max_new_tokens > self.max_new_tokens_limit
+        {
+            return Err(ConfigError::Range(format!(
+                "--default-max-new-tokens ({}) must be between 1 and --max-new-tokens-limit ({})",
+                self.default_max_new_tokens, self.max_new_tokens_limit
+            )));
+        }
+        Ok(JudgeSettings {
+            engine: EngineConfig {
+                model: ModelSpec {
+                    path: self.model.clone(),
+                    dtype: match self.dtype {
+                        DTypeArg::F32 => WeightDType::F32,
+                        DTypeArg::F16 => WeightDType::F16,
+                        DTypeArg::Bf16 => WeightDType::Bf16,
+                    },
+                    device,
+                },
+                prompt_format: match self.prompt_format {
+                    PromptFormatArg::Auto => PromptFormatChoice::Auto,
+                    PromptFormatArg::Autoj => PromptFormatChoice::AutoJ,
+                    PromptFormatArg::Chat => PromptFormatChoice::Chat,
+                },
+                queue_capacity: self.queue_capacity,
+                prefill_chunk: self.prefill_chunk,
+            },
+            limits: ServiceLimits {
+                max_field_bytes: self.max_field_bytes,
+                max_new_tokens_limit: self.max_new_tokens_limit,
+                default_max_new_tokens: self.default_max_new_tokens,
+                ..ServiceLimits::default()
+            },
+            threads: self.threads,
+        })
+    }
+}
+
+fn parse_device(s: &str) -> Result<Device, ConfigError> {
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = s
+        .strip_prefix("cuda:")
+        .or_else(|| (s == "cuda").then_some("0"))
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| ConfigError::Device(s.into(), "expected `cpu` or `cuda:N`".into()))?;
+    Device::new_cuda(ordinal).map_err(|e| ConfigError::Device(s.into(), e.to_string()))
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "AUTOJ_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+}
+
+/// Sets the compute thread count before any model code runs. candle's CPU kernels size
+/// their parallelism from `RAYON_NUM_THREADS`, so both are set.
+pub fn apply_threads(threads: usize) {
+    if threads == 0 {
+        return;
+    }
+    // Runs before the async runtime or any engine thread exists, so no other thread reads
+    // the environment concurrently.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+}
