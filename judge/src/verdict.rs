@@ -16,8 +16,10 @@
 //! Case-insensitive matching only folds ASCII letters, so a match found that way starts and
 //! ends on character boundaries of the original text, whatever non-ASCII text surrounds it.
 
-/// The English phrase Auto-J's pairwise verdict sentence contains (matched ignoring ASCII case).
-const EN_DECISION: &str = "final decision is ";
+/// The English phrase Auto-J's pairwise verdict sentence contains (matched ignoring ASCII case
+/// and only where no letter or digit follows, so `is:` counts and `isn't` does not; Auto-J
+/// itself looks for the phrase followed by a space).
+const EN_DECISION: &str = "final decision is";
 /// The Chinese phrase the Chinese pairwise template asks the verdict sentence to contain.
 const ZH_DECISION: &str = "最终决定是";
 /// Characters allowed between a decision phrase and the choice: models wrap the choice in
@@ -86,7 +88,7 @@ pub struct SingleParse {
 /// Reads the winner, the key factors and the verdict sentence from a pairwise critique.
 ///
 /// The winner comes from the text right after the last decision phrase, English
-/// (`final decision is `, any ASCII case) or Chinese (`最终决定是`), whichever occurs last.
+/// (`final decision is`, any ASCII case, then no letter or digit) or Chinese (`最终决定是`), whichever occurs last.
 /// After skipping whitespace and decoration (quotes, `*`, colons), `response 1` / `response 2`
 /// / `tie` (any case) or `回应1` / `回应2` / `平局` name the winner. Only the last phrase counts,
 /// as in Auto-J: an earlier, resolved phrase is not used when the last one is unresolved.
@@ -128,7 +130,10 @@ pub fn parse_single(text: &str) -> SingleParse {
 
 /// Byte range of the last decision phrase in either language.
 fn last_decision(text: &str) -> Option<(usize, usize)> {
-    let en = rfind_ascii_ci(text, EN_DECISION).map(|s| (s, s + EN_DECISION.len()));
+    let en = rfind_ascii_ci(text, EN_DECISION, |after| {
+        !after.starts_with(|c: char| c.is_ascii_alphanumeric())
+    })
+    .map(|s| (s, s + EN_DECISION.len()));
     let zh = text.rfind(ZH_DECISION).map(|s| (s, s + ZH_DECISION.len()));
     match (en, zh) {
         (Some(e), Some(z)) => Some(if e.0 > z.0 { e } else { z }),
@@ -289,24 +294,22 @@ fn line_around(text: &str, at: usize) -> &str {
     text[start..end].trim()
 }
 
-/// Byte offset of the last occurrence of the ASCII `needle`, ignoring ASCII case.
+/// Byte offset of the last occurrence of the ASCII `needle`, ignoring ASCII case, for which
+/// `accept` approves of the text following the match.
 ///
 /// Comparing bytes is sound for an ASCII needle: a matched byte is ASCII, so the match starts
 /// and ends on character boundaries of `haystack`.
-fn rfind_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
+fn rfind_ascii_ci(haystack: &str, needle: &str, accept: impl Fn(&str) -> bool) -> Option<usize> {
     debug_assert!(needle.is_ascii());
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
-    if n.len() > h.len() {
-        return None;
-    }
-    (0..=h.len() - n.len())
+    (0..=h.len().checked_sub(n.len())?)
         .rev()
-        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+        .find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n) && accept(&haystack[i + n.len()..]))
 }
 
 /// Whether `haystack` contains the ASCII `needle`, ignoring ASCII case.
 fn contains_ascii_ci(haystack: &str, needle: &str) -> bool {
-    rfind_ascii_ci(haystack, needle).is_some()
+    rfind_ascii_ci(haystack, needle, |_| true).is_some()
 }
 
 /// `s` without the ASCII `prefix`, compared ignoring ASCII case.
@@ -383,6 +386,9 @@ mod tests {
             parse_pairwise("final decision is: Response2").winner,
             Some(Winner::Response2)
         );
+        // `isn't` is not the phrase, so the earlier real verdict is the last one.
+        let p = parse_pairwise("So, the final decision is Tie. The final decision isn't easy.");
+        assert_eq!(p.winner, Some(Winner::Tie));
     }
 
     #[test]
