@@ -72,7 +72,7 @@ def main() -> None:
     # Tokenize with a vocab-only load first, so the context can be sized to the prompt.
     text = args.prompt_file.read_text(encoding="utf-8")
     vocab = llama_cpp.Llama(model_path=str(args.model), vocab_only=True, verbose=False)
-    prompt = vocab.tokenize(text.encode("utf-8"), add_bos=True, special=False)  # BOS only if the model wants it
+    prompt = vocab.tokenize(text.encode("utf-8"), add_bos=True, special=True)  # BOS only if the model wants it; special-token text (chat markup) parsed as in serving
     del vocab
     n_prompt = len(prompt)
     n_batch = max(512, n_prompt)  # the whole prompt goes in one batch and one ubatch

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::process::ExitCode;
 
+use autoj_services::cli::bench::BenchArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
@@ -62,6 +63,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Measure prefill and decode speed against llama.cpp on the same GGUF (by hand, not CI).
+    Bench {
+        #[command(flatten)]
+        bench: BenchArgs,
+    },
     /// Parse a judgment text from stdin and print the verdict as one JSON object.
     Verdict {
         /// The protocol the text answers.
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Serve { engine, .. } | Command::Judge { engine, .. } => engine.threads,
+        Command::Bench { bench } => bench.threads,
         _ => 0,
     };
     apply_threads(threads);
@@ -121,6 +128,12 @@ async fn run(command: Command) -> ExitCode {
         } => {
             telemetry::init("warn");
             client::run(ClientRequest::Critique { query, response }, &client).await
+        }
+        Command::Bench { bench } => {
+            telemetry::init("warn");
+            tokio::task::spawn_blocking(move || autoj_services::cli::bench::run(&bench))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
         }
         Command::Verdict { protocol } => {
             let mut text = String::new();

@@ -1,4 +1,5 @@
 //! The `autoj` command line: subcommands and what each runs.
 
+pub mod bench;
 pub mod client;
 pub mod verdict;

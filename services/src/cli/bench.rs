@@ -1,0 +1,138 @@
+//! `autoj bench`: prefill and decode speed of a GGUF judge in our engine and, in the same
+//! run on the same file, prompt and thread count, in llama.cpp (through llama-cpp-python,
+//! installed by `scripts/bench-setup.sh`), with the ratio. Absolute numbers on a shared
+//! machine are noise; the ratio measured in one run is the figure to read.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use autoj_judge::engine::PromptFormatChoice;
+use autoj_judge::model::{JudgeModel, ModelSpec, WeightDType};
+use autoj_judge::prompt::{render, Lang, PromptFormat, Task};
+use candle_core::Device;
+use clap::Args;
+use serde_json::{json, Value};
+
+/// Benchmark settings.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The GGUF (or Hugging Face directory) to measure.
+    #[arg(long, env = "AUTOJ_MODEL", default_value = crate::config::DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Compute threads, for both engines.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Tokens to generate per run (EOS ignored, so every run decodes exactly this many).
+    #[arg(long, default_value_t = 64)]
+    pub n_predict: usize,
+    /// Timed runs per engine; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Python with llama-cpp-python; skip the comparison when it is missing.
+    #[arg(long, default_value = ".venv-bench/bin/python")]
+    pub llamacpp_python: PathBuf,
+    /// The llama.cpp side of the benchmark.
+    #[arg(long, default_value = "scripts/bench_llamacpp.py")]
+    pub llamacpp_script: PathBuf,
+}
+
+/// A realistic Auto-J pairwise input (a few hundred tokens with the template).
+fn sample_task() -> Task {
+    Task::Pairwise {
+        query: "Write a Python function that returns the n-th Fibonacci number, and explain its time complexity.".into(),
+        response_1: "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n\nThis runs in O(n) time and O(1) memory because it keeps only the last two values.".into(),
+        response_2: "def fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n\nThe recursion is simple and elegant; its time complexity is O(n).".into(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs both engines and prints one JSON object per engine plus the ratios.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let spec = ModelSpec {
+        path: args.model.clone(),
+        dtype: WeightDType::F32,
+        device: Device::Cpu,
+    };
+    let mut model = JudgeModel::load(&spec)?;
+    let format = match (&model.info.chat_template, PromptFormatChoice::Auto) {
+        (Some(t), _) => PromptFormat::Chat {
+            template: t.clone(),
+            bos_token: String::new(),
+            eos_token: String::new(),
+        },
+        (None, _) => PromptFormat::AutoJ,
+    };
+    let text = render(&sample_task(), Lang::En, &format)?;
+    let ids = model.tokenizer.encode(&text, true)?;
+    let n = ids.len();
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for run in 0..=args.repeat {
+        model.reset()?;
+        let t = Instant::now();
+        let mut logits = model.forward(&ids, 0)?;
+        let p = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for i in 0..args.n_predict {
+            let next = logits.argmax(0)?.to_scalar::<u32>()?;
+            logits = model.forward(&[next], n + i)?;
+        }
+        let d = t.elapsed().as_secs_f64();
+        if run > 0 {
+            // Run 0 warms caches and is not counted, as on the llama.cpp side.
+            prefill.push(n as f64 / p);
+            decode.push(args.n_predict as f64 / d);
+        }
+    }
+    let ours = json!({
+        "engine": "autoj (candle)", "threads": args.threads, "prompt_tokens": n,
+        "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,
+    });
+    println!("{ours}");
+    if !args.llamacpp_python.exists() {
+        eprintln!(
+            "llama.cpp comparison skipped: {} not found (run scripts/bench-setup.sh)",
+            args.llamacpp_python.display()
+        );
+        return Ok(());
+    }
+    let prompt_file = tempfile_with(&text)?;
+    let out = Command::new(&args.llamacpp_python)
+        .arg(&args.llamacpp_script)
+        .arg("--model")
+        .arg(&args.model)
+        .args(["--threads", &args.threads.to_string()])
+        .arg("--prompt-file")
+        .arg(&prompt_file)
+        .args(["--n-predict", &args.n_predict.to_string(), "--repeat", &args.repeat.to_string()])
+        .output()
+        .context("running the llama.cpp benchmark")?;
+    let _ = std::fs::remove_file(&prompt_file);
+    anyhow::ensure!(
+        out.status.success(),
+        "llama.cpp benchmark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Value = serde_json::from_slice(&out.stdout).context("llama.cpp benchmark output")?;
+    println!("{theirs}");
+    let ratio = |k: &str| ours[k].as_f64().unwrap_or(0.0) / theirs[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        json!({
+            "ratio_autoj_over_llamacpp": {"prefill": ratio("prefill_tok_s"), "decode": ratio("decode_tok_s")},
+            "same_prompt_tokens": theirs["prompt_tokens"] == ours["prompt_tokens"],
+        })
+    );
+    Ok(())
+}
+
+fn tempfile_with(text: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("autoj-bench-prompt-{}.txt", std::process::id()));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
