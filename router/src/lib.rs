@@ -1,1 +1,50 @@
-//! The autoj router (being written).
+//! The autoj router: the public gRPC endpoint in front of the judge pools.
+//!
+//! A request is validated, its scenario taken from the client or classified by a small ONNX
+//! model, a judge pool picked by scenario, group or language, a replica picked by least
+//! in-flight requests (another one tried while replicas are unavailable before the first
+//! event), and the judge's stream relayed back with the scenario filled in.
+//!
+//! Modules, in the order a request meets them:
+//! - [`config`]: the router's TOML config file.
+//! - [`server`]: [`Router`] — build from config, serve with health and reflection.
+//! - [`service`]: the `Judge` and `Scenarios` gRPC services.
+//! - `validate`: request checks, INVALID_ARGUMENT naming the field.
+//! - [`scenarios`] and [`criteria`]: the scenario catalog and its criteria, validated at
+//!   start-up; [`data`] says where their files come from (embedded or a directory).
+//! - [`classifier`]: the classifier trait and its worker thread; [`onnx`]: the ONNX model.
+//! - [`language`]: English/Chinese detection for routing.
+//! - [`routing`]: the routing table.
+//! - [`pool`]: replicas, balancing, failover, DNS re-resolution.
+//! - [`backend`]: a replica, remote (gRPC) or in-process (one-process mode).
+//! - `relay`: the relayed stream (scenario stamp, deadline, load accounting).
+//! - [`error`]: the crate's error and its one mapping to `tonic::Status`.
+
+pub mod backend;
+pub mod classifier;
+pub mod config;
+pub mod criteria;
+pub mod data;
+pub mod error;
+pub mod language;
+pub mod onnx;
+pub mod pool;
+mod relay;
+pub mod routing;
+pub mod scenarios;
+pub mod server;
+pub mod service;
+mod validate;
+
+pub use backend::{EventStream, JudgeBackend, LocalBackend, RemoteBackend};
+pub use classifier::{Classifier, ClassifierHandle, Prediction};
+pub use config::{ClassifierConfig, RouterConfig};
+pub use data::DataSource;
+pub use error::RouterError;
+pub use language::{detect_language, Lang};
+pub use onnx::OnnxClassifier;
+pub use routing::{PoolConfig, RoutingConfig, RuleConfig};
+pub use scenarios::{Catalog, Scenario};
+pub use server::{Router, RouterBuilder};
+pub use service::RouterService;
+pub use validate::{DEFAULT_TOP_K, MAX_CLASSIFY_BATCH};

@@ -1,0 +1,174 @@
+//! The router's config file (TOML), parsed into [`RouterConfig`]. Every default is declared
+//! here (routing defaults in [`crate::routing`]); the binary may override fields from its
+//! command line before building the router.
+//!
+//! ```toml
+//! listen = "0.0.0.0:50051"
+//! # data_dir = "router/data"          # override the embedded scenarios and criteria
+//!
+//! [classifier]
+//! model_dir = "router/classifier"
+//! # ort_dylib = "models/onnxruntime/libonnxruntime.so"   # else ORT_DYLIB_PATH
+//!
+//! [routing]
+//! default_pool = "general"
+//!
+//! [[routing.pool]]
+//! name = "general"
+//! dns = "autoj-judge.autoj.svc.cluster.local:50051"
+//!
+//! [[routing.pool]]
+//! name = "bilingual"
+//! endpoints = ["http://10.0.0.7:50051"]
+//!
+//! [[routing.rule]]
+//! languages = ["zh"]
+//! pool = "bilingual"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataSource;
+use crate::error::RouterError;
+use crate::onnx::OnnxClassifier;
+use crate::routing::RoutingConfig;
+
+/// Everything the router needs to start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Address the binary listens on ([`crate::Router::serve`] takes a bound listener).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// A directory overriding the scenario and criteria files embedded in the binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The scenario classifier.
+    #[serde(default)]
+    pub classifier: ClassifierConfig,
+    /// Pools and rules.
+    pub routing: RoutingConfig,
+}
+
+/// The `[classifier]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Classify queries that name no scenario; when false they are routed as `default` and
+    /// `Scenarios.Classify` answers UNIMPLEMENTED.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// Directory with `scenario_classifier.onnx`, `tokenizer.json` and `labels.json`.
+    #[serde(default = "default_model_dir")]
+    pub model_dir: PathBuf,
+    /// The ONNX Runtime shared library; unset means `ORT_DYLIB_PATH`, else
+    /// `models/onnxruntime/libonnxruntime.so`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ort_dylib: Option<PathBuf>,
+    /// Classification jobs that may wait; more are refused with RESOURCE_EXHAUSTED.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// The listen address unless configured.
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 50051))
+}
+
+/// Classification is on unless configured.
+fn default_enabled() -> bool {
+    true
+}
+
+/// The classifier directory unless configured (relative to the working directory).
+fn default_model_dir() -> PathBuf {
+    PathBuf::from("router/classifier")
+}
+
+/// Classifier queue length unless configured.
+fn default_queue() -> usize {
+    256
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        Self {
+            enabled: default_enabled(),
+            model_dir: default_model_dir(),
+            ort_dylib: None,
+            queue: default_queue(),
+        }
+    }
+}
+
+impl ClassifierConfig {
+    /// The library path to load: the configured one, else [`OnnxClassifier::default_dylib`].
+    pub fn dylib(&self) -> PathBuf {
+        self.ort_dylib
+            .clone()
+            .unwrap_or_else(OnnxClassifier::default_dylib)
+    }
+}
+
+impl RouterConfig {
+    /// A config with the given routing and every other field at its default.
+    pub fn new(routing: RoutingConfig) -> Self {
+        Self {
+            listen: default_listen(),
+            data_dir: None,
+            classifier: ClassifierConfig::default(),
+            routing,
+        }
+    }
+
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, RouterError> {
+        toml::from_str(text).map_err(|e| RouterError::Toml {
+            path: origin.to_path_buf(),
+            source: Box::new(e),
+        })
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, RouterError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RouterError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Where to load scenarios and criteria from.
+    pub fn data_source(&self) -> DataSource {
+        self.data_dir
+            .clone()
+            .map_or(DataSource::Embedded, DataSource::Dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = RouterConfig::from_toml(&example, Path::new("example")).unwrap();
+        assert_eq!(config.routing.pools.len(), 2);
+        assert_eq!(config.classifier, ClassifierConfig::default());
+        let unknown =
+            RouterConfig::from_toml("[routing]\ndefault_pool='a'\ntypo=1", Path::new("x"));
+        assert!(unknown.is_err());
+    }
+}

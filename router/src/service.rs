@@ -1,0 +1,440 @@
+//! The router's gRPC services: `Judge` (validate, pick a scenario, route, relay) and
+//! `Scenarios` (classify, list, criteria).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autoj_proto::v1::judge_server::Judge;
+use autoj_proto::v1::scenarios_server::Scenarios;
+use autoj_proto::v1::{
+    Classification, ClassifyRequest, ClassifyResponse, CompareRequest, CritiqueRequest,
+    EvaluateItem, EvaluateResult, GetCriteriaRequest, GetCriteriaResponse, ListScenariosRequest,
+    ListScenariosResponse, ScenarioScore, ScenarioSource, ScoreRequest, ScoreResponse,
+};
+use futures::future::BoxFuture;
+use futures::Stream;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::backend::{EventStream, JudgeBackend};
+use crate::classifier::ClassifierHandle;
+use crate::error::RouterError;
+use crate::language::Lang;
+use crate::pool::Pool;
+use crate::relay::{peek, Relay, Stamp};
+use crate::routing::{RouteKey, RoutingTable};
+use crate::scenarios::Catalog;
+use crate::validate::{check_classify, check_options, Judged};
+
+/// The scenario used for routing when no classifier is configured and none was named.
+const FALLBACK_SCENARIO: &str = "default";
+
+/// The router's `Judge` and `Scenarios` services; cheap to clone (shared state behind an Arc).
+#[derive(Debug, Clone)]
+pub struct RouterService {
+    /// Everything a request reads; immutable after start-up (pools update themselves).
+    inner: Arc<Inner>,
+}
+
+/// The shared state.
+#[derive(Debug)]
+struct Inner {
+    /// Scenarios and criteria.
+    catalog: Arc<Catalog>,
+    /// Validated routing rules.
+    table: RoutingTable,
+    /// Pools by name; every pool the table names is here.
+    pools: HashMap<String, Arc<Pool>>,
+    /// The classifier worker; `None` when classification is disabled.
+    classifier: Option<ClassifierHandle>,
+}
+
+/// Where a request goes and what it is stamped with.
+struct Route {
+    /// The pool.
+    pool: Arc<Pool>,
+    /// What `Accepted` gets.
+    stamp: Stamp,
+}
+
+impl RouterService {
+    /// Assembles the service; `pools` must hold every pool `table` names (the builder in
+    /// [`crate::server`] ensures it).
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        table: RoutingTable,
+        pools: HashMap<String, Arc<Pool>>,
+        classifier: Option<ClassifierHandle>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                catalog,
+                table,
+                pools,
+                classifier,
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// Validates `msg`, settles its scenario (named, classified or fallback) and language,
+    /// writes both into the forwarded options, and picks the pool.
+    async fn route<M: Judged>(&self, msg: &mut M) -> Result<Route, RouterError> {
+        msg.check_fields()?;
+        let requested = check_options(msg.options_mut())?;
+        let named = msg.options_mut().scenario.trim().to_owned();
+        let (scenario, source) = if !named.is_empty() {
+            if self.catalog.get(&named).is_none() {
+                return Err(RouterError::UnknownScenario {
+                    field: "options.scenario",
+                    name: named,
+                });
+            }
+            (named, ScenarioSource::Client)
+        } else if let Some(classifier) = &self.classifier {
+            (
+                classifier.top1(msg.query()).await?.scenario,
+                ScenarioSource::Classifier,
+            )
+        } else {
+            (String::new(), ScenarioSource::None)
+        };
+        let language = Lang::resolve(requested, msg.query());
+        let routed_on = if scenario.is_empty() {
+            FALLBACK_SCENARIO
+        } else {
+            &scenario
+        };
+        let group = self.catalog.get(routed_on).and_then(|s| s.group.as_deref());
+        let pool_name = self.table.route(RouteKey {
+            scenario: routed_on,
+            group,
+            language,
+        });
+        tracing::debug!(scenario = %routed_on, ?group, ?language, pool = pool_name, "routed");
+        let pool = self
+            .pools
+            .get(pool_name)
+            .cloned()
+            .ok_or_else(|| RouterError::NoReplica {
+                pool: pool_name.to_owned(),
+            })?;
+        let options = msg.options_mut();
+        options.scenario.clone_from(&scenario);
+        options.language = language.to_proto() as i32;
+        Ok(Route {
+            pool,
+            stamp: Stamp { scenario, source },
+        })
+    }
+
+    /// Routes a streaming judging request and relays the chosen replica's stream.
+    async fn stream<M: StreamRpc>(
+        &self,
+        request: Request<M>,
+    ) -> Result<Response<EventStream>, RouterError> {
+        let deadline = deadline_of(request.metadata());
+        let metadata = forwarded_metadata(request.metadata());
+        let mut msg = request.into_inner();
+        let route = self.route(&mut msg).await?;
+        let served = route
+            .pool
+            .call(deadline, |backend| {
+                let request = outbound(&metadata, msg.clone(), deadline);
+                async move { peek(M::send(backend, request).await?).await }
+            })
+            .await?;
+        let relay = Relay::new(
+            served.value,
+            route.stamp,
+            deadline,
+            served.replica,
+            served.in_flight,
+        );
+        Ok(Response::new(Box::pin(relay) as EventStream))
+    }
+
+    /// Routes a `Score` request (unary, so failover covers the whole call).
+    async fn score(
+        &self,
+        request: Request<ScoreRequest>,
+    ) -> Result<Response<ScoreResponse>, RouterError> {
+        let deadline = deadline_of(request.metadata());
+        let metadata = forwarded_metadata(request.metadata());
+        let mut msg = request.into_inner();
+        let route = self.route(&mut msg).await?;
+        let served = route
+            .pool
+            .call(deadline, |backend| {
+                let request = outbound(&metadata, msg.clone(), deadline);
+                async move { backend.score(request).await }
+            })
+            .await?;
+        let mut response = served.value.into_inner();
+        if response.scenario.is_empty() {
+            response.scenario = route.stamp.scenario;
+        }
+        Ok(Response::new(response))
+    }
+
+    /// Classifies a batch of queries.
+    async fn classify(&self, request: ClassifyRequest) -> Result<ClassifyResponse, RouterError> {
+        let classifier = self.classifier.as_ref().ok_or(RouterError::Unimplemented(
+            "this router runs without a scenario classifier",
+        ))?;
+        let top_k = check_classify(&request, self.catalog.scenarios().len())?;
+        let results = classifier.classify(request.queries, top_k).await?;
+        let results = results
+            .into_iter()
+            .map(|top| Classification {
+                top: top
+                    .into_iter()
+                    .map(|p| {
+                        // The catalog is the one source of groups; the model's copy is a fallback.
+                        let group = self.catalog.get(&p.scenario).and_then(|s| s.group.clone());
+                        ScenarioScore {
+                            group: group.or(p.group).unwrap_or_default(),
+                            scenario: p.scenario,
+                            probability: p.probability,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(ClassifyResponse { results })
+    }
+
+    /// The criteria of one scenario.
+    fn criteria(&self, request: GetCriteriaRequest) -> Result<GetCriteriaResponse, RouterError> {
+        let name = request.scenario.trim();
+        if name.is_empty() {
+            return Err(crate::validate::invalid("scenario", "must not be empty"));
+        }
+        let criteria = self
+            .catalog
+            .criteria(name)
+            .ok_or_else(|| RouterError::UnknownScenario {
+                field: "scenario",
+                name: name.to_owned(),
+            })?;
+        Ok(GetCriteriaResponse {
+            scenario: name.to_owned(),
+            criteria: criteria
+                .iter()
+                .map(|c| autoj_proto::v1::Criterion {
+                    name: c.name.clone(),
+                    content: c.content.clone(),
+                    inherited_from: c.inherited_from.clone().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A streaming judging RPC: how to send it to a backend.
+trait StreamRpc: Judged + Clone + Send + 'static {
+    /// Calls the matching method of `backend`.
+    fn send(
+        backend: Arc<dyn JudgeBackend>,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<EventStream>, Status>>;
+}
+
+impl StreamRpc for CompareRequest {
+    fn send(
+        backend: Arc<dyn JudgeBackend>,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<EventStream>, Status>> {
+        Box::pin(async move { backend.compare(request).await })
+    }
+}
+
+impl StreamRpc for CritiqueRequest {
+    fn send(
+        backend: Arc<dyn JudgeBackend>,
+        request: Request<Self>,
+    ) -> BoxFuture<'static, Result<Response<EventStream>, Status>> {
+        Box::pin(async move { backend.critique(request).await })
+    }
+}
+
+/// The client's deadline, from its `grpc-timeout` header.
+fn deadline_of(metadata: &MetadataMap) -> Option<Instant> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(value).map(|d| Instant::now() + d)
+}
+
+/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if !value.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The client metadata worth passing to the judge (auth, trace context, custom keys): all
+/// but the transport's own headers, which the outbound client sets itself.
+fn forwarded_metadata(incoming: &MetadataMap) -> MetadataMap {
+    let mut headers = incoming.clone().into_headers();
+    let own = [
+        "te",
+        "content-type",
+        "user-agent",
+        "host",
+        "accept-encoding",
+        "content-length",
+    ];
+    let drop: Vec<_> = headers
+        .keys()
+        .filter(|k| own.contains(&k.as_str()) || k.as_str().starts_with("grpc-"))
+        .cloned()
+        .collect();
+    for key in drop {
+        headers.remove(key);
+    }
+    MetadataMap::from_headers(headers)
+}
+
+/// One attempt's outbound request: forwarded metadata, the message, and what is left of the
+/// client's deadline (so the judge stops when the client would stop waiting).
+fn outbound<M>(metadata: &MetadataMap, msg: M, deadline: Option<Instant>) -> Request<M> {
+    let mut request = Request::from_parts(metadata.clone(), Default::default(), msg);
+    if let Some(at) = deadline {
+        request.set_timeout(
+            at.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+    }
+    request
+}
+
+/// The `Evaluate` stream type (the RPC is not served yet).
+type EvaluateStream = Pin<Box<dyn Stream<Item = Result<EvaluateResult, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Judge for RouterService {
+    type CompareStream = EventStream;
+    type CritiqueStream = EventStream;
+    type EvaluateStream = EvaluateStream;
+
+    async fn compare(
+        &self,
+        request: Request<CompareRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.inner
+            .stream(request)
+            .await
+            .map_err(RouterError::into_status)
+    }
+
+    async fn critique(
+        &self,
+        request: Request<CritiqueRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.inner
+            .stream(request)
+            .await
+            .map_err(RouterError::into_status)
+    }
+
+    async fn score(
+        &self,
+        request: Request<ScoreRequest>,
+    ) -> Result<Response<ScoreResponse>, Status> {
+        self.inner
+            .score(request)
+            .await
+            .map_err(RouterError::into_status)
+    }
+
+    async fn evaluate(
+        &self,
+        _request: Request<Streaming<EvaluateItem>>,
+    ) -> Result<Response<EvaluateStream>, Status> {
+        Err(RouterError::Unimplemented("bulk evaluation arrives with issue #5").into_status())
+    }
+}
+
+#[tonic::async_trait]
+impl Scenarios for RouterService {
+    async fn classify(
+        &self,
+        request: Request<ClassifyRequest>,
+    ) -> Result<Response<ClassifyResponse>, Status> {
+        self.inner
+            .classify(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(RouterError::into_status)
+    }
+
+    async fn list(
+        &self,
+        _request: Request<ListScenariosRequest>,
+    ) -> Result<Response<ListScenariosResponse>, Status> {
+        let scenarios = self
+            .inner
+            .catalog
+            .scenarios()
+            .iter()
+            .map(|s| autoj_proto::v1::Scenario {
+                name: s.name.clone(),
+                group: s.group.clone().unwrap_or_default(),
+                description: s.description.clone(),
+            })
+            .collect();
+        Ok(Response::new(ListScenariosResponse { scenarios }))
+    }
+
+    async fn get_criteria(
+        &self,
+        request: Request<GetCriteriaRequest>,
+    ) -> Result<Response<GetCriteriaResponse>, Status> {
+        self.inner
+            .criteria(request.into_inner())
+            .map(Response::new)
+            .map_err(RouterError::into_status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeout() {
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn forwards_only_client_metadata() {
+        let mut md = MetadataMap::new();
+        md.insert("authorization", "Bearer x".parse().unwrap());
+        md.insert("grpc-timeout", "1S".parse().unwrap());
+        md.insert("te", "trailers".parse().unwrap());
+        let out = forwarded_metadata(&md);
+        assert!(out.get("authorization").is_some());
+        assert!(out.get("grpc-timeout").is_none() && out.get("te").is_none());
+    }
+}
