@@ -25,7 +25,7 @@ fn default_model() -> Option<PathBuf> {
 #[test]
 fn compare_streams_a_critique_with_the_default_model() {
     let Some(model) = default_model() else { return };
-    let server = Server::start(&model, &["--threads", "2"]);
+    let server = Server::start(&model, &["--threads", "2", "--no-classifier"]);
     let out = run(autoj().args([
         "compare",
         "--addr",

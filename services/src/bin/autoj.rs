@@ -2,13 +2,17 @@
 //! the library; see `autoj --help`.
 
 use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use autoj_services::cli::bench::BenchArgs;
+use autoj_services::cli::classify::ClassifyArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
-use autoj_services::{run_judge, shutdown, telemetry};
+use autoj_services::stack::{run_judge, run_router, run_serve, ServeRouterArgs};
+use autoj_services::{shutdown, telemetry};
 use clap::{Parser, Subcommand};
 
 /// Serve Auto-J LLM judges over gRPC, and call them.
@@ -27,6 +31,22 @@ enum Command {
         listen: ListenArgs,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        router: ServeRouterArgs,
+    },
+    /// Run the router alone, in front of remote judge pools named in its config file.
+    Router {
+        /// Router config file (TOML): listen address, pools, routing rules, classifier.
+        #[arg(long, env = "AUTOJ_ROUTER_CONFIG")]
+        config: PathBuf,
+        /// Listen address, overriding the config file's.
+        #[arg(long, env = "AUTOJ_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Classify a query (or a JSONL file of them) into Auto-J's scenarios.
+    Classify {
+        #[command(flatten)]
+        classify: ClassifyArgs,
     },
     /// Run a judge service alone (one model, one replica).
     Judge {
@@ -96,17 +116,25 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     let result = match command {
-        Command::Serve { listen, engine }
-        | Command::Judge {
-            listen,
-            engine,
-            replica: None,
-        } => serve_judge(listen, engine, "local".into()).await,
-        Command::Judge {
-            listen,
-            engine,
-            replica: Some(replica),
-        } => serve_judge(listen, engine, replica).await,
+        Command::Serve { listen, engine, router } => {
+            telemetry::init("info");
+            let settings = validated(&engine);
+            run_serve(settings, listen.listen, &router, shutdown::signal()).await
+        }
+        Command::Judge { listen, engine, replica } => {
+            telemetry::init("info");
+            let settings = validated(&engine);
+            let replica = replica.unwrap_or_else(|| listen.listen.to_string());
+            run_judge(settings, listen.listen, replica, shutdown::signal()).await
+        }
+        Command::Router { config, listen } => {
+            telemetry::init("info");
+            run_router(&config, listen, shutdown::signal()).await
+        }
+        Command::Classify { classify } => {
+            telemetry::init("warn");
+            autoj_services::cli::classify::run(&classify).await
+        }
         Command::Compare {
             query,
             response_1,
@@ -159,18 +187,13 @@ async fn run(command: Command) -> ExitCode {
     }
 }
 
-async fn serve_judge(
-    listen: ListenArgs,
-    engine: EngineArgs,
-    replica: String,
-) -> anyhow::Result<()> {
-    telemetry::init("info");
-    let settings = match engine.validate() {
+/// Validated engine settings, or exit 64 (EX_USAGE) with the reason.
+fn validated(engine: &EngineArgs) -> autoj_services::config::JudgeSettings {
+    match engine.validate() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(64);
         }
-    };
-    run_judge(settings, listen.listen, replica, shutdown::signal()).await
+    }
 }

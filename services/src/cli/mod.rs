@@ -1,5 +1,6 @@
 //! The `autoj` command line: subcommands and what each runs.
 
 pub mod bench;
+pub mod classify;
 pub mod client;
 pub mod verdict;
