@@ -45,8 +45,14 @@ fn content() -> Content {
         "tokenizer.ggml.tokens".into(),
         Value::Array(v.iter().map(|(t, _, _)| Value::String(t.clone())).collect()),
     );
-    md.insert("tokenizer.ggml.scores".into(), Value::Array(v.iter().map(|(_, s, _)| Value::F32(*s)).collect()));
-    md.insert("tokenizer.ggml.token_type".into(), Value::Array(v.iter().map(|(_, _, k)| Value::I32(*k)).collect()));
+    md.insert(
+        "tokenizer.ggml.scores".into(),
+        Value::Array(v.iter().map(|(_, s, _)| Value::F32(*s)).collect()),
+    );
+    md.insert(
+        "tokenizer.ggml.token_type".into(),
+        Value::Array(v.iter().map(|(_, _, k)| Value::I32(*k)).collect()),
+    );
     md.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(1));
     md.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(2));
     md.insert("tokenizer.ggml.unknown_token_id".into(), Value::U32(0));
@@ -67,7 +73,10 @@ fn merges_follow_scores_and_bytes_fall_back() {
     let tok = TextTokenizer::from_gguf(&content()).expect("spm tokenizer");
     // "hello world" → "▁hello▁world": he, ll, hell, hello, ▁hello by score, then ▁w.
     let got = tok.encode("hello world", true).unwrap();
-    let want: Vec<u32> = ["<s>", "▁hello", "▁w", "o", "r", "l", "d"].iter().map(|t| id(t)).collect();
+    let want: Vec<u32> = ["<s>", "▁hello", "▁w", "o", "r", "l", "d"]
+        .iter()
+        .map(|t| id(t))
+        .collect();
     assert_eq!(got, want);
     assert_eq!(tok.decode(&got).unwrap(), "hello world");
     // "é" is not in the vocabulary: its UTF-8 bytes C3 A9 as byte tokens.

@@ -11,7 +11,10 @@ use common::{autoj, run, Server};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 #[test]
@@ -21,7 +24,10 @@ fn classify_one_query_and_a_file() {
     let dylib = root.join("models/onnxruntime/libonnxruntime.so");
     for needed in [model_dir.join("scenario_classifier.onnx"), dylib.clone()] {
         if !needed.exists() {
-            eprintln!("skipping: {} not found (run router/fetch-onnxruntime.sh)", needed.display());
+            eprintln!(
+                "skipping: {} not found (run router/fetch-onnxruntime.sh)",
+                needed.display()
+            );
             return;
         }
     }
@@ -40,9 +46,18 @@ fn classify_one_query_and_a_file() {
     let server = Server::start(&model, &["--router-config", config.to_str().unwrap()]);
 
     let out = run(autoj().args([
-        "classify", "--addr", &server.addr, "--query", "write a python function that reverses a list", "--json",
+        "classify",
+        "--addr",
+        &server.addr,
+        "--query",
+        "write a python function that reverses a list",
+        "--json",
     ]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["top"][0]["scenario"], "code_generation", "{v}");
     assert_eq!(v["top"][0]["group"], "Code");
@@ -56,8 +71,16 @@ fn classify_one_query_and_a_file() {
          {\"instruction\": \"Write a SQL query that counts users by country.\", \"input\": \"\", \"id\": 7}\n",
     )
     .unwrap();
-    let out = run(autoj().args(["classify", "--addr", &server.addr, "--input"]).arg(&input).arg("--output").arg(&output));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(autoj()
+        .args(["classify", "--addr", &server.addr, "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<Value> = std::fs::read_to_string(&output)
         .unwrap()
         .lines()
@@ -66,7 +89,10 @@ fn classify_one_query_and_a_file() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["id"], 7, "input fields are kept");
     for r in &rows {
-        assert!(r["scenario"].is_string() && r["probability"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["scenario"].is_string() && r["probability"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
         assert_eq!(r["top3"].as_array().unwrap().len(), 3);
     }
     assert_eq!(rows[1]["group"], "Code", "{}", rows[1]);

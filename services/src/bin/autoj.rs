@@ -116,12 +116,20 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     let result = match command {
-        Command::Serve { listen, engine, router } => {
+        Command::Serve {
+            listen,
+            engine,
+            router,
+        } => {
             telemetry::init("info");
             let settings = validated(&engine);
             run_serve(settings, listen.listen, &router, shutdown::signal()).await
         }
-        Command::Judge { listen, engine, replica } => {
+        Command::Judge {
+            listen,
+            engine,
+            replica,
+        } => {
             telemetry::init("info");
             let settings = validated(&engine);
             let replica = replica.unwrap_or_else(|| listen.listen.to_string());

@@ -109,7 +109,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .args(["--threads", &args.threads.to_string()])
         .arg("--prompt-file")
         .arg(&prompt_file)
-        .args(["--n-predict", &args.n_predict.to_string(), "--repeat", &args.repeat.to_string()])
+        .args([
+            "--n-predict",
+            &args.n_predict.to_string(),
+            "--repeat",
+            &args.repeat.to_string(),
+        ])
         .output()
         .context("running the llama.cpp benchmark")?;
     let _ = std::fs::remove_file(&prompt_file);
@@ -118,7 +123,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "llama.cpp benchmark failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let theirs: Value = serde_json::from_slice(&out.stdout).context("llama.cpp benchmark output")?;
+    let theirs: Value =
+        serde_json::from_slice(&out.stdout).context("llama.cpp benchmark output")?;
     println!("{theirs}");
     let ratio = |k: &str| ours[k].as_f64().unwrap_or(0.0) / theirs[k].as_f64().unwrap_or(f64::NAN);
     println!(

@@ -60,9 +60,17 @@ pub async fn run(args: &ClassifyArgs) -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
-        let top = resp.results.into_iter().next().map(|r| r.top).unwrap_or_default();
+        let top = resp
+            .results
+            .into_iter()
+            .next()
+            .map(|r| r.top)
+            .unwrap_or_default();
         if args.json {
-            println!("{}", json!({"query": q, "top": top.iter().map(score_json).collect::<Vec<_>>()}));
+            println!(
+                "{}",
+                json!({"query": q, "top": top.iter().map(score_json).collect::<Vec<_>>()})
+            );
         } else {
             for s in &top {
                 println!("{:<40} {:<22} {:.3}", s.scenario, s.group, s.probability);
@@ -73,26 +81,36 @@ pub async fn run(args: &ClassifyArgs) -> anyhow::Result<()> {
     let (Some(input), Some(output)) = (&args.input, &args.output) else {
         anyhow::bail!("give --query, or --input FILE.jsonl with --output FILE.jsonl");
     };
-    let rows: Vec<Value> = std::io::BufReader::new(std::fs::File::open(input).with_context(|| format!("{}", input.display()))?)
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
-        .map(|(i, l)| {
-            let l = l?;
-            serde_json::from_str(&l).with_context(|| format!("{} line {}: not JSON", input.display(), i + 1))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let rows: Vec<Value> = std::io::BufReader::new(
+        std::fs::File::open(input).with_context(|| format!("{}", input.display()))?,
+    )
+    .lines()
+    .enumerate()
+    .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
+    .map(|(i, l)| {
+        let l = l?;
+        serde_json::from_str(&l)
+            .with_context(|| format!("{} line {}: not JSON", input.display(), i + 1))
+    })
+    .collect::<anyhow::Result<_>>()?;
     let queries = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| row_query(r).with_context(|| format!("row {}: no `query` or `instruction` field", i + 1)))
+        .map(|(i, r)| {
+            row_query(r)
+                .with_context(|| format!("row {}: no `query` or `instruction` field", i + 1))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bar = indicatif::ProgressBar::new(rows.len() as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} queries, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} queries, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut out = BufWriter::new(std::fs::File::create(output).with_context(|| format!("{}", output.display()))?);
+    let mut out = BufWriter::new(
+        std::fs::File::create(output).with_context(|| format!("{}", output.display()))?,
+    );
     for (rows, queries) in rows.chunks(BATCH).zip(queries.chunks(BATCH)) {
         let resp = client
             .classify(pb::ClassifyRequest {
@@ -101,14 +119,22 @@ pub async fn run(args: &ClassifyArgs) -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
-        anyhow::ensure!(resp.results.len() == rows.len(), "the server returned {} results for {} queries", resp.results.len(), rows.len());
+        anyhow::ensure!(
+            resp.results.len() == rows.len(),
+            "the server returned {} results for {} queries",
+            resp.results.len(),
+            rows.len()
+        );
         for (row, result) in rows.iter().zip(resp.results) {
             let mut row = row.clone();
             if let (Some(obj), Some(best)) = (row.as_object_mut(), result.top.first()) {
                 obj.insert("scenario".into(), json!(best.scenario));
                 obj.insert("group".into(), json!(best.group));
                 obj.insert("probability".into(), json!(best.probability));
-                obj.insert("top3".into(), json!(result.top.iter().map(score_json).collect::<Vec<_>>()));
+                obj.insert(
+                    "top3".into(),
+                    json!(result.top.iter().map(score_json).collect::<Vec<_>>()),
+                );
             }
             writeln!(out, "{row}")?;
         }
