@@ -445,37 +445,24 @@ fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished>
 
 /// Parses the verdict from the whole generated text.
 pub fn verdict_of(text: &str, pairwise: bool) -> JudgeVerdict {
-    if pairwise {
+    let (outcome, sentence, resolved) = if pairwise {
         let p = parse_pairwise(text);
-        let resolved = p.winner.is_some();
-        JudgeVerdict {
-            raw_text: if resolved {
-                p.verdict_sentence.clone().unwrap_or_default()
-            } else {
-                text.to_string()
-            },
-            source: if resolved {
-                VerdictSource::Parsed
-            } else {
-                VerdictSource::Unresolved
-            },
-            outcome: Outcome::Pairwise(p),
-        }
+        let (sentence, resolved) = (p.verdict_sentence.clone(), p.winner.is_some());
+        (Outcome::Pairwise(p), sentence, resolved)
     } else {
         let s = parse_single(text);
-        let resolved = s.rating.is_some();
-        JudgeVerdict {
-            raw_text: if resolved {
-                s.verdict_sentence.clone().unwrap_or_default()
-            } else {
-                text.to_string()
-            },
-            source: if resolved {
-                VerdictSource::Parsed
-            } else {
-                VerdictSource::Unresolved
-            },
-            outcome: Outcome::Single(s),
-        }
+        let (sentence, resolved) = (s.verdict_sentence.clone(), s.rating.is_some());
+        (Outcome::Single(s), sentence, resolved)
+    };
+    // An unresolved verdict carries the whole text, so the client sees what the model wrote.
+    let (raw_text, source) = if resolved {
+        (sentence.unwrap_or_default(), VerdictSource::Parsed)
+    } else {
+        (text.to_string(), VerdictSource::Unresolved)
+    };
+    JudgeVerdict {
+        outcome,
+        source,
+        raw_text,
     }
 }
