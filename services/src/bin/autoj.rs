@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use autoj_services::cli::bench::BenchArgs;
+use autoj_services::cli::bench_classifier::BenchClassifierArgs;
 use autoj_services::cli::classify::ClassifyArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
@@ -88,6 +89,11 @@ enum Command {
         #[command(flatten)]
         bench: BenchArgs,
     },
+    /// Measure the scenario classifier: cross-validated accuracy and latency per query.
+    BenchClassifier {
+        #[command(flatten)]
+        bench: BenchClassifierArgs,
+    },
     /// Parse a judgment text from stdin and print the verdict as one JSON object.
     Verdict {
         /// The protocol the text answers.
@@ -168,6 +174,12 @@ async fn run(command: Command) -> ExitCode {
         Command::Bench { bench } => {
             telemetry::init("warn");
             tokio::task::spawn_blocking(move || autoj_services::cli::bench::run(&bench))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
+        }
+        Command::BenchClassifier { bench } => {
+            telemetry::init("warn");
+            tokio::task::spawn_blocking(move || autoj_services::cli::bench_classifier::run(&bench))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
         }
