@@ -17,10 +17,17 @@ pub struct BenchClassifierArgs {
     #[arg(long, default_value = "router/classifier")]
     pub model_dir: PathBuf,
     /// ONNX Runtime library.
-    #[arg(long, env = "ORT_DYLIB_PATH", default_value = "models/onnxruntime/libonnxruntime.so")]
+    #[arg(
+        long,
+        env = "ORT_DYLIB_PATH",
+        default_value = "models/onnxruntime/libonnxruntime.so"
+    )]
     pub ort_dylib: PathBuf,
     /// JSONL queries (`instruction` + `input`, or `query`) to time.
-    #[arg(long, default_value = "../shared/autoj/scenario_classifier_train.jsonl")]
+    #[arg(
+        long,
+        default_value = "../shared/autoj/scenario_classifier_train.jsonl"
+    )]
     pub queries: PathBuf,
     /// How many queries to time (after 20 warm-up ones).
     #[arg(long, default_value_t = 500)]
@@ -41,7 +48,11 @@ pub fn run(args: &BenchClassifierArgs) -> anyhow::Result<()> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|r| crate::cli::classify::row_query(&r))
         .collect();
-    anyhow::ensure!(queries.len() > 20, "need more than 20 queries in {}", args.queries.display());
+    anyhow::ensure!(
+        queries.len() > 20,
+        "need more than 20 queries in {}",
+        args.queries.display()
+    );
     for q in queries.iter().take(20) {
         classifier.classify(q, 3)?;
     }
@@ -56,7 +67,9 @@ pub fn run(args: &BenchClassifierArgs) -> anyhow::Result<()> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null);
-    let size = std::fs::metadata(args.model_dir.join(autoj_router::onnx::MODEL_FILE)).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(args.model_dir.join(autoj_router::onnx::MODEL_FILE))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
         "{}",
         json!({
