@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use autoj_services::cli::bench::BenchArgs;
 use autoj_services::cli::bench_classifier::BenchClassifierArgs;
 use autoj_services::cli::classify::ClassifyArgs;
+use autoj_services::cli::eval::EvalArgs;
+use autoj_services::cli::metrics::MetricsArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
@@ -93,6 +95,16 @@ enum Command {
     BenchClassifier {
         #[command(flatten)]
         bench: BenchClassifierArgs,
+    },
+    /// Evaluate a JSONL file of pairwise or single rows against a running server.
+    Eval {
+        #[command(flatten)]
+        eval: EvalArgs,
+    },
+    /// Auto-J's leaderboard metrics (agreement, consistency) from prediction files alone.
+    Metrics {
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Parse a judgment text from stdin and print the verdict as one JSON object.
     Verdict {
@@ -183,6 +195,11 @@ async fn run(command: Command) -> ExitCode {
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
         }
+        Command::Eval { eval } => {
+            telemetry::init("warn");
+            autoj_services::cli::eval::run(&eval).await
+        }
+        Command::Metrics { metrics } => autoj_services::cli::metrics::run(&metrics),
         Command::Verdict { protocol } => {
             let mut text = String::new();
             match std::io::stdin().read_to_string(&mut text) {

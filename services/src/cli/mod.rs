@@ -4,4 +4,6 @@ pub mod bench;
 pub mod bench_classifier;
 pub mod classify;
 pub mod client;
+pub mod eval;
+pub mod metrics;
 pub mod verdict;
