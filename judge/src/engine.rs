@@ -17,8 +17,11 @@ use crate::fit::{prepare, TruncationPolicy};
 use crate::generate::{Detokenizer, GenerationParams, StopMatcher};
 use crate::model::{JudgeModel, ModelInfo, ModelSpec};
 use crate::prompt::{detect_language, Lang, PromptFormat, Task};
+use crate::scoring::{
+    at_verdict_position, forced_prefix, score, ChoiceScores, VerdictPoint, VERDICT_RESERVE,
+};
 use crate::tokenizer::TextTokenizer;
-use crate::verdict::{parse_pairwise, parse_single, PairwiseParse, SingleParse};
+use crate::verdict::{parse_pairwise, parse_single, PairwiseParse, SingleParse, Winner};
 
 /// Which prompt wrapper to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +76,10 @@ pub struct Admission {
 pub enum VerdictSource {
     /// Parsed from the text.
     Parsed,
-    /// The text had no verdict.
+    /// The text had no verdict; the verdict phrase was appended and the most probable legal
+    /// continuation chosen.
+    Forced,
+    /// The text had no verdict and none could be forced.
     Unresolved,
 }
 
@@ -95,6 +101,8 @@ pub struct JudgeVerdict {
     pub source: VerdictSource,
     /// The verdict sentence, or the whole text when unresolved.
     pub raw_text: String,
+    /// Probabilities of the legal verdicts at the verdict position.
+    pub scores: Option<ChoiceScores>,
 }
 
 /// Why generation stopped.
@@ -151,6 +159,7 @@ pub struct Submission {
 struct Job {
     prompt_ids: Vec<u32>,
     pairwise: bool,
+    lang: Lang,
     params: GenerationParams,
     enqueued: Instant,
     events: mpsc::Sender<Result<EngineEvent>>,
@@ -264,7 +273,7 @@ impl Engine {
             &s.format,
             &s.tokenizer,
             s.info.context,
-            req.params.max_new_tokens,
+            req.params.max_new_tokens + VERDICT_RESERVE,
             req.truncation,
         )?;
         let (tx, events) = mpsc::channel(req.params.max_new_tokens + 8);
@@ -276,6 +285,7 @@ impl Engine {
         let job = Job {
             prompt_ids: prepared.prompt_ids,
             pairwise: req.task.is_pairwise(),
+            lang: language,
             params: req.params,
             enqueued: Instant::now(),
             events: tx,
@@ -390,6 +400,10 @@ fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished>
     let mut detok = Detokenizer::default();
     let mut stops = StopMatcher::new(&job.params.stop);
     let mut completion = 0;
+    // The last verdict position seen while generating, and a sampled token not yet run
+    // through the model when generation stopped.
+    let mut point: Option<VerdictPoint> = None;
+    let mut pending: Option<u32> = None;
     let finish = loop {
         if job.events.is_closed() {
             tracing::debug!(completion, "client went away; generation stopped");
@@ -406,14 +420,19 @@ fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished>
                 return Ok(Finished::Cancelled);
             }
             if stopped {
+                pending = Some(next);
                 break FinishReason::Stop;
             }
         }
         if completion >= job.params.max_new_tokens {
+            pending = Some(next);
             break FinishReason::Length;
         }
         logits = model.forward(&[next], pos)?;
         pos += 1;
+        if at_verdict_position(stops.text(), job.pairwise) {
+            point = Some(VerdictPoint::capture(model, &logits, pos, stops.text()));
+        }
     };
     if finish != FinishReason::Stop {
         let tail = detok.finish(&model.tokenizer)?;
@@ -423,8 +442,25 @@ fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished>
             return Ok(Finished::Cancelled);
         }
     }
+    let mut verdict = verdict_of(stops.text(), job.pairwise);
+    let point = match point.filter(|_| verdict.source == VerdictSource::Parsed) {
+        Some(p) => p,
+        None => {
+            // No verdict position in the text (or it held no legal choice): append the
+            // template's verdict phrase and read the model's distribution after it.
+            let prefix = forced_prefix(job.pairwise, job.lang);
+            let mut ids: Vec<u32> = pending.into_iter().collect();
+            ids.extend(model.tokenizer.encode(prefix, false)?);
+            let logits = model.forward(&ids, pos)?;
+            VerdictPoint::capture(model, &logits, pos + ids.len(), prefix)
+        }
+    };
+    let scores = score(model, &point, job.pairwise, job.lang)?;
+    if verdict.source == VerdictSource::Unresolved {
+        force(&mut verdict, &scores, job.pairwise, job.lang);
+    }
+    verdict.scores = Some(scores);
     let decode = decode_start.elapsed();
-    let verdict = verdict_of(stops.text(), job.pairwise);
     if !emit(job, EngineEvent::Verdict(verdict)) {
         return Ok(Finished::Cancelled);
     }
@@ -464,5 +500,48 @@ pub fn verdict_of(text: &str, pairwise: bool) -> JudgeVerdict {
         outcome,
         source,
         raw_text,
+        scores: None,
     }
+}
+
+/// Turns an unresolved verdict into the forced one: the most probable legal choice.
+fn force(verdict: &mut JudgeVerdict, scores: &ChoiceScores, pairwise: bool, lang: Lang) {
+    let prefix = forced_prefix(pairwise, lang).trim_start();
+    let choice = match (&mut verdict.outcome, pairwise) {
+        (Outcome::Pairwise(p), true) => {
+            p.winner = scores.winner();
+            let zh = lang == Lang::Zh;
+            match p.winner {
+                Some(Winner::Response1) => {
+                    if zh {
+                        "回应1"
+                    } else {
+                        " Response 1"
+                    }
+                }
+                Some(Winner::Response2) => {
+                    if zh {
+                        "回应2"
+                    } else {
+                        " Response 2"
+                    }
+                }
+                _ => {
+                    if zh {
+                        "平局"
+                    } else {
+                        " Tie"
+                    }
+                }
+            }
+            .to_string()
+        }
+        (Outcome::Single(s), _) => {
+            s.rating = scores.rating();
+            format!("{}]]", s.rating.unwrap_or_default())
+        }
+        _ => return,
+    };
+    verdict.raw_text = format!("{prefix}{choice}");
+    verdict.source = VerdictSource::Forced;
 }

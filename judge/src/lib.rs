@@ -6,6 +6,7 @@
 //! - [`fit`]: fits input into the context, truncating from the middle when allowed.
 //! - [`generate`]: sampling settings, incremental detokenising, stop strings.
 //! - [`verdict`]: extracts the verdict from a critique, as Auto-J does and better.
+//! - [`scoring`]: verdict probabilities from the logits, and forced verdicts.
 //! - [`engine`]: the thread that owns the model, behind a bounded queue (no gRPC here).
 //! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine.
 
@@ -15,6 +16,7 @@ pub mod fit;
 pub mod generate;
 pub mod model;
 pub mod prompt;
+pub mod scoring;
 pub mod server;
 pub mod service;
 pub mod testkit;

@@ -73,6 +73,17 @@ enum Weights {
     },
 }
 
+/// The model's attention state at one moment, to return to later (scoring several verdict
+/// continuations from the same point). Cheap: tensors are shared, not copied.
+#[derive(Clone)]
+pub struct Snapshot(SnapshotInner);
+
+#[derive(Clone)]
+enum SnapshotInner {
+    Quantized(Box<quantized_llama::ModelWeights>),
+    Full(Box<llama::Cache>),
+}
+
 /// A loaded judge model: weights, tokenizer and facts, owned by the engine thread.
 pub struct JudgeModel {
     weights: Weights,
@@ -218,6 +229,24 @@ impl JudgeModel {
             } => *cache = llama::Cache::new(true, *dtype, config, &self.device)?,
         }
         Ok(())
+    }
+
+    /// Captures the current attention state.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(match &self.weights {
+            Weights::Quantized(w) => SnapshotInner::Quantized(Box::new(w.clone())),
+            Weights::Full { cache, .. } => SnapshotInner::Full(Box::new(cache.clone())),
+        })
+    }
+
+    /// Returns to a state captured by [`JudgeModel::snapshot`] of this model.
+    pub fn restore(&mut self, snapshot: &Snapshot) {
+        match (&mut self.weights, &snapshot.0) {
+            (Weights::Quantized(w), SnapshotInner::Quantized(s)) => *w = (**s).clone(),
+            (Weights::Full { cache, .. }, SnapshotInner::Full(s)) => *cache = (**s).clone(),
+            // A snapshot of another kind of model cannot come from this one.
+            _ => {}
+        }
     }
 
     /// Runs `tokens` at positions `pos..pos + tokens.len()` (appending to the cache) and

@@ -18,6 +18,7 @@ use crate::error::JudgeError;
 use crate::fit::TruncationPolicy;
 use crate::generate::GenerationParams;
 use crate::prompt::{Lang, Task};
+use crate::scoring::ChoiceScores;
 use crate::verdict::Winner;
 
 /// Per-request limits enforced before anything reaches the engine.
@@ -279,24 +280,39 @@ pub fn winner_to_pb(w: Option<Winner>) -> pb::Winner {
 }
 
 fn verdict_to_pb(v: JudgeVerdict) -> pb::Verdict {
+    let (mut p1, mut p2, mut tie, mut distribution, mut expected) =
+        (None, None, None, Vec::new(), None);
+    match v.scores {
+        Some(ChoiceScores::Pairwise {
+            p_response_1,
+            p_response_2,
+            p_tie,
+        }) => (p1, p2, tie) = (Some(p_response_1), Some(p_response_2), Some(p_tie)),
+        Some(ChoiceScores::Single {
+            distribution: d,
+            expected: e,
+        }) => (distribution, expected) = (d, Some(e)),
+        None => {}
+    }
     let result = match v.outcome {
         Outcome::Pairwise(p) => pb::verdict::Result::Pairwise(pb::PairwiseVerdict {
             winner: winner_to_pb(p.winner) as i32,
-            p_response_1: None,
-            p_response_2: None,
-            p_tie: None,
+            p_response_1: p1,
+            p_response_2: p2,
+            p_tie: tie,
             key_factors: p.key_factors,
         }),
         Outcome::Single(s) => pb::verdict::Result::Single(pb::SingleVerdict {
             rating: s.rating,
-            distribution: Vec::new(),
-            expected_rating: None,
+            distribution,
+            expected_rating: expected,
         }),
     };
     pb::Verdict {
         result: Some(result),
         source: match v.source {
             VerdictSource::Parsed => pb::VerdictSource::Parsed,
+            VerdictSource::Forced => pb::VerdictSource::Forced,
             VerdictSource::Unresolved => pb::VerdictSource::Unresolved,
         } as i32,
         raw_text: v.raw_text,

@@ -41,7 +41,8 @@ fn check_order(events: &[Event], max_new_tokens: u32, protocol: pb::Protocol) {
         "the tiny model never emits EOS"
     );
     assert_eq!(u.finish_reason, pb::FinishReason::Length as i32);
-    // A random model writes no verdict: it must say unresolved and carry the whole text.
+    // A random model writes no verdict: the verdict is forced, one of the legal choices,
+    // with probabilities from the model that sum to 1, and the choice is the most probable.
     let text: String = events
         .iter()
         .filter_map(|e| match e {
@@ -50,13 +51,46 @@ fn check_order(events: &[Event], max_new_tokens: u32, protocol: pb::Protocol) {
         })
         .collect();
     assert!(!text.is_empty());
-    assert_eq!(v.source, pb::VerdictSource::Unresolved as i32);
-    assert_eq!(v.raw_text, text);
+    assert_eq!(v.source, pb::VerdictSource::Forced as i32, "{v:?}");
     match (&v.result, protocol) {
         (Some(pb::verdict::Result::Pairwise(p)), pb::Protocol::Pairwise) => {
-            assert_eq!(p.winner, pb::Winner::Unspecified as i32)
+            let probs = [
+                p.p_response_1.unwrap(),
+                p.p_response_2.unwrap(),
+                p.p_tie.unwrap(),
+            ];
+            assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-4, "{probs:?}");
+            let best = (0..3)
+                .max_by(|&a, &b| probs[a].total_cmp(&probs[b]))
+                .unwrap();
+            let want = [
+                pb::Winner::Response1,
+                pb::Winner::Response2,
+                pb::Winner::Tie,
+            ][best];
+            assert_eq!(
+                p.winner, want as i32,
+                "forced winner is the most probable choice"
+            );
+            assert!(
+                v.raw_text.starts_with("So, the final decision is "),
+                "{}",
+                v.raw_text
+            );
         }
-        (Some(pb::verdict::Result::Single(s)), pb::Protocol::Single) => assert_eq!(s.rating, None),
+        (Some(pb::verdict::Result::Single(s)), pb::Protocol::Single) => {
+            assert_eq!(s.distribution.len(), 10);
+            assert!((s.distribution.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+            let rating = s.rating.expect("forced rating");
+            assert!((1.0..=10.0).contains(&rating) && rating.fract() == 0.0);
+            let best = (0..10)
+                .max_by(|&a, &b| s.distribution[a].total_cmp(&s.distribution[b]))
+                .unwrap();
+            assert_eq!(rating, (best + 1) as f32);
+            let e = s.expected_rating.unwrap();
+            assert!((1.0..=10.0).contains(&e), "expected rating {e}");
+            assert!(v.raw_text.starts_with("Rating: [["), "{}", v.raw_text);
+        }
         other => panic!("verdict kind does not match the protocol: {other:?}"),
     }
 }

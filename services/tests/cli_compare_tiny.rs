@@ -45,7 +45,8 @@ fn compare_and_critique_over_the_cli() {
         .iter()
         .all(|k| *k == "critique_delta"));
     assert_eq!(events[kinds.len() - 1]["completion_tokens"], 12);
-    assert_eq!(events[kinds.len() - 2]["source"], "unresolved");
+    assert_eq!(events[kinds.len() - 2]["source"], "forced");
+    assert!(events[kinds.len() - 2]["winner"].is_string(), "a forced verdict is a legal choice");
 
     let out = run(autoj().args([
         "critique",
@@ -61,7 +62,7 @@ fn compare_and_critique_over_the_cli() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("== verdict: unresolved (unresolved)"),
+        text.contains("(forced)") && text.contains("== verdict: rating "),
         "{text}"
     );
 
