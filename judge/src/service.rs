@@ -32,6 +32,8 @@ pub struct ServiceLimits {
     pub default_max_new_tokens: usize,
     /// Most stop strings per request.
     pub max_stop_strings: usize,
+    /// Most candidates in one Score request.
+    pub max_score_candidates: usize,
 }
 
 impl Default for ServiceLimits {
@@ -41,6 +43,7 @@ impl Default for ServiceLimits {
             max_new_tokens_limit: 4096,
             default_max_new_tokens: crate::generate::DEFAULT_MAX_NEW_TOKENS,
             max_stop_strings: 8,
+            max_score_candidates: 64,
         }
     }
 }
@@ -101,6 +104,78 @@ impl JudgeService {
         Ok(Box::pin(
             futures::stream::once(async move { Ok(accepted) }).chain(events),
         ))
+    }
+
+    /// Best-of-N: each candidate judged with the single protocol, one after another (the
+    /// engine serves one sequence at a time until continuous batching lands), ranked by
+    /// expected rating, which ties far less often than integer ratings.
+    async fn score_candidates(&self, r: pb::ScoreRequest) -> Result<pb::ScoreResponse, JudgeError> {
+        if r.responses.is_empty() || r.responses.len() > self.limits.max_score_candidates {
+            return Err(invalid(format!(
+                "`responses` has {} entries; it must have between 1 and {}",
+                r.responses.len(),
+                self.limits.max_score_candidates
+            )));
+        }
+        let options = r.options.unwrap_or_default();
+        if options.swap_check {
+            return Err(invalid(
+                "`options.swap_check` does not apply to Score".into(),
+            ));
+        }
+        let mut requests = Vec::with_capacity(r.responses.len());
+        for (i, response) in r.responses.iter().enumerate() {
+            if response.trim().is_empty() {
+                return Err(invalid(format!(
+                    "`responses[{i}]` is empty; it must hold the text to judge"
+                )));
+            }
+            let task = Task::Single {
+                query: r.query.clone(),
+                response: response.clone(),
+            };
+            requests.push(self.validate(task, &options)?);
+        }
+        let mut scores = Vec::with_capacity(requests.len());
+        for (index, req) in requests.into_iter().enumerate() {
+            let engine = self.engine.clone();
+            let mut sub = tokio::task::spawn_blocking(move || engine.submit(req))
+                .await
+                .map_err(|_| JudgeError::EngineStopped)??;
+            let mut verdict = None;
+            while let Some(ev) = sub.events.recv().await {
+                if let EngineEvent::Verdict(v) = ev? {
+                    verdict = Some(verdict_to_pb(v));
+                }
+            }
+            let v = verdict.ok_or(JudgeError::EngineStopped)?;
+            let single = match v.result {
+                Some(pb::verdict::Result::Single(s)) => s,
+                _ => pb::SingleVerdict::default(),
+            };
+            scores.push(pb::CandidateScore {
+                index: index as u32,
+                verdict: Some(single),
+                source: v.source,
+            });
+        }
+        let key = |c: &pb::CandidateScore| {
+            c.verdict
+                .as_ref()
+                .and_then(|v| v.expected_rating.or(v.rating))
+                .unwrap_or(f32::NEG_INFINITY)
+        };
+        // The first of equally good candidates wins, so results are stable.
+        let best =
+            scores.iter().enumerate().fold(
+                0,
+                |best, (i, c)| if key(c) > key(&scores[best]) { i } else { best },
+            );
+        Ok(pb::ScoreResponse {
+            best_index: best as u32,
+            scenario: options.scenario,
+            scores,
+        })
     }
 
     fn validate(&self, task: Task, o: &pb::JudgeOptions) -> Result<JudgeRequest, JudgeError> {
@@ -377,11 +452,12 @@ impl Judge for JudgeService {
 
     async fn score(
         &self,
-        _request: Request<pb::ScoreRequest>,
+        request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
-        Err(status_of(&JudgeError::Unimplemented(
-            "Judge.Score is not implemented yet (Best-of-N scoring arrives with issue #4)".into(),
-        )))
+        self.score_candidates(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| status_of(&e))
     }
 
     async fn evaluate(

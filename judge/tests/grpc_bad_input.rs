@@ -99,7 +99,12 @@ async fn bad_inputs_get_clear_statuses() {
     let err = within(server.client.score(pb::ScoreRequest::default()))
         .await
         .expect_err("score");
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("`responses` has 0 entries"),
+        "{}",
+        err.message()
+    );
 
     // Still serving after all that.
     let s = within(server.client.compare(compare(4)))
