@@ -5,8 +5,7 @@
 mod common;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, run, Server};
-use serde_json::Value;
+use common::{autoj, json_lines, run, Server};
 
 #[test]
 fn compare_and_critique_over_the_cli() {
@@ -28,16 +27,7 @@ fn compare_and_critique_over_the_cli() {
         "12",
         "--json",
     ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect();
+    let events = json_lines(&out);
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds.first(), Some(&"accepted"));
     assert_eq!(&kinds[kinds.len() - 2..], &["verdict", "usage"]);
@@ -46,7 +36,10 @@ fn compare_and_critique_over_the_cli() {
         .all(|k| *k == "critique_delta"));
     assert_eq!(events[kinds.len() - 1]["completion_tokens"], 12);
     assert_eq!(events[kinds.len() - 2]["source"], "forced");
-    assert!(events[kinds.len() - 2]["winner"].is_string(), "a forced verdict is a legal choice");
+    assert!(
+        events[kinds.len() - 2]["winner"].is_string(),
+        "a forced verdict is a legal choice"
+    );
 
     let out = run(autoj().args([
         "critique",

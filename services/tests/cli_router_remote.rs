@@ -4,52 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, run};
-use serde_json::Value;
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Spawns `autoj ARGS`, waits for `listening on ADDR`, returns the process and its URL.
-fn spawn(args: &[&str]) -> (Proc, String) {
-    let mut child = autoj()
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("listening on ") {
-                let _ = tx.send(a.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("process listens within 120 s");
-    (Proc(child), format!("http://{addr}"))
-}
+use common::{autoj, json_lines, run, Server};
 
 #[test]
 fn router_relays_a_remote_judge() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_gguf(dir.path(), &TinySpec::default()).unwrap();
-    let (_judge, judge_addr) = spawn(&[
+    let judge = Server::spawn(&[
         "judge",
         "--listen",
         "127.0.0.1:0",
@@ -62,11 +24,12 @@ fn router_relays_a_remote_judge() {
     std::fs::write(
         &config,
         format!(
-            "[classifier]\nenabled = false\n[routing]\ndefault_pool = \"general\"\n[[routing.pool]]\nname = \"general\"\nendpoints = [\"{judge_addr}\"]\n"
+            "[classifier]\nenabled = false\n[routing]\ndefault_pool = \"general\"\n[[routing.pool]]\nname = \"general\"\nendpoints = [\"{}\"]\n",
+            judge.addr
         ),
     )
     .unwrap();
-    let (_router, router_addr) = spawn(&[
+    let router = Server::spawn(&[
         "router",
         "--config",
         config.to_str().unwrap(),
@@ -77,7 +40,7 @@ fn router_relays_a_remote_judge() {
     let out = run(autoj().args([
         "compare",
         "--addr",
-        &router_addr,
+        &router.addr,
         "--query",
         "Sort a list in Rust",
         "--response-1",
@@ -90,16 +53,7 @@ fn router_relays_a_remote_judge() {
         "8",
         "--json",
     ]));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = json_lines(&out);
     assert_eq!(events[0]["type"], "accepted");
     assert_eq!(events[0]["scenario"], "code_generation");
     assert_eq!(
@@ -113,7 +67,7 @@ fn router_relays_a_remote_judge() {
     let out = run(autoj().args([
         "critique",
         "--addr",
-        &router_addr,
+        &router.addr,
         "--query",
         "q",
         "--response",

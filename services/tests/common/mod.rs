@@ -1,4 +1,4 @@
-//! Running the real `autoj` binary in tests: a server child process that is killed on drop.
+//! Running the real `autoj` binary in tests: server child processes killed on drop.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -7,12 +7,14 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serde_json::Value;
+
 /// The binary under test.
 pub fn autoj() -> Command {
     Command::new(env!("CARGO_BIN_EXE_autoj"))
 }
 
-/// A running `autoj serve` (or `judge`), killed when dropped.
+/// A running `autoj` server process, killed when dropped.
 pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
@@ -27,17 +29,27 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `autoj serve --listen 127.0.0.1:0 --model MODEL` and waits (bounded) for its
-    /// `listening on ADDR` line.
+    /// Starts `autoj serve --listen 127.0.0.1:0 --model MODEL EXTRA...`.
     pub fn start(model: &Path, extra: &[&str]) -> Self {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--model",
+            model.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// Starts `autoj ARGS` and waits (bounded) for its `listening on ADDR` line.
+    pub fn spawn(args: &[&str]) -> Self {
         let mut child = autoj()
-            .args(["serve", "--listen", "127.0.0.1:0", "--model"])
-            .arg(model)
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn autoj serve");
+            .expect("spawn autoj");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -60,4 +72,18 @@ impl Server {
 /// Runs a command to completion and returns its output, failing on spawn errors.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run command")
+}
+
+/// The JSON objects a `--json` client command printed, one per line; fails the test with
+/// the command's stderr when it did not succeed.
+pub fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
 }
