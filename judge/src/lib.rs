@@ -8,7 +8,8 @@
 //! - [`verdict`]: extracts the verdict from a critique, as Auto-J does and better.
 //! - [`scoring`]: verdict probabilities from the logits, and forced verdicts.
 //! - [`engine`]: the thread that owns the model, behind a bounded queue (no gRPC here).
-//! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine.
+//! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine;
+//!   [`swap`]: both orders of a pair and their consistency.
 
 pub mod engine;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod prompt;
 pub mod scoring;
 pub mod server;
 pub mod service;
+pub mod swap;
 pub mod testkit;
 pub mod tokenizer;
 pub mod verdict;

@@ -75,7 +75,44 @@ impl JudgeService {
         options: Option<pb::JudgeOptions>,
     ) -> Result<EventStream, JudgeError> {
         let options = options.unwrap_or_default();
-        let req = self.validate(task, &options)?;
+        if !options.swap_check {
+            return self.start(task, &options, false).await;
+        }
+        let Task::Pairwise {
+            query,
+            response_1,
+            response_2,
+        } = task
+        else {
+            return Err(invalid(
+                "`options.swap_check` applies to Compare only".into(),
+            ));
+        };
+        let swapped = Task::Pairwise {
+            query: query.clone(),
+            response_1: response_2.clone(),
+            response_2: response_1.clone(),
+        };
+        let original = Task::Pairwise {
+            query,
+            response_1,
+            response_2,
+        };
+        // Both are queued at once; the engine runs them back to back.
+        let first = self.start(original, &options, false).await?;
+        let second = self.start(swapped, &options, true).await?;
+        Ok(crate::swap::combine(first, second))
+    }
+
+    /// Validates and submits one judgment; its events, `Accepted` first. `swapped` marks the
+    /// second order of a swap check.
+    async fn start(
+        &self,
+        task: Task,
+        options: &pb::JudgeOptions,
+        swapped: bool,
+    ) -> Result<EventStream, JudgeError> {
+        let req = self.validate(task, options)?;
         let protocol = if req.task.is_pairwise() {
             pb::Protocol::Pairwise
         } else {
@@ -87,12 +124,11 @@ impl JudgeService {
             .await
             .map_err(|_| JudgeError::EngineStopped)??;
         let request_id = uuid::Uuid::new_v4().to_string();
-        let scenario = options.scenario.clone();
-        tracing::info!(%request_id, prompt_tokens = sub.admission.prompt_tokens, truncated = sub.admission.truncated_tokens, "request admitted");
+        tracing::info!(%request_id, prompt_tokens = sub.admission.prompt_tokens, truncated = sub.admission.truncated_tokens, swapped, "request admitted");
         let accepted = accepted_event(
             &sub.admission,
             request_id,
-            scenario,
+            options.scenario.clone(),
             protocol,
             self.engine.info().name.clone(),
             self.replica.clone(),
@@ -101,9 +137,12 @@ impl JudgeService {
             Ok(ev) => Ok(event_to_pb(ev)),
             Err(e) => Err(status_of(&e)),
         });
-        Ok(Box::pin(
-            futures::stream::once(async move { Ok(accepted) }).chain(events),
-        ))
+        let stream = futures::stream::once(async move { Ok(accepted) }).chain(events);
+        Ok(if swapped {
+            Box::pin(stream.map(|ev| ev.map(crate::swap::mark_swapped)))
+        } else {
+            Box::pin(stream)
+        })
     }
 
     /// Best-of-N: each candidate judged with the single protocol, one after another (the
@@ -197,11 +236,6 @@ impl JudgeService {
                     self.limits.max_field_bytes
                 )));
             }
-        }
-        if o.swap_check {
-            return Err(JudgeError::Unimplemented(
-                "`options.swap_check` is not implemented yet (it arrives with continuous batching, issue #4)".into(),
-            ));
         }
         let language = match pb::Language::try_from(o.language) {
             Ok(pb::Language::Auto) => None,

@@ -84,10 +84,6 @@ async fn bad_inputs_get_clear_statuses() {
     r.options.as_mut().unwrap().language = 9;
     expect_status(&mut server, r, Code::InvalidArgument, "language").await;
 
-    let mut r = compare(8);
-    r.options.as_mut().unwrap().swap_check = true;
-    expect_status(&mut server, r, Code::Unimplemented, "swap_check").await;
-
     let mut req = critique(8);
     req.response.clear();
     let err = within(server.client.critique(req))
