@@ -50,6 +50,9 @@ pub struct ClientArgs {
     /// Refuse (FAILED_PRECONDITION) instead of truncating input that does not fit.
     #[arg(long)]
     pub no_truncate: bool,
+    /// Also judge the pair in swapped order and report whether the orders agree (compare).
+    #[arg(long)]
+    pub swap_check: bool,
 }
 
 impl ClientArgs {
@@ -61,7 +64,7 @@ impl ClientArgs {
                 LangArg::Zh => pb::Language::Zh,
             } as i32,
             scenario: self.scenario.clone(),
-            swap_check: false,
+            swap_check: self.swap_check,
             generation: Some(pb::GenerationOptions {
                 max_new_tokens: self.max_new_tokens,
                 temperature: self.temperature,
