@@ -10,8 +10,7 @@ use autoj_services::cli::bench::BenchArgs;
 use autoj_services::cli::bench_classifier::BenchClassifierArgs;
 use autoj_services::cli::classify::ClassifyArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
-use autoj_services::cli::eval::EvalArgs;
-use autoj_services::cli::metrics::MetricsArgs;
+use autoj_services::cli::leaderboard::MetricsArgs;
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
 use autoj_services::stack::{run_judge, run_router, run_serve, ServeRouterArgs};
@@ -95,11 +94,6 @@ enum Command {
     BenchClassifier {
         #[command(flatten)]
         bench: BenchClassifierArgs,
-    },
-    /// Evaluate a JSONL file of pairwise or single rows against a running server.
-    Eval {
-        #[command(flatten)]
-        eval: EvalArgs,
     },
     /// Auto-J's leaderboard metrics (agreement, consistency) from prediction files alone.
     Metrics {
@@ -195,11 +189,7 @@ async fn run(command: Command) -> ExitCode {
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
         }
-        Command::Eval { eval } => {
-            telemetry::init("warn");
-            autoj_services::cli::eval::run(&eval).await
-        }
-        Command::Metrics { metrics } => autoj_services::cli::metrics::run(&metrics),
+        Command::Metrics { metrics } => autoj_services::cli::leaderboard::run(&metrics),
         Command::Verdict { protocol } => {
             let mut text = String::new();
             match std::io::stdin().read_to_string(&mut text) {

@@ -4,6 +4,5 @@ pub mod bench;
 pub mod bench_classifier;
 pub mod classify;
 pub mod client;
-pub mod eval;
-pub mod metrics;
+pub mod leaderboard;
 pub mod verdict;
