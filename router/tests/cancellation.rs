@@ -14,22 +14,8 @@ async fn dropping_the_client_stream_cancels_the_judge() {
         ..FakeJudge::new("slow", &log)
     })
     .await;
-    let config = format!(
-        r#"
-        [routing]
-        default_pool = "main"
-        [[routing.pool]]
-        name = "main"
-        endpoints = ["{}"]
-        "#,
-        judge.url()
-    );
-    let router = spawn_router(
-        build_router(&config, FakeClassifier::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let config = one_pool(&[judge.url()]);
+    let router = start_router(&config, FakeClassifier::default()).await;
     let mut client = judge_client(&router).await;
 
     let mut stream = within(client.compare(compare("Hi!", "chitchat")))

@@ -21,12 +21,7 @@ async fn dns_pool_serves_from_resolved_addresses() {
         "#,
         judge.addr.port()
     );
-    let router = spawn_router(
-        build_router(&config, FakeClassifier::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let router = start_router(&config, FakeClassifier::default()).await;
     let mut client = judge_client(&router).await;
     for _ in 0..3 {
         let events = collect(

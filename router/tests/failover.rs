@@ -30,12 +30,7 @@ async fn retries_on_another_replica_when_one_is_down() {
         alive.url(),
         dead_url().await,
     );
-    let router = spawn_router(
-        build_router(&config, FakeClassifier::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let router = start_router(&config, FakeClassifier::default()).await;
     let mut client = judge_client(&router).await;
 
     for _ in 0..4 {

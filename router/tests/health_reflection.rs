@@ -16,22 +16,11 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-const CONFIG: &str = r#"
-[routing]
-default_pool = "a"
-[[routing.pool]]
-name = "a"
-endpoints = ["http://127.0.0.1:1"]
-"#;
-
 #[tokio::test]
 async fn health_and_reflection() {
-    let router = spawn_router(
-        build_router(CONFIG, FakeClassifier::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    // A pool whose only replica nobody serves: these RPCs never reach a judge.
+    let config = one_pool(&["http://127.0.0.1:1".to_string()]);
+    let router = start_router(&config, FakeClassifier::default()).await;
 
     let mut health = HealthClient::new(channel(&router).await);
     let service = <JudgeServer<RouterService> as NamedService>::NAME;

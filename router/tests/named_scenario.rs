@@ -14,19 +14,10 @@ use tonic::Code;
 async fn named_scenario_skips_classification() {
     let log = JudgeLog::default();
     let judge = spawn_judge(FakeJudge::new("j", &log)).await;
-    let config = format!(
-        r#"
-        [routing]
-        default_pool = "main"
-        [[routing.pool]]
-        name = "main"
-        endpoints = ["{}"]
-        "#,
-        judge.url()
-    );
+    let config = one_pool(&[judge.url()]);
     let classifier = FakeClassifier::default();
     let calls = classifier.calls.clone();
-    let router = spawn_router(build_router(&config, classifier).await.unwrap()).await;
+    let router = start_router(&config, classifier).await;
     let mut client = judge_client(&router).await;
 
     let stream = within(client.compare(compare("Write a function", "code_generation")))

@@ -40,12 +40,7 @@ async fn routes_by_scenario_group_and_language() {
         g1.url(),
         g2.url()
     );
-    let router = spawn_router(
-        build_router(&config, FakeClassifier::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let router = start_router(&config, FakeClassifier::default()).await;
     let mut client = judge_client(&router).await;
 
     // (query, named scenario, expected pool prefix, expected scenario)

@@ -8,22 +8,11 @@ use autoj_proto::v1::{ClassifyRequest, GetCriteriaRequest, ListScenariosRequest}
 use common::*;
 use tonic::Code;
 
-const CONFIG: &str = r#"
-[routing]
-default_pool = "a"
-[[routing.pool]]
-name = "a"
-endpoints = ["http://127.0.0.1:1"]
-"#;
-
 #[tokio::test]
 async fn list_criteria_and_classify() {
-    let router = spawn_router(
-        build_router(CONFIG, FakeClassifier::default())
-            .await
-            .unwrap(),
-    )
-    .await;
+    // A pool whose only replica nobody serves: these RPCs never reach a judge.
+    let config = one_pool(&["http://127.0.0.1:1".to_string()]);
+    let router = start_router(&config, FakeClassifier::default()).await;
     let mut client = within(ScenariosClient::connect(router.url()))
         .await
         .unwrap();

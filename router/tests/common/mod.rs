@@ -292,6 +292,25 @@ pub async fn build_router(config: &str, classifier: FakeClassifier) -> Result<Ro
     .await
 }
 
+/// Builds a router from TOML config text (see [`build_router`]) and serves it on loopback.
+pub async fn start_router(config: &str, classifier: FakeClassifier) -> Running {
+    spawn_router(
+        build_router(config, classifier)
+            .await
+            .expect("router builds"),
+    )
+    .await
+}
+
+/// Config text with one pool, `main`, of the given replica URLs, serving everything.
+pub fn one_pool(urls: &[String]) -> String {
+    let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[routing]\ndefault_pool = \"main\"\n[[routing.pool]]\nname = \"main\"\nendpoints = [{}]\n",
+        list.join(", ")
+    )
+}
+
 /// A connected Judge client.
 pub async fn judge_client(server: &Running) -> JudgeClient<Channel> {
     within(JudgeClient::connect(server.url())).await.unwrap()
