@@ -307,7 +307,9 @@ fn format_name(f: &PromptFormat) -> &'static str {
     }
 }
 
-fn choose_format(
+/// The prompt wrapper for a model: what `choice` asks for, given whether the model has a
+/// chat template; a chat template is test-rendered so a broken one fails at start-up.
+pub fn choose_format(
     choice: PromptFormatChoice,
     info: &ModelInfo,
     tok: &TextTokenizer,

@@ -99,6 +99,12 @@ impl ChoiceScores {
 /// Does the generated text end at a verdict position (the model is about to write the
 /// choice)? The parser reads the last such phrase, so the last capture wins.
 pub fn at_verdict_position(text: &str, pairwise: bool) -> bool {
+    // Called after every generated token: look only at the tail, never the whole text.
+    let mut start = text.len().saturating_sub(48);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let text = &text[start..];
     let t = text.trim_end_matches([' ', '：', ':', '"', '*']);
     if pairwise {
         t.to_ascii_lowercase().ends_with("final decision is") || t.ends_with("最终决定是")

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use autoj_judge::engine::PromptFormatChoice;
+use autoj_judge::engine::{choose_format, PromptFormatChoice};
 use autoj_judge::model::{JudgeModel, ModelSpec, WeightDType};
-use autoj_judge::prompt::{render, Lang, PromptFormat, Task};
+use autoj_judge::prompt::{render, Lang, Task};
 use candle_core::Device;
 use clap::Args;
 use serde_json::{json, Value};
@@ -60,14 +60,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         device: Device::Cpu,
     };
     let mut model = JudgeModel::load(&spec)?;
-    let format = match (&model.info.chat_template, PromptFormatChoice::Auto) {
-        (Some(t), _) => PromptFormat::Chat {
-            template: t.clone(),
-            bos_token: String::new(),
-            eos_token: String::new(),
-        },
-        (None, _) => PromptFormat::AutoJ,
-    };
+    let format = choose_format(PromptFormatChoice::Auto, &model.info, &model.tokenizer)?;
     let text = render(&sample_task(), Lang::En, &format)?;
     let ids = model.tokenizer.encode(&text, true)?;
     let n = ids.len();
