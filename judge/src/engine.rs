@@ -58,6 +58,9 @@ pub struct JudgeRequest {
     pub params: GenerationParams,
     /// What to do when the input does not fit.
     pub truncation: TruncationPolicy,
+    /// When the client stops waiting (from `grpc-timeout`); a request still queued at that
+    /// moment is never started and fails with `DeadlineExceeded`.
+    pub deadline: Option<Instant>,
 }
 
 /// What the engine knew when it admitted a request.
@@ -162,6 +165,7 @@ struct Job {
     lang: Lang,
     params: GenerationParams,
     enqueued: Instant,
+    deadline: Option<Instant>,
     events: mpsc::Sender<Result<EngineEvent>>,
 }
 
@@ -288,6 +292,7 @@ impl Engine {
             lang: language,
             params: req.params,
             enqueued: Instant::now(),
+            deadline: req.deadline,
             events: tx,
         };
         self.queue.try_send(job).map_err(|e| match e {
@@ -384,6 +389,11 @@ fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished>
         return Ok(Finished::Cancelled);
     }
     let queue = job.enqueued.elapsed();
+    if job.deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(JudgeError::DeadlineExceeded {
+            waited_ms: queue.as_millis() as u64,
+        });
+    }
     model.reset()?;
     let started = Instant::now();
     let mut pos = 0;

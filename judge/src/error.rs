@@ -36,6 +36,12 @@ pub enum JudgeError {
         /// Configured queue capacity.
         capacity: usize,
     },
+    /// The request's deadline passed before it could start (it waited in the queue too long).
+    #[error("the request's deadline passed after {waited_ms} ms in the queue; it was not started")]
+    DeadlineExceeded {
+        /// How long it waited.
+        waited_ms: u64,
+    },
     /// The engine thread has stopped (shutdown or a fatal error).
     #[error("the judge engine is not running")]
     EngineStopped,

@@ -305,6 +305,7 @@ impl JudgeService {
             language,
             params,
             truncation,
+            deadline: None,
         })
     }
 }
@@ -320,6 +321,7 @@ pub fn status_of(e: &JudgeError) -> Status {
         JudgeError::ContextOverflow(m) => Status::failed_precondition(m.clone()),
         JudgeError::QueueFull { .. } => Status::resource_exhausted(e.to_string()),
         JudgeError::EngineStopped => Status::unavailable(e.to_string()),
+        JudgeError::DeadlineExceeded { .. } => Status::deadline_exceeded(e.to_string()),
         JudgeError::Unimplemented(m) => Status::unimplemented(m.clone()),
         JudgeError::Tokenizer(_)
         | JudgeError::Template(_)
