@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
 use tokio::sync::mpsc;
 
+use crate::batch::{BatchLimits, BatchModel};
 use crate::error::{JudgeError, Result};
 use crate::fit::{prepare, TruncationPolicy};
 use crate::generate::{Detokenizer, GenerationParams, StopMatcher};
@@ -45,6 +47,25 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Prompt tokens per forward pass during prefill (bounds attention memory).
     pub prefill_chunk: usize,
+    /// How requests share the model.
+    pub scheduling: Scheduling,
+}
+
+/// How the engine thread serves requests.
+#[derive(Debug, Clone)]
+pub enum Scheduling {
+    /// Continuous batching with per-sequence caches and a prefix cache (CPU); other devices
+    /// fall back to `Serial`.
+    Batched(BatchLimits),
+    /// One request at a time through candle's stock models (any device; the baseline the
+    /// benchmark compares against).
+    Serial,
+}
+
+impl Default for Scheduling {
+    fn default() -> Self {
+        Self::Batched(BatchLimits::default())
+    }
 }
 
 /// One judging request.
@@ -159,14 +180,15 @@ pub struct Submission {
     pub events: EventReceiver,
 }
 
-struct Job {
-    prompt_ids: Vec<u32>,
-    pairwise: bool,
-    lang: Lang,
-    params: GenerationParams,
-    enqueued: Instant,
-    deadline: Option<Instant>,
-    events: mpsc::Sender<Result<EngineEvent>>,
+/// A queued request as the engine thread sees it.
+pub(crate) struct Job {
+    pub(crate) prompt_ids: Vec<u32>,
+    pub(crate) pairwise: bool,
+    pub(crate) lang: Lang,
+    pub(crate) params: GenerationParams,
+    pub(crate) enqueued: Instant,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) events: mpsc::Sender<Result<EngineEvent>>,
 }
 
 /// Counts of finished requests, for tests, metrics and the load command.
@@ -178,6 +200,12 @@ pub struct EngineStats {
     pub cancelled: AtomicU64,
     /// Requests that failed with an error.
     pub failed: AtomicU64,
+    /// Sequences in the batch now (batched engine; 0 or 1 for the serial one).
+    pub batch_size: AtomicU64,
+    /// Forward passes run by the batched engine.
+    pub steps: AtomicU64,
+    /// Prompt tokens served from the prefix cache instead of computed.
+    pub prefix_hit_tokens: AtomicU64,
 }
 
 struct Shared {
@@ -186,6 +214,8 @@ struct Shared {
     info: ModelInfo,
     format: PromptFormat,
     capacity: usize,
+    /// Batched engine: key/value bytes per token and the budget, to refuse what never fits.
+    kv_limit: Option<(usize, usize)>,
 }
 
 /// Handle to the engine thread. Cheap to clone; the thread stops when every handle is gone.
@@ -213,22 +243,41 @@ impl Engine {
         let chunk = config.prefill_chunk.max(1);
         let stats = Arc::new(EngineStats::default());
         let thread_stats = stats.clone();
+        let limits = match (&config.scheduling, &spec.device) {
+            (Scheduling::Batched(l), Device::Cpu) => Some(l.clone()),
+            _ => None,
+        };
+        let thread_limits = limits.clone();
         thread::Builder::new()
             .name("autoj-engine".into())
-            .spawn(move || match JudgeModel::load(&spec) {
-                Ok(model) => {
-                    let _ = ready_tx.send(Ok((model.tokenizer.clone(), model.info.clone())));
-                    run(model, rx, chunk, &thread_stats);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
+            .spawn(move || match thread_limits {
+                Some(limits) => match BatchModel::load(&spec.path) {
+                    Ok((model, tokenizer, info)) => {
+                        let per_token = model.shape.kv_bytes_per_token();
+                        let _ = ready_tx.send(Ok((tokenizer.clone(), info, per_token)));
+                        crate::batch::run(model, tokenizer, rx, &limits, chunk, &thread_stats);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                },
+                None => match JudgeModel::load(&spec) {
+                    Ok(model) => {
+                        let _ = ready_tx.send(Ok((model.tokenizer.clone(), model.info.clone(), 0)));
+                        run(model, rx, chunk, &thread_stats);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                },
             })
             .map_err(|e| JudgeError::ModelLoad {
                 path: config.model.path.clone(),
                 reason: format!("cannot start the engine thread: {e}"),
             })?;
-        let (tokenizer, info) = ready_rx.recv().map_err(|_| JudgeError::EngineStopped)??;
+        let (tokenizer, info, per_token) =
+            ready_rx.recv().map_err(|_| JudgeError::EngineStopped)??;
+        let kv_limit = limits.map(|l| (per_token, l.kv_budget_bytes));
         let format = choose_format(config.prompt_format, &info, &tokenizer)?;
         tracing::info!(model = %info.name, context = info.context, format = ?format_name(&format), "judge model ready");
         Ok(Self {
@@ -239,6 +288,7 @@ impl Engine {
                 info,
                 format,
                 capacity: config.queue_capacity,
+                kv_limit,
             }),
         })
     }
@@ -286,6 +336,18 @@ impl Engine {
             truncated_tokens: prepared.truncated_tokens,
             language,
         };
+        if let Some((per_token, budget)) = s.kv_limit {
+            let tokens = prepared.prompt_ids.len() + req.params.max_new_tokens + VERDICT_RESERVE;
+            if tokens * per_token > budget {
+                return Err(JudgeError::ContextOverflow(format!(
+                    "this request needs {} MiB of key/value cache ({tokens} tokens: prompt, \
+                     max_new_tokens and the verdict reserve) but the judge's whole budget is \
+                     {} MiB; lower max_new_tokens or shorten the input",
+                    (tokens * per_token) >> 20,
+                    budget >> 20
+                )));
+            }
+        }
         let job = Job {
             prompt_ids: prepared.prompt_ids,
             pairwise: req.task.is_pairwise(),
@@ -373,7 +435,7 @@ fn run(mut model: JudgeModel, mut rx: mpsc::Receiver<Job>, chunk: usize, stats: 
 }
 
 /// Sends an event; false when the client has gone.
-fn emit(job: &Job, event: EngineEvent) -> bool {
+pub(crate) fn emit(job: &Job, event: EngineEvent) -> bool {
     job.events.blocking_send(Ok(event)).is_ok()
 }
 
@@ -517,7 +579,7 @@ pub fn verdict_of(text: &str, pairwise: bool) -> JudgeVerdict {
 }
 
 /// Turns an unresolved verdict into the forced one: the most probable legal choice.
-fn force(verdict: &mut JudgeVerdict, scores: &ChoiceScores, pairwise: bool, lang: Lang) {
+pub(crate) fn force(verdict: &mut JudgeVerdict, scores: &ChoiceScores, pairwise: bool, lang: Lang) {
     let prefix = forced_prefix(pairwise, lang).trim_start();
     let choice = match (&mut verdict.outcome, pairwise) {
         (Outcome::Pairwise(p), true) => {

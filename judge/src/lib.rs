@@ -7,10 +7,12 @@
 //! - [`generate`]: sampling settings, incremental detokenising, stop strings.
 //! - [`verdict`]: extracts the verdict from a critique, as Auto-J does and better.
 //! - [`scoring`]: verdict probabilities from the logits, and forced verdicts.
+//! - [`batch`]: continuous batching on the CPU: own forward pass, per-sequence caches, prefix cache.
 //! - [`engine`]: the thread that owns the model, behind a bounded queue (no gRPC here).
 //! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine;
 //!   [`swap`]: both orders of a pair and their consistency.
 
+pub mod batch;
 pub mod engine;
 pub mod error;
 pub mod fit;

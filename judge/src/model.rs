@@ -94,7 +94,7 @@ pub struct JudgeModel {
     pub info: ModelInfo,
 }
 
-fn load_err(path: &Path, reason: impl std::fmt::Display) -> JudgeError {
+pub(crate) fn load_err(path: &Path, reason: impl std::fmt::Display) -> JudgeError {
     JudgeError::ModelLoad {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -118,33 +118,9 @@ impl JudgeModel {
 
     fn load_gguf(spec: &ModelSpec) -> Result<Self> {
         let path = &spec.path;
-        let mut file = File::open(path).map_err(|e| load_err(path, e))?;
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| load_err(path, format!("not a readable GGUF file: {e}")))?;
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok())
-            .cloned()
-            .unwrap_or_default();
-        if arch != "llama" {
-            return Err(load_err(
-                path,
-                format!("architecture `{arch}` is not a LLaMA-family model"),
-            ));
-        }
-        let context = content
-            .metadata
-            .get("llama.context_length")
-            .and_then(|v| v.to_u32().ok())
-            .map_or(QUANTIZED_MAX_POSITIONS, |c| c as usize)
-            .min(QUANTIZED_MAX_POSITIONS);
-        let chat_template = content
-            .metadata
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok())
-            .cloned();
-        let tokenizer = TextTokenizer::from_gguf(&content)?;
+        let (mut file, content, meta) = open_gguf(path)?;
+        let context = meta.context.min(QUANTIZED_MAX_POSITIONS);
+        let (chat_template, tokenizer) = (meta.chat_template, meta.tokenizer);
         let weights = quantized_llama::ModelWeights::from_gguf(content, &mut file, &spec.device)
             .map_err(|e| load_err(path, e))?;
         Ok(Self {
@@ -261,14 +237,64 @@ impl JudgeModel {
     }
 }
 
-fn file_name(path: &Path) -> String {
+/// What a GGUF file says besides its tensors.
+pub(crate) struct GgufMeta {
+    /// `llama.context_length` (4096 when absent).
+    pub context: usize,
+    /// `tokenizer.chat_template`.
+    pub chat_template: Option<String>,
+    /// The tokenizer rebuilt from the metadata.
+    pub tokenizer: TextTokenizer,
+}
+
+/// Opens a GGUF file, checks it is a LLaMA-family model and reads its metadata; the file and
+/// parsed header are returned for reading tensors.
+pub(crate) fn open_gguf(path: &Path) -> Result<(File, gguf_file::Content, GgufMeta)> {
+    let mut file = File::open(path).map_err(|e| load_err(path, e))?;
+    let content = gguf_file::Content::read(&mut file)
+        .map_err(|e| load_err(path, format!("not a readable GGUF file: {e}")))?;
+    let arch = content
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_default();
+    if arch != "llama" {
+        return Err(load_err(
+            path,
+            format!("architecture `{arch}` is not a LLaMA-family model"),
+        ));
+    }
+    let context = content
+        .metadata
+        .get("llama.context_length")
+        .and_then(|v| v.to_u32().ok())
+        .map_or(QUANTIZED_MAX_POSITIONS, |c| c as usize);
+    let chat_template = content
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .cloned();
+    let tokenizer = TextTokenizer::from_gguf(&content)?;
+    Ok((
+        file,
+        content,
+        GgufMeta {
+            context,
+            chat_template,
+            tokenizer,
+        },
+    ))
+}
+
+pub(crate) fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
 }
 
 /// Reads `chat_template` from `tokenizer_config.json` when the directory has one.
-fn read_chat_template(dir: &Path) -> Option<String> {
+pub(crate) fn read_chat_template(dir: &Path) -> Option<String> {
     let raw = std::fs::read(dir.join("tokenizer_config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
     v.get("chat_template")?.as_str().map(str::to_string)

@@ -128,7 +128,7 @@ pub fn forced_prefix(pairwise: bool, lang: Lang) -> &'static str {
 }
 
 /// The legal continuations' texts, in the order of [`ChoiceScores`].
-fn candidates(pairwise: bool, lang: Lang, space: bool) -> Vec<String> {
+pub(crate) fn candidates(pairwise: bool, lang: Lang, space: bool) -> Vec<String> {
     let sp = if space { "" } else { " " };
     match (pairwise, lang) {
         (true, Lang::En) => ["Response 1", "Response 2", "Tie"]
@@ -174,8 +174,13 @@ pub fn score(
         }
         log_p.push(lp);
     }
-    let probs = normalise(&log_p);
-    Ok(if pairwise {
+    Ok(choice_scores(&log_p, pairwise))
+}
+
+/// Normalises the legal continuations' log-probabilities into [`ChoiceScores`].
+pub(crate) fn choice_scores(log_p: &[f32], pairwise: bool) -> ChoiceScores {
+    let probs = normalise(log_p);
+    if pairwise {
         ChoiceScores::Pairwise {
             p_response_1: probs[0],
             p_response_2: probs[1],
@@ -191,7 +196,15 @@ pub fn score(
             distribution: probs,
             expected,
         }
-    })
+    }
+}
+
+/// Log-softmax of one row of logits.
+pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let log_sum = max + sum.ln();
+    logits.iter().map(|l| l - log_sum).collect()
 }
 
 /// Softmax over log-probabilities (uniform when all are impossible).

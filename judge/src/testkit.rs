@@ -246,6 +246,12 @@ pub fn write_hf_dir(dir: &Path, spec: &TinySpec) -> Result<PathBuf> {
 /// Writes a GGUF file (f32 tensors, `gpt2` tokenizer metadata with the `smollm`
 /// pre-tokenizer, a ChatML chat template) under `dir` and returns its path.
 pub fn write_gguf(dir: &Path, spec: &TinySpec) -> Result<PathBuf> {
+    write_gguf_as(dir, spec, GgmlDType::F32)
+}
+
+/// Like [`write_gguf`], with the projection matrices quantized to `dtype` and, when that is
+/// not f32, the embedding table in Q8_0 (the layout of the default model file).
+pub fn write_gguf_as(dir: &Path, spec: &TinySpec, dtype: GgmlDType) -> Result<PathBuf> {
     let path = dir.join("tiny.gguf");
     let tokens = tiny_tokens();
     let vocab = tokens.len();
@@ -253,7 +259,16 @@ pub fn write_gguf(dir: &Path, spec: &TinySpec) -> Result<PathBuf> {
     let qtensors = w
         .tensors
         .iter()
-        .map(|(n, t)| Ok((n.clone(), QTensor::quantize(t, GgmlDType::F32)?)))
+        .map(|(n, t)| {
+            let ty = if dtype == GgmlDType::F32 || t.rank() != 2 {
+                GgmlDType::F32
+            } else if n == "token_embd.weight" {
+                GgmlDType::Q8_0
+            } else {
+                dtype
+            };
+            Ok((n.clone(), QTensor::quantize(t, ty)?))
+        })
         .collect::<Result<Vec<_>>>()?;
     let types: Vec<Value> = (0..vocab)
         .map(|i| Value::I32(if i < SPECIALS.len() { 3 } else { 1 }))

@@ -49,9 +49,18 @@ async fn best_of_n_uses_expected_ratings() {
     }
     let best = (0..3).fold(0, |b, i| if expected[i] > expected[b] { i } else { b });
     assert_eq!(resp.best_index as usize, best);
-    // Deterministic under greedy decoding.
+    // Deterministic under greedy decoding. The second run reads the shared prompt prefix from
+    // the prefix cache, computed in other chunk sizes; with this model's f32 weights the dense
+    // matrix product rounds differently by chunk size, so probabilities agree to rounding.
     let again = within(server.client.score(req)).await.unwrap().into_inner();
-    assert_eq!(again, resp);
+    assert_eq!(again.best_index, resp.best_index);
+    for (a, b) in again.scores.iter().zip(&resp.scores) {
+        let (a, b) = (a.verdict.as_ref().unwrap(), b.verdict.as_ref().unwrap());
+        assert_eq!(a.rating, b.rating);
+        for (p, q) in a.distribution.iter().zip(&b.distribution) {
+            assert!((p - q).abs() < 1e-4, "{p} vs {q}");
+        }
+    }
 
     let bad = pb::ScoreRequest {
         query: "q".into(),

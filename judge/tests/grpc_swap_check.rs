@@ -97,7 +97,9 @@ async fn both_orders_then_consistency() {
         w => w,
     };
     assert_eq!(mapped.winner, back as i32);
-    assert_eq!(mapped.p_response_1, own.p_response_2);
-    assert_eq!(mapped.p_tie, own.p_tie);
+    // Equal up to rounding: the direct run reads its prompt prefix from the prefix cache,
+    // computed in other chunk sizes, and this model's f32 matrix product rounds by chunk size.
+    assert!((mapped.p_response_1.unwrap() - own.p_response_2.unwrap()).abs() < 1e-4);
+    assert!((mapped.p_tie.unwrap() - own.p_tie.unwrap()).abs() < 1e-4);
     server.stop().await;
 }

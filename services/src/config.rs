@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use autoj_judge::engine::{EngineConfig, PromptFormatChoice};
+use autoj_judge::batch::BatchLimits;
+use autoj_judge::engine::{EngineConfig, PromptFormatChoice, Scheduling};
 use autoj_judge::model::{ModelSpec, WeightDType};
 use autoj_judge::service::ServiceLimits;
 use candle_core::Device;
@@ -26,6 +27,9 @@ pub enum ConfigError {
     /// A numeric limit is out of range.
     #[error("{0}")]
     Range(String),
+    /// An API key, certificate or key file is missing or unusable.
+    #[error("{0}")]
+    Security(String),
 }
 
 /// Prompt wrapper choice on the command line.
@@ -85,6 +89,32 @@ pub struct EngineArgs {
     /// max_new_tokens when a request leaves it unset (Auto-J uses 1024).
     #[arg(long, env = "AUTOJ_DEFAULT_MAX_NEW_TOKENS", default_value_t = 1024)]
     pub default_max_new_tokens: usize,
+    /// `batched`: continuous batching with per-sequence caches and a prefix cache (CPU;
+    /// other devices run serially); `serial`: one request at a time (the baseline).
+    #[arg(long, env = "AUTOJ_SCHEDULER", value_enum, default_value = "batched")]
+    pub scheduler: SchedulerArg,
+    /// Sequences that run in one batch.
+    #[arg(long, env = "AUTOJ_MAX_SEQS", default_value_t = 16)]
+    pub max_seqs: usize,
+    /// Tokens in one forward pass (generating sequences' tokens plus prompt chunks).
+    #[arg(long, env = "AUTOJ_MAX_BATCH_TOKENS", default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Key/value cache the running sequences may reserve, in MiB; a request needing more
+    /// than all of it is refused with FAILED_PRECONDITION.
+    #[arg(long, env = "AUTOJ_KV_BUDGET_MIB", default_value_t = 4096)]
+    pub kv_budget_mib: usize,
+    /// Prompt positions the prefix cache keeps for reuse (0 turns it off).
+    #[arg(long, env = "AUTOJ_PREFIX_CACHE_TOKENS", default_value_t = 16_384)]
+    pub prefix_cache_tokens: usize,
+}
+
+/// How the engine shares the model between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedulerArg {
+    /// Continuous batching.
+    Batched,
+    /// One request at a time.
+    Serial,
 }
 
 /// Validated engine settings.
@@ -105,9 +135,16 @@ impl EngineArgs {
             return Err(ConfigError::ModelMissing(self.model.clone()));
         }
         let device = parse_device(&self.device)?;
-        if self.queue_capacity == 0 || self.prefill_chunk == 0 {
+        if self.queue_capacity == 0
+            || self.prefill_chunk == 0
+            || self.max_seqs == 0
+            || self.max_batch_tokens == 0
+            || self.kv_budget_mib == 0
+        {
             return Err(ConfigError::Range(
-                "--queue-capacity and --prefill-chunk must be at least 1".into(),
+                "--queue-capacity, --prefill-chunk, --max-seqs, --max-batch-tokens and \
+                 --kv-budget-mib must be at least 1"
+                    .into(),
             ));
         }
         if self.default_max_new_tokens == 0
@@ -136,6 +173,15 @@ impl EngineArgs {
                 },
                 queue_capacity: self.queue_capacity,
                 prefill_chunk: self.prefill_chunk,
+                scheduling: match self.scheduler {
+                    SchedulerArg::Serial => Scheduling::Serial,
+                    SchedulerArg::Batched => Scheduling::Batched(BatchLimits {
+                        max_seqs: self.max_seqs,
+                        max_batch_tokens: self.max_batch_tokens,
+                        kv_budget_bytes: self.kv_budget_mib << 20,
+                        prefix_cache_tokens: self.prefix_cache_tokens,
+                    }),
+                },
             },
             limits: ServiceLimits {
                 max_field_bytes: self.max_field_bytes,

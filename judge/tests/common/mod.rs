@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice};
+use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice, Scheduling};
 use autoj_judge::model::{ModelSpec, WeightDType};
 use autoj_judge::service::{JudgeService, ServiceLimits};
 use autoj_judge::testkit::{self, TinySpec};
@@ -59,6 +59,7 @@ pub fn engine_config(path: PathBuf, queue_capacity: usize) -> EngineConfig {
         prompt_format: PromptFormatChoice::Auto,
         queue_capacity,
         prefill_chunk: 64,
+        scheduling: Scheduling::default(),
     }
 }
 

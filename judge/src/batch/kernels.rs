@@ -1,0 +1,342 @@
+//! CPU matrix kernels for the batched forward pass.
+//!
+//! candle 0.11 dispatches AVX2 at run time for Q4_0, Q8_0 and the K-quants, but its Q4_1
+//! dot product is scalar, and Q4_1 is the type of most weights in the default model file.
+//! This module holds our Q4_1 × Q8_1 matrix product: activations quantized to 8 bits per
+//! 32-value block (as llama.cpp does), an AVX2+FMA dot product chosen at run time with a
+//! portable fallback, and a loop that reads each weight row once for every activation row
+//! of the batch (that reuse is where batching gains on a memory-bound CPU).
+
+// The only module with `unsafe`: SIMD intrinsics, and handing disjoint parts of one output
+// buffer to the pool's workers (`par_chunks`), each with its SAFETY argument.
+#![allow(unsafe_code)]
+
+use candle_core::quantized::GgmlDType;
+use half::f16;
+
+/// Values per quantization block (Q4_1 and Q8_1 alike).
+pub const BLOCK: usize = 32;
+
+/// One Q4_1 block exactly as GGUF stores it: `value = d * q + m` for 4-bit `q`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockQ4_1 {
+    d: f16,
+    m: f16,
+    qs: [u8; BLOCK / 2],
+}
+
+/// One activation block: `value ≈ d * q`; `s` is `d * Σq`, the term the weights' offset
+/// `m` multiplies.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockQ8_1 {
+    d: f32,
+    s: f32,
+    qs: [i8; BLOCK],
+}
+
+/// A Q4_1 weight matrix of `n` rows (outputs) by `k` columns (inputs).
+pub struct Q4_1Matrix {
+    blocks: Vec<BlockQ4_1>,
+    n: usize,
+    k: usize,
+}
+
+impl std::fmt::Debug for Q4_1Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Q4_1Matrix({}x{})", self.n, self.k)
+    }
+}
+
+impl Q4_1Matrix {
+    /// Reads GGUF Q4_1 bytes (row-major, `n` rows of `k / 32` blocks). `None` when the byte
+    /// count or `k` does not fit the format.
+    pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
+        const SIZE: usize = std::mem::size_of::<BlockQ4_1>();
+        if !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * SIZE {
+            return None;
+        }
+        let blocks = bytes
+            .chunks_exact(SIZE)
+            .map(|b| {
+                let mut qs = [0u8; BLOCK / 2];
+                qs.copy_from_slice(&b[4..]);
+                BlockQ4_1 {
+                    d: f16::from_le_bytes([b[0], b[1]]),
+                    m: f16::from_le_bytes([b[2], b[3]]),
+                    qs,
+                }
+            })
+            .collect();
+        Some(Self { blocks, n, k })
+    }
+
+    /// Output size.
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// Input size.
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.blocks.as_slice())
+    }
+
+    /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let kb = self.k / BLOCK;
+        let xq = quantize_rows(x, m, self.k);
+        let dot = dot_fn();
+        // Work items are groups of weight rows; each reads its weight rows once and dots
+        // them with every activation row, writing a column-major block that is transposed
+        // at the end.
+        const GROUP: usize = 8;
+        let mut cols = vec![0f32; self.n * m];
+        par_chunks(&mut cols, GROUP * m, |g, block| {
+            for (c, out) in block.chunks_exact_mut(m).enumerate() {
+                let col = g * GROUP + c;
+                let w = &self.blocks[col * kb..(col + 1) * kb];
+                for (row, o) in out.iter_mut().enumerate() {
+                    *o = dot(w, &xq[row * kb..(row + 1) * kb]);
+                }
+            }
+        });
+        if m == 1 {
+            return cols;
+        }
+        let mut out = vec![0f32; m * self.n];
+        for (col, column) in cols.chunks_exact(m).enumerate() {
+            for (row, v) in column.iter().enumerate() {
+                out[row * self.n + col] = *v;
+            }
+        }
+        out
+    }
+}
+
+/// Runs `f(i, chunk_i)` over consecutive `chunk`-sized pieces of `out` on candle's CPU
+/// thread pool (the one its own kernels use, so the two never compete for cores).
+pub fn par_chunks<F>(out: &mut [f32], chunk: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let chunk = chunk.max(1);
+    let len = out.len();
+    let items = len.div_ceil(chunk);
+    let base = SharedOut(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(items, |range| {
+        let base = base;
+        for i in range {
+            let start = i * chunk;
+            let n = chunk.min(len - start);
+            // SAFETY: item `i` covers `start..start + n`, inside `out` and disjoint from every
+            // other item's range; `out` is borrowed mutably for the whole call and the pool
+            // returns only after every item has finished.
+            let piece = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
+            f(i, piece);
+        }
+    });
+}
+
+/// A raw output pointer handed to pool workers that write disjoint ranges.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: workers only write disjoint ranges (see `par_chunks`) and the owner waits for them.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above; the pointer itself is never used to read shared data.
+unsafe impl Sync for SharedOut {}
+
+/// Quantizes `m` rows of `k` values to Q8_1 blocks.
+pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8_1> {
+    debug_assert_eq!(x.len(), m * k);
+    x.chunks_exact(BLOCK)
+        .map(|chunk| {
+            let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut qs = [0i8; BLOCK];
+            let mut sum = 0i32;
+            for (q, v) in qs.iter_mut().zip(chunk) {
+                *q = (v * inv).round() as i8;
+                sum += *q as i32;
+            }
+            BlockQ8_1 {
+                d,
+                s: d * sum as f32,
+                qs,
+            }
+        })
+        .collect()
+}
+
+type DotFn = fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32;
+
+/// The fastest dot product this CPU runs, chosen once.
+fn dot_fn() -> DotFn {
+    use std::sync::OnceLock;
+    static CHOSEN: OnceLock<DotFn> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return dot_avx2_entry;
+        }
+        dot_scalar
+    })
+}
+
+/// The kernel in use, for benchmark reports.
+pub fn kernel_name() -> &'static str {
+    if dot_fn() as *const () == dot_scalar as *const () {
+        "scalar"
+    } else {
+        "avx2"
+    }
+}
+
+/// Portable Q4_1 · Q8_1 dot product over matching blocks.
+pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let mut acc = 0i32;
+        for j in 0..BLOCK / 2 {
+            let lo = (w.qs[j] & 0x0F) as i32;
+            let hi = (w.qs[j] >> 4) as i32;
+            acc += lo * x.qs[j] as i32 + hi * x.qs[j + BLOCK / 2] as i32;
+        }
+        sum += w.d.to_f32() * x.d * acc as f32 + w.m.to_f32() * x.s;
+    }
+    sum
+}
+
+#[cfg(target_arch = "x86_64")]
+fn dot_avx2_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    // SAFETY: chosen by `dot_fn` only after the CPU reported AVX2 and FMA.
+    unsafe { dot_avx2(w, x) }
+}
+
+/// AVX2 Q4_1 · Q8_1: unpack 32 nibbles to bytes, multiply-add against the signed bytes,
+/// widen to f32 and accumulate with the blocks' scales; offsets are added in scalar.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    use std::arch::x86_64::*;
+    let mask = _mm_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut offsets = 0f32;
+    for (w, x) in w.iter().zip(x) {
+        let packed = _mm_loadu_si128(w.qs.as_ptr().cast());
+        let lo = _mm_and_si128(packed, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+        let wq = _mm256_set_m128i(hi, lo);
+        let xq = _mm256_loadu_si256(x.qs.as_ptr().cast());
+        let pairs = _mm256_maddubs_epi16(wq, xq);
+        let quads = _mm256_madd_epi16(pairs, ones);
+        let scale = _mm256_set1_ps(w.d.to_f32() * x.d);
+        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc);
+        offsets += w.m.to_f32() * x.s;
+    }
+    let lanes = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
+    let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
+    _mm_cvtss_f32(lanes) + offsets
+}
+
+/// Whether this module has a kernel for a GGUF weight type.
+pub fn handles(dtype: GgmlDType) -> bool {
+    dtype == GgmlDType::Q4_1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn quantize_q4_1(w: &[f32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in w.chunks_exact(BLOCK) {
+            let min = chunk.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let d = (max - min) / 15.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            out.extend(f16::from_f32(d).to_le_bytes());
+            out.extend(f16::from_f32(min).to_le_bytes());
+            for j in 0..BLOCK / 2 {
+                let lo = (((chunk[j] - min) * inv).round() as u8).min(15);
+                let hi = (((chunk[j + 16] - min) * inv).round() as u8).min(15);
+                out.push(lo | (hi << 4));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_f32_product_and_kernels_agree() {
+        let (n, k, m) = (24, 96, 5);
+        let w = random(n * k, 7);
+        let x = random(m * k, 11);
+        let q = Q4_1Matrix::from_bytes(&quantize_q4_1(&w), n, k).expect("valid bytes");
+        // The weights as stored (d * q + m) times the activations as quantized: equal up to
+        // float rounding.
+        let deq: Vec<f32> = q
+            .blocks
+            .iter()
+            .flat_map(|b| {
+                let (d, mn) = (b.d.to_f32(), b.m.to_f32());
+                let lo = b.qs.map(|v| d * (v & 0x0F) as f32 + mn);
+                let hi = b.qs.map(|v| d * (v >> 4) as f32 + mn);
+                lo.into_iter().chain(hi)
+            })
+            .collect();
+        let xdeq: Vec<f32> = quantize_rows(&x, m, k)
+            .iter()
+            .flat_map(|b| b.qs.map(|q| b.d * q as f32))
+            .collect();
+        let y = q.matmul(&x, m);
+        for row in 0..m {
+            for col in 0..n {
+                let exact: f32 = (0..k).map(|i| deq[col * k + i] * xdeq[row * k + i]).sum();
+                let got = y[row * n + col];
+                assert!((got - exact).abs() < 1e-3, "({row},{col}) {got} vs {exact}");
+            }
+        }
+        let xq = quantize_rows(&x, m, k);
+        for col in 0..n {
+            let wrow = &q.blocks[col * 3..col * 3 + 3];
+            let a = dot_scalar(wrow, &xq[0..3]);
+            let b = dot_fn()(wrow, &xq[0..3]);
+            assert!((a - b).abs() < 1e-4, "scalar {a} vs {} {b}", kernel_name());
+        }
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_batch() {
+        let (n, k) = (16, 64);
+        let q = Q4_1Matrix::from_bytes(&quantize_q4_1(&random(n * k, 3)), n, k).unwrap();
+        let x = random(4 * k, 5);
+        let all = q.matmul(&x, 4);
+        let one = q.matmul(&x[2 * k..3 * k], 1);
+        assert_eq!(&all[2 * n..3 * n], one.as_slice());
+    }
+
+    #[test]
+    fn rejects_wrong_sizes() {
+        assert!(Q4_1Matrix::from_bytes(&[0; 20], 1, 33).is_none());
+        assert!(Q4_1Matrix::from_bytes(&[0; 19], 1, 32).is_none());
+    }
+}
