@@ -10,11 +10,13 @@
 //! - [`batch`]: continuous batching on the CPU: own forward pass, per-sequence caches, prefix cache.
 //! - [`engine`]: the thread that owns the model, behind a bounded queue (no gRPC here).
 //! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine;
-//!   [`swap`]: both orders of a pair and their consistency.
+//!   [`swap`]: both orders of a pair and their consistency; [`evaluate`]: bulk items
+//!   through Compare / Critique, a bounded window at a time.
 
 pub mod batch;
 pub mod engine;
 pub mod error;
+pub mod evaluate;
 pub mod fit;
 pub mod generate;
 pub mod model;

@@ -498,10 +498,8 @@ impl Judge for JudgeService {
 
     async fn evaluate(
         &self,
-        _request: Request<Streaming<pb::EvaluateItem>>,
+        request: Request<Streaming<pb::EvaluateItem>>,
     ) -> Result<Response<Self::EvaluateStream>, Status> {
-        Err(status_of(&JudgeError::Unimplemented(
-            "Judge.Evaluate is not implemented yet (bulk evaluation arrives with issue #5; use `autoj eval` over Compare meanwhile)".into(),
-        )))
+        Ok(Response::new(crate::evaluate::evaluate(self.clone(), request)))
     }
 }
