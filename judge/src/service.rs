@@ -3,6 +3,9 @@
 //! place, [`status_of`].
 
 use std::pin::Pin;
+use std::time::Instant;
+
+use autoj_proto::deadline::deadline_of;
 
 use autoj_proto::v1 as pb;
 use autoj_proto::v1::judge_server::Judge;
@@ -73,10 +76,11 @@ impl JudgeService {
         &self,
         task: Task,
         options: Option<pb::JudgeOptions>,
+        deadline: Option<Instant>,
     ) -> Result<EventStream, JudgeError> {
         let options = options.unwrap_or_default();
         if !options.swap_check {
-            return self.start(task, &options, false).await;
+            return self.start(task, &options, false, deadline).await;
         }
         let Task::Pairwise {
             query,
@@ -98,21 +102,24 @@ impl JudgeService {
             response_1,
             response_2,
         };
-        // Both are queued at once; the engine runs them back to back.
-        let first = self.start(original, &options, false).await?;
-        let second = self.start(swapped, &options, true).await?;
+        // Both are queued at once: the batched engine runs them in the same batch, and the
+        // second reuses the first's cached template prefix.
+        let first = self.start(original, &options, false, deadline).await?;
+        let second = self.start(swapped, &options, true, deadline).await?;
         Ok(crate::swap::combine(first, second))
     }
 
     /// Validates and submits one judgment; its events, `Accepted` first. `swapped` marks the
-    /// second order of a swap check.
+    /// second order of a swap check; a request still queued at `deadline` never starts.
     async fn start(
         &self,
         task: Task,
         options: &pb::JudgeOptions,
         swapped: bool,
+        deadline: Option<Instant>,
     ) -> Result<EventStream, JudgeError> {
-        let req = self.validate(task, options)?;
+        let mut req = self.validate(task, options)?;
+        req.deadline = deadline;
         let protocol = if req.task.is_pairwise() {
             pb::Protocol::Pairwise
         } else {
@@ -145,10 +152,13 @@ impl JudgeService {
         })
     }
 
-    /// Best-of-N: each candidate judged with the single protocol, one after another (the
-    /// engine serves one sequence at a time until continuous batching lands), ranked by
+    /// Best-of-N: every candidate judged with the single protocol in one batch, ranked by
     /// expected rating, which ties far less often than integer ratings.
-    async fn score_candidates(&self, r: pb::ScoreRequest) -> Result<pb::ScoreResponse, JudgeError> {
+    async fn score_candidates(
+        &self,
+        r: pb::ScoreRequest,
+        deadline: Option<Instant>,
+    ) -> Result<pb::ScoreResponse, JudgeError> {
         if r.responses.is_empty() || r.responses.len() > self.limits.max_score_candidates {
             return Err(invalid(format!(
                 "`responses` has {} entries; it must have between 1 and {}",
@@ -173,14 +183,23 @@ impl JudgeService {
                 query: r.query.clone(),
                 response: response.clone(),
             };
-            requests.push(self.validate(task, &options)?);
+            let mut req = self.validate(task, &options)?;
+            req.deadline = deadline;
+            requests.push(req);
         }
-        let mut scores = Vec::with_capacity(requests.len());
-        for (index, req) in requests.into_iter().enumerate() {
-            let engine = self.engine.clone();
-            let mut sub = tokio::task::spawn_blocking(move || engine.submit(req))
-                .await
-                .map_err(|_| JudgeError::EngineStopped)??;
+        // All candidates are queued at once, so the batched engine runs them in one batch and
+        // the prompt they share (template and query) is computed once, by the first.
+        let engine = self.engine.clone();
+        let subs = tokio::task::spawn_blocking(move || {
+            requests
+                .into_iter()
+                .map(|req| engine.submit(req))
+                .collect::<Result<Vec<_>, JudgeError>>()
+        })
+        .await
+        .map_err(|_| JudgeError::EngineStopped)??;
+        let mut scores = Vec::with_capacity(subs.len());
+        for (index, mut sub) in subs.into_iter().enumerate() {
             let mut verdict = None;
             while let Some(ev) = sub.events.recv().await {
                 if let EngineEvent::Verdict(v) = ev? {
@@ -459,13 +478,14 @@ impl Judge for JudgeService {
         &self,
         request: Request<pb::CompareRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let deadline = deadline_of(request.metadata());
         let r = request.into_inner();
         let task = Task::Pairwise {
             query: r.query,
             response_1: r.response_1,
             response_2: r.response_2,
         };
-        self.judge(task, r.options)
+        self.judge(task, r.options, deadline)
             .await
             .map(Response::new)
             .map_err(|e| status_of(&e))
@@ -475,12 +495,13 @@ impl Judge for JudgeService {
         &self,
         request: Request<pb::CritiqueRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let deadline = deadline_of(request.metadata());
         let r = request.into_inner();
         let task = Task::Single {
             query: r.query,
             response: r.response,
         };
-        self.judge(task, r.options)
+        self.judge(task, r.options, deadline)
             .await
             .map(Response::new)
             .map_err(|e| status_of(&e))
@@ -490,7 +511,8 @@ impl Judge for JudgeService {
         &self,
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
-        self.score_candidates(request.into_inner())
+        let deadline = deadline_of(request.metadata());
+        self.score_candidates(request.into_inner(), deadline)
             .await
             .map(Response::new)
             .map_err(|e| status_of(&e))

@@ -6,6 +6,7 @@
 #![allow(missing_docs)] // generated code carries the .proto comments as docs
 
 pub mod codec;
+pub mod deadline;
 
 /// Generated messages, clients and servers of package `autoj.v1`.
 pub mod v1 {

@@ -11,8 +11,12 @@ use autoj_proto::v1::judge_client::JudgeClient;
 use autoj_proto::v1::judge_server::Judge;
 use autoj_proto::v1::{CompareRequest, CritiqueRequest, JudgeEvent, ScoreRequest, ScoreResponse};
 use futures::Stream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::error::RouterError;
 
@@ -37,6 +41,37 @@ pub trait JudgeBackend: Send + Sync + 'static {
         &self,
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, Status>;
+    /// Whether the replica can take work now (its model is loaded and it is not draining).
+    /// The router's own health is SERVING only while every pool has a ready replica. An
+    /// in-process judge exists only once its model is loaded, so the default is `true`.
+    async fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// How the router connects to remote replicas.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    /// Give up a TCP (and TLS) connection attempt after this long.
+    pub timeout: Duration,
+    /// TLS towards the judges (with a client certificate for mTLS); plaintext when `None`.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl Connect {
+    /// The URL to dial for `host_port` or for a configured endpoint: `https://` when TLS is
+    /// on (tonic only runs TLS for `https` URIs), as written otherwise.
+    pub fn url(&self, url: &str) -> String {
+        let bare = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        match (bare, self.tls.is_some()) {
+            (Some(rest), true) => format!("https://{rest}"),
+            (None, true) => format!("https://{url}"),
+            (None, false) => format!("http://{url}"),
+            (Some(_), false) => url.to_owned(),
+        }
+    }
 }
 
 /// A remote replica: a lazily connected gRPC channel to one address.
@@ -45,18 +80,28 @@ pub struct RemoteBackend {
     /// The generated client over a channel that connects on first use and reconnects after
     /// failures; a connect failure surfaces as UNAVAILABLE, which the pool fails over on.
     client: JudgeClient<Channel>,
+    /// Health checks over the same channel: readiness of this replica.
+    health: HealthClient<Channel>,
 }
 
 impl RemoteBackend {
-    /// A client for `url` (`http://host:port`) that gives up connecting after
-    /// `connect_timeout`. Does not connect yet.
-    pub fn new(url: &str, connect_timeout: Duration) -> Result<Self, RouterError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+    /// A client for `url` (`http://host:port`, or `host:port`) connected as `connect` says.
+    /// Does not connect yet.
+    pub fn new(url: &str, connect: &Connect) -> Result<Self, RouterError> {
+        let url = connect.url(url);
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| RouterError::Routing(format!("endpoint `{url}`: {e}")))?
-            .connect_timeout(connect_timeout)
+            .connect_timeout(connect.timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = &connect.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| RouterError::Tls(format!("endpoint `{url}`: {e}")))?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: JudgeClient::new(endpoint.connect_lazy()),
+            client: JudgeClient::new(channel.clone()),
+            health: HealthClient::new(channel),
         })
     }
 }
@@ -85,7 +130,27 @@ impl JudgeBackend for RemoteBackend {
     ) -> Result<Response<ScoreResponse>, Status> {
         self.client.clone().score(request).await
     }
+
+    /// Asks the judge's `grpc.health.v1` for `autoj.v1.Judge`: ready when SERVING. A server
+    /// without a health service (UNIMPLEMENTED) answered, so it counts as ready; no answer,
+    /// NOT_SERVING or an unknown service does not.
+    async fn ready(&self) -> bool {
+        let mut request = Request::new(HealthCheckRequest {
+            service: JUDGE_SERVICE.to_owned(),
+        });
+        request.set_timeout(HEALTH_TIMEOUT);
+        match self.health.clone().check(request).await {
+            Ok(answer) => answer.into_inner().status == ServingStatus::Serving as i32,
+            Err(status) => status.code() == tonic::Code::Unimplemented,
+        }
+    }
 }
+
+/// The service name a judge reports health for.
+const JUDGE_SERVICE: &str = "autoj.v1.Judge";
+
+/// How long a readiness probe may take.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An in-process replica: any `Judge` service implementation called directly, without a
 /// socket or serialisation (one-process mode).

@@ -24,6 +24,17 @@
 //! [[routing.rule]]
 //! languages = ["zh"]
 //! pool = "bilingual"
+//!
+//! [limits]
+//! max_in_flight = 256            # concurrent streams; more get RESOURCE_EXHAUSTED at once
+//! max_input_bytes = 1048576      # query + responses, in bytes
+//! max_new_tokens = 4096
+//!
+//! # [judge_tls]                  # mTLS to the judges (their endpoints become https://)
+//! # ca = "certs/judge-ca.pem"    # verifies the judges' certificates
+//! # cert = "certs/router.pem"    # presented to the judges
+//! # key = "certs/router.key"
+//! # domain = "autoj-judge"       # the name the judges' certificates carry
 //! ```
 
 use std::net::SocketAddr;
@@ -51,6 +62,71 @@ pub struct RouterConfig {
     pub classifier: ClassifierConfig,
     /// Pools and rules.
     pub routing: RoutingConfig,
+    /// Admission limits at the edge.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// TLS (and client certificates) towards remote judges; plaintext when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_tls: Option<JudgeTlsConfig>,
+}
+
+/// The `[limits]` section: what the router admits before any work is spent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Judging calls served at once (streams until their end); one more is refused with
+    /// RESOURCE_EXHAUSTED at once rather than queued, so a client can back off or go
+    /// elsewhere.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Largest query plus responses of one request, in bytes.
+    #[serde(default = "default_max_input_bytes")]
+    pub max_input_bytes: usize,
+    /// Largest `options.generation.max_new_tokens` a client may ask for.
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: u32,
+}
+
+/// Concurrent judging calls unless configured.
+fn default_max_in_flight() -> usize {
+    256
+}
+
+/// Input bytes per request unless configured (1 MiB).
+fn default_max_input_bytes() -> usize {
+    1024 * 1024
+}
+
+/// `max_new_tokens` ceiling unless configured.
+fn default_max_new_tokens() -> u32 {
+    4096
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: default_max_in_flight(),
+            max_input_bytes: default_max_input_bytes(),
+            max_new_tokens: default_max_new_tokens(),
+        }
+    }
+}
+
+/// The `[judge_tls]` section: how the router reaches judges that require TLS (and mTLS).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeTlsConfig {
+    /// PEM CA certificate(s) the judges' certificates must chain to.
+    pub ca: PathBuf,
+    /// PEM client certificate presented to the judges (mTLS); with `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// The DNS name to verify in the judges' certificates (default: each endpoint's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// The `[classifier]` section.
@@ -121,6 +197,8 @@ impl RouterConfig {
             data_dir: None,
             classifier: ClassifierConfig::default(),
             routing,
+            limits: LimitsConfig::default(),
+            judge_tls: None,
         }
     }
 

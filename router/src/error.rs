@@ -171,6 +171,18 @@ pub enum RouterError {
     /// The gRPC server failed (bind, accept, reflection set-up).
     #[error("server: {0}")]
     Server(String),
+    /// API keys are misconfigured (none given, unreadable file).
+    #[error("API keys: {0}")]
+    Auth(String),
+    /// A TLS certificate, key or CA file is missing or unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The router already serves its configured maximum of concurrent streams.
+    #[error("the router is serving its limit of {limit} concurrent requests; retry shortly")]
+    Overloaded {
+        /// The `limits.max_in_flight` setting.
+        limit: usize,
+    },
 }
 
 impl RouterError {
@@ -202,6 +214,9 @@ impl RouterError {
             Self::Upstream { .. } => "upstream",
             Self::Unimplemented(_) => "unimplemented",
             Self::Server(_) => "server",
+            Self::Auth(_) => "auth_config",
+            Self::Tls(_) => "tls",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -212,7 +227,7 @@ impl RouterError {
     pub fn into_status(self) -> Status {
         let code = match &self {
             Self::InvalidArgument { .. } | Self::UnknownScenario { .. } => Code::InvalidArgument,
-            Self::ClassifierBusy => Code::ResourceExhausted,
+            Self::ClassifierBusy | Self::Overloaded { .. } => Code::ResourceExhausted,
             Self::NoReplica { .. } | Self::ClassifierStopped => Code::Unavailable,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::Unimplemented(_) => Code::Unimplemented,
@@ -233,7 +248,9 @@ impl RouterError {
             | Self::Tokenizer(_)
             | Self::ClassifierLabels { .. }
             | Self::ClassifierShape { .. }
-            | Self::Server(_) => Code::Internal,
+            | Self::Server(_)
+            | Self::Auth(_)
+            | Self::Tls(_) => Code::Internal,
         };
         match code {
             Code::InvalidArgument | Code::Unimplemented | Code::Cancelled => {

@@ -19,7 +19,10 @@
 //! - [`backend`]: a replica, remote (gRPC) or in-process (one-process mode).
 //! - `relay`: the relayed stream (scenario stamp, deadline, load accounting).
 //! - [`error`]: the crate's error and its one mapping to `tonic::Status`.
+//! - [`auth`]: API keys (hashed, constant-time) on the public services.
+//! - [`tls`]: TLS and mTLS settings towards the judges.
 
+pub mod auth;
 pub mod backend;
 pub mod classifier;
 pub mod config;
@@ -34,11 +37,13 @@ pub mod routing;
 pub mod scenarios;
 pub mod server;
 pub mod service;
+pub mod tls;
 mod validate;
 
-pub use backend::{EventStream, JudgeBackend, LocalBackend, RemoteBackend};
+pub use auth::{ApiKeys, AuthInterceptor};
+pub use backend::{Connect, EventStream, JudgeBackend, LocalBackend, RemoteBackend};
 pub use classifier::{Classifier, ClassifierHandle, Prediction};
-pub use config::{ClassifierConfig, RouterConfig};
+pub use config::{ClassifierConfig, JudgeTlsConfig, LimitsConfig, RouterConfig};
 pub use data::DataSource;
 pub use error::RouterError;
 pub use language::{detect_language, Lang};

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
-use crate::backend::{JudgeBackend, RemoteBackend};
+use crate::backend::{Connect, JudgeBackend, RemoteBackend};
 use crate::error::RouterError;
 
 /// How long a replica that failed with UNAVAILABLE is tried last.
@@ -124,18 +124,15 @@ impl Pool {
         })
     }
 
-    /// A pool of fixed `http://` URLs.
+    /// A pool of fixed `http://` (or, with TLS, `https://`) URLs.
     pub fn endpoints(
         name: &str,
         urls: &[String],
-        connect_timeout: Duration,
+        connect: &Connect,
     ) -> Result<Arc<Self>, RouterError> {
         let mut replicas: Vec<(String, Arc<dyn JudgeBackend>)> = Vec::with_capacity(urls.len());
         for url in urls {
-            replicas.push((
-                url.clone(),
-                Arc::new(RemoteBackend::new(url, connect_timeout)?),
-            ));
+            replicas.push((url.clone(), Arc::new(RemoteBackend::new(url, connect)?)));
         }
         Ok(Self::fixed(name, replicas))
     }
@@ -147,14 +144,34 @@ impl Pool {
         name: &str,
         host_port: &str,
         refresh: Duration,
-        connect_timeout: Duration,
+        connect: &Connect,
     ) -> Arc<Self> {
         let pool = Self::fixed(name, Vec::new());
-        pool.resolve(host_port, connect_timeout).await;
+        pool.resolve(host_port, connect).await;
         let weak = Arc::downgrade(&pool);
         let host_port = host_port.to_owned();
-        tokio::spawn(refresh_loop(weak, host_port, refresh, connect_timeout));
+        tokio::spawn(refresh_loop(weak, host_port, refresh, connect.clone()));
         pool
+    }
+
+    /// Probes every replica's readiness at once; a replica that is not ready is tried last
+    /// (as after an UNAVAILABLE failure) until a later probe finds it ready. True when at
+    /// least one replica is ready: the pool can serve.
+    pub async fn probe(&self) -> bool {
+        let replicas = self.snapshot();
+        let answers = futures::future::join_all(replicas.iter().map(|r| r.backend.ready())).await;
+        let now = Instant::now();
+        for (replica, ready) in replicas.iter().zip(&answers) {
+            if *ready {
+                if replica.is_down(now) {
+                    tracing::info!(pool = %self.name, replica = %replica.name, "replica ready");
+                }
+                replica.set_down(None);
+            } else {
+                replica.set_down(Some(now + EJECT_FOR));
+            }
+        }
+        answers.into_iter().any(|ready| ready)
     }
 
     /// The pool's name.
@@ -177,7 +194,7 @@ impl Pool {
 
     /// Resolves `host_port` once and swaps in the new set, keeping replicas (their channels
     /// and load counters) whose address is still present.
-    async fn resolve(&self, host_port: &str, connect_timeout: Duration) {
+    async fn resolve(&self, host_port: &str, connect: &Connect) {
         let mut addrs: Vec<SocketAddr> = match tokio::net::lookup_host(host_port).await {
             Ok(found) => found.collect(),
             Err(e) => {
@@ -195,7 +212,7 @@ impl Pool {
                 fresh.push(kept.clone());
                 continue;
             }
-            match RemoteBackend::new(&format!("http://{name}"), connect_timeout) {
+            match RemoteBackend::new(&name, connect) {
                 Ok(backend) => fresh.push(Replica::new(name, Arc::new(backend))),
                 Err(e) => tracing::warn!(pool = %self.name, "skipping resolved address: {e}"),
             }
@@ -280,17 +297,12 @@ impl Pool {
 }
 
 /// Re-resolves a `dns` pool every `refresh` until the pool is dropped.
-async fn refresh_loop(
-    pool: Weak<Pool>,
-    host_port: String,
-    refresh: Duration,
-    connect_timeout: Duration,
-) {
+async fn refresh_loop(pool: Weak<Pool>, host_port: String, refresh: Duration, connect: Connect) {
     let mut ticker = tokio::time::interval_at(Instant::now() + refresh, refresh);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        pool.resolve(&host_port, connect_timeout).await;
+        pool.resolve(&host_port, &connect).await;
     }
 }

@@ -11,9 +11,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
 
-use crate::backend::JudgeBackend;
+use crate::auth::{ApiKeys, AuthInterceptor};
+use crate::backend::{Connect, JudgeBackend};
 use crate::classifier::{Classifier, ClassifierHandle};
 use crate::config::RouterConfig;
 use crate::error::RouterError;
@@ -34,6 +37,10 @@ pub struct RouterBuilder {
     classifier: Option<Box<dyn Classifier>>,
     /// In-process judges for `local = true` pools, by pool name.
     local: HashMap<String, Arc<dyn JudgeBackend>>,
+    /// API keys the public services require; open when `None`.
+    api_keys: Option<ApiKeys>,
+    /// TLS on the public listener; plaintext when `None`.
+    tls: Option<ServerTlsConfig>,
 }
 
 impl std::fmt::Debug for RouterBuilder {
@@ -65,6 +72,19 @@ impl RouterBuilder {
         self
     }
 
+    /// Requires one of `keys` (as `authorization: Bearer <key>`) on `Judge` and `Scenarios`
+    /// calls; health and reflection stay open.
+    pub fn api_keys(mut self, keys: Option<ApiKeys>) -> Self {
+        self.api_keys = keys;
+        self
+    }
+
+    /// Serves TLS (rustls) with `tls` on the public listener.
+    pub fn tls(mut self, tls: Option<ServerTlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Loads and validates everything (data, routing, classifier, ONNX Runtime), resolves
     /// `dns` pools once and starts their refresh tasks. Must run inside a Tokio runtime.
     pub async fn build(self) -> Result<Router, RouterError> {
@@ -73,21 +93,25 @@ impl RouterBuilder {
             None => Catalog::load(&self.config.data_source())?,
         };
         let table = RoutingTable::new(&self.config.routing, &catalog)?;
+        if self.config.limits.max_in_flight == 0 || self.config.limits.max_new_tokens == 0 {
+            return Err(RouterError::Routing(
+                "`limits.max_in_flight` and `limits.max_new_tokens` must be at least 1".into(),
+            ));
+        }
         let mut local = self.local;
         let mut pools = HashMap::new();
+        let connect = Connect {
+            timeout: table.connect_timeout(),
+            tls: match &self.config.judge_tls {
+                Some(tls) => Some(crate::tls::client_config(tls)?),
+                None => None,
+            },
+        };
         for spec in table.pools() {
             let pool = match &spec.source {
-                PoolSource::Endpoints(urls) => {
-                    Pool::endpoints(&spec.name, urls, table.connect_timeout())?
-                }
+                PoolSource::Endpoints(urls) => Pool::endpoints(&spec.name, urls, &connect)?,
                 PoolSource::Dns(host_port) => {
-                    Pool::dns(
-                        &spec.name,
-                        host_port,
-                        table.dns_refresh(),
-                        table.connect_timeout(),
-                    )
-                    .await
+                    Pool::dns(&spec.name, host_port, table.dns_refresh(), &connect).await
                 }
                 PoolSource::Local => {
                     let backend = local.remove(&spec.name).ok_or_else(|| {
@@ -141,9 +165,13 @@ impl RouterBuilder {
             None => None,
         };
         let catalog = Arc::new(catalog);
+        let watched = pools.values().cloned().collect();
         Ok(Router {
-            service: RouterService::new(catalog.clone(), table, pools, handle),
+            service: RouterService::new(catalog.clone(), table, pools, handle, &self.config.limits),
             catalog,
+            pools: watched,
+            auth: AuthInterceptor::new(self.api_keys),
+            tls: self.tls,
         })
     }
 }
@@ -155,6 +183,12 @@ pub struct Router {
     service: RouterService,
     /// The scenario catalog it serves.
     catalog: Arc<Catalog>,
+    /// Every pool, probed for readiness while serving.
+    pools: Vec<Arc<Pool>>,
+    /// The API-key check on the public services.
+    auth: AuthInterceptor,
+    /// TLS on the listener.
+    tls: Option<ServerTlsConfig>,
 }
 
 impl Router {
@@ -165,6 +199,8 @@ impl Router {
             catalog: None,
             classifier: None,
             local: HashMap::new(),
+            api_keys: None,
+            tls: None,
         }
     }
 
@@ -189,8 +225,11 @@ impl Router {
     }
 
     /// Serves `Judge`, `Scenarios`, `grpc.health.v1.Health` and server reflection on the
-    /// connections of `incoming` until `shutdown` completes; health turns NOT_SERVING first
-    /// so load balancers stop sending while open calls finish.
+    /// connections of `incoming` until `shutdown` completes.
+    ///
+    /// Health answers NOT_SERVING until every pool has a ready replica (probed every
+    /// second, so it follows replicas that come and go), and again from the moment
+    /// `shutdown` completes, so load balancers stop sending while open calls finish.
     pub async fn serve_with_incoming<I, IO, IE>(
         self,
         incoming: I,
@@ -202,31 +241,90 @@ impl Router {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<JudgeServer<RouterService>>().await;
-        health.set_serving::<ScenariosServer<RouterService>>().await;
+        set_health(&health, ServingStatus::NotServing).await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(autoj_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| RouterError::Server(format!("reflection: {e}")))?;
+        let pools = self.pools;
         let drain = async move {
-            shutdown.await;
-            health.set_not_serving::<JudgeServer<RouterService>>().await;
-            health
-                .set_not_serving::<ScenariosServer<RouterService>>()
-                .await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
+            tokio::select! {
+                () = shutdown => {}
+                () = watch_readiness(&health, &pools) => {}
+            }
+            set_health(&health, ServingStatus::NotServing).await;
             tracing::info!("router shutting down, draining open calls");
         };
-        Server::builder()
+        let mut server = Server::builder();
+        if let Some(tls) = self.tls {
+            server = server
+                .tls_config(tls)
+                .map_err(|e| RouterError::Tls(e.to_string()))?;
+        }
+        server
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(JudgeServer::new(self.service.clone()))
-            .add_service(ScenariosServer::new(self.service))
+            .add_service(JudgeServer::with_interceptor(
+                self.service.clone(),
+                self.auth.clone(),
+            ))
+            .add_service(ScenariosServer::with_interceptor(self.service, self.auth))
             .serve_with_incoming_shutdown(incoming, drain)
             .await
             .map_err(|e| RouterError::Server(e.to_string()))
+    }
+}
+
+/// How often pools are probed for a ready replica.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets the overall status and both services' to `status`.
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health
+        .set_service_status(
+            <JudgeServer<RouterService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health
+        .set_service_status(
+            <ScenariosServer<RouterService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    health.set_service_status("", status).await;
+}
+
+/// Probes every pool forever: SERVING while each has a ready replica, NOT_SERVING
+/// otherwise (logging each change once).
+async fn watch_readiness(health: &HealthReporter, pools: &[Arc<Pool>]) {
+    let mut serving = false;
+    let mut ticker = tokio::time::interval(PROBE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let ready = futures::future::join_all(pools.iter().map(|p| p.probe())).await;
+        let now = ready.iter().all(|r| *r);
+        if now != serving {
+            let waiting: Vec<&str> = pools
+                .iter()
+                .zip(&ready)
+                .filter(|(_, r)| !**r)
+                .map(|(p, _)| p.name())
+                .collect();
+            if now {
+                tracing::info!("every judge pool has a ready replica: SERVING");
+            } else {
+                tracing::warn!(pools = ?waiting, "judge pools without a ready replica: NOT_SERVING");
+            }
+            let status = if now {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            set_health(health, status).await;
+            serving = now;
+        }
     }
 }

@@ -14,20 +14,21 @@ use autoj_proto::v1::{
     ListScenariosResponse, ScenarioScore, ScenarioSource, ScoreRequest, ScoreResponse,
 };
 use futures::future::BoxFuture;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::backend::{EventStream, JudgeBackend};
 use crate::classifier::ClassifierHandle;
+use crate::config::LimitsConfig;
 use crate::error::RouterError;
 use crate::language::Lang;
 use crate::pool::Pool;
 use crate::relay::{peek, Relay, Stamp};
 use crate::routing::{RouteKey, RoutingTable};
 use crate::scenarios::Catalog;
-use crate::validate::{check_classify, check_options, Judged};
+use crate::validate::{check_classify, check_limits, check_options, Judged};
 
 /// The scenario used for routing when no classifier is configured and none was named.
 const FALLBACK_SCENARIO: &str = "default";
@@ -50,6 +51,11 @@ struct Inner {
     pools: HashMap<String, Arc<Pool>>,
     /// The classifier worker; `None` when classification is disabled.
     classifier: Option<ClassifierHandle>,
+    /// Per-request limits and the in-flight ceiling.
+    limits: LimitsConfig,
+    /// One permit per judging call in flight (held until its stream ends); none left means
+    /// RESOURCE_EXHAUSTED at once.
+    admission: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a request goes and what it is stamped with.
@@ -68,6 +74,7 @@ impl RouterService {
         table: RoutingTable,
         pools: HashMap<String, Arc<Pool>>,
         classifier: Option<ClassifierHandle>,
+        limits: &LimitsConfig,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -75,6 +82,8 @@ impl RouterService {
                 table,
                 pools,
                 classifier,
+                admission: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight)),
+                limits: limits.clone(),
             }),
         }
     }
@@ -85,6 +94,7 @@ impl Inner {
     /// writes both into the forwarded options, and picks the pool.
     async fn route<M: Judged>(&self, msg: &mut M) -> Result<Route, RouterError> {
         msg.check_fields()?;
+        check_limits(msg, &self.limits)?;
         let requested = check_options(msg.options_mut())?;
         let named = msg.options_mut().scenario.trim().to_owned();
         let (scenario, source) = if !named.is_empty() {
@@ -137,6 +147,7 @@ impl Inner {
         &self,
         request: Request<M>,
     ) -> Result<Response<EventStream>, RouterError> {
+        let permit = self.admit()?;
         let deadline = deadline_of(request.metadata());
         let metadata = forwarded_metadata(request.metadata());
         let mut msg = request.into_inner();
@@ -155,7 +166,22 @@ impl Inner {
             served.replica,
             served.in_flight,
         );
+        // The permit lives as long as the relayed stream.
+        let relay = relay.map(move |event| {
+            let _held = &permit;
+            event
+        });
         Ok(Response::new(Box::pin(relay) as EventStream))
+    }
+
+    /// A slot for one more judging call, or RESOURCE_EXHAUSTED at once when all are taken.
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RouterError> {
+        self.admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RouterError::Overloaded {
+                limit: self.limits.max_in_flight,
+            })
     }
 
     /// Routes a `Score` request (unary, so failover covers the whole call).
@@ -163,6 +189,7 @@ impl Inner {
         &self,
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, RouterError> {
+        let _permit = self.admit()?;
         let deadline = deadline_of(request.metadata());
         let metadata = forwarded_metadata(request.metadata());
         let mut msg = request.into_inner();
@@ -264,29 +291,7 @@ impl StreamRpc for CritiqueRequest {
 
 /// The client's deadline, from its `grpc-timeout` header.
 fn deadline_of(metadata: &MetadataMap) -> Option<Instant> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    parse_grpc_timeout(value).map(|d| Instant::now() + d)
-}
-
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if !value.is_ascii() {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
+    autoj_proto::deadline::deadline_of(metadata).map(Instant::from_std)
 }
 
 /// The client metadata worth passing to the judge (auth, trace context, custom keys): all
@@ -325,7 +330,7 @@ fn outbound<M>(metadata: &MetadataMap, msg: M, deadline: Option<Instant>) -> Req
     request
 }
 
-/// The `Evaluate` stream type (the RPC is not served yet).
+/// The `Evaluate` stream type.
 type EvaluateStream = Pin<Box<dyn Stream<Item = Result<EvaluateResult, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -366,9 +371,9 @@ impl Judge for RouterService {
 
     async fn evaluate(
         &self,
-        _request: Request<Streaming<EvaluateItem>>,
+        request: Request<Streaming<EvaluateItem>>,
     ) -> Result<Response<EvaluateStream>, Status> {
-        Err(RouterError::Unimplemented("bulk evaluation arrives with issue #5").into_status())
+        Ok(Response::new(crate::relay::evaluate(self.clone(), request)))
     }
 }
 
@@ -417,15 +422,6 @@ impl Scenarios for RouterService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_grpc_timeout() {
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_grpc_timeout("S"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
-        assert_eq!(parse_grpc_timeout("5x"), None);
-    }
 
     #[test]
     fn forwards_only_client_metadata() {

@@ -5,6 +5,7 @@ use autoj_proto::v1::{
     ClassifyRequest, CompareRequest, CritiqueRequest, JudgeOptions, Language, ScoreRequest,
 };
 
+use crate::config::LimitsConfig;
 use crate::error::RouterError;
 
 /// Most queries one `Classify` call may carry (each is one model run).
@@ -21,6 +22,43 @@ pub(crate) trait Judged {
     fn options_mut(&mut self) -> &mut JudgeOptions;
     /// Checks the request's own fields (not the options).
     fn check_fields(&self) -> Result<(), RouterError>;
+    /// Bytes of input text: the query and every response.
+    fn input_bytes(&self) -> usize;
+}
+
+/// Checks the request against the router's per-request limits: total input size and the
+/// `max_new_tokens` asked for. The message names the limit so a client knows what to change.
+pub(crate) fn check_limits<M: Judged>(
+    msg: &mut M,
+    limits: &LimitsConfig,
+) -> Result<(), RouterError> {
+    let bytes = msg.input_bytes();
+    if bytes > limits.max_input_bytes {
+        return Err(invalid(
+            "query+responses",
+            format!(
+                "{bytes} bytes of input, over this router's limit `limits.max_input_bytes` = {}",
+                limits.max_input_bytes
+            ),
+        ));
+    }
+    let asked = msg
+        .options_mut()
+        .generation
+        .as_ref()
+        .and_then(|g| g.max_new_tokens);
+    if let Some(n) = asked {
+        if n > limits.max_new_tokens {
+            return Err(invalid(
+                "options.generation.max_new_tokens",
+                format!(
+                    "{n} is over this router's limit `limits.max_new_tokens` = {}",
+                    limits.max_new_tokens
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// INVALID_ARGUMENT for `field`.
@@ -61,6 +99,9 @@ impl Judged for CompareRequest {
         non_empty("response_1", &self.response_1)?;
         non_empty("response_2", &self.response_2)
     }
+    fn input_bytes(&self) -> usize {
+        self.query.len() + self.response_1.len() + self.response_2.len()
+    }
 }
 
 impl Judged for CritiqueRequest {
@@ -73,6 +114,9 @@ impl Judged for CritiqueRequest {
     fn check_fields(&self) -> Result<(), RouterError> {
         non_empty("query", &self.query)?;
         non_empty("response", &self.response)
+    }
+    fn input_bytes(&self) -> usize {
+        self.query.len() + self.response.len()
     }
 }
 
@@ -92,6 +136,9 @@ impl Judged for ScoreRequest {
             non_empty(&format!("responses[{i}]"), response)?;
         }
         Ok(())
+    }
+    fn input_bytes(&self) -> usize {
+        self.query.len() + self.responses.iter().map(String::len).sum::<usize>()
     }
 }
 
@@ -153,6 +200,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("responses[1]:"));
+    }
+
+    #[test]
+    fn limits_name_the_setting() {
+        let limits = LimitsConfig {
+            max_in_flight: 1,
+            max_input_bytes: 10,
+            max_new_tokens: 8,
+        };
+        let mut req = CritiqueRequest {
+            query: "12345".into(),
+            response: "123456".into(),
+            options: None,
+        };
+        let err = check_limits(&mut req, &limits).unwrap_err().to_string();
+        assert!(
+            err.contains("limits.max_input_bytes") && err.contains("11 bytes"),
+            "{err}"
+        );
+        req.response.pop();
+        assert!(check_limits(&mut req, &limits).is_ok());
+        req.options_mut().generation = Some(autoj_proto::v1::GenerationOptions {
+            max_new_tokens: Some(9),
+            ..Default::default()
+        });
+        let err = check_limits(&mut req, &limits).unwrap_err().to_string();
+        assert!(err.contains("limits.max_new_tokens"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The router serves standard gRPC health (SERVING for its services) and server reflection
-//! listing the autoj services.
+//! The router serves standard gRPC health (SERVING for its services once its pool has a
+//! ready replica) and server reflection listing the autoj services.
 
 mod common;
 
@@ -18,19 +18,27 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 #[tokio::test]
 async fn health_and_reflection() {
-    // A pool whose only replica nobody serves: these RPCs never reach a judge.
-    let config = one_pool(&["http://127.0.0.1:1".to_string()]);
+    let judge = spawn_judge(FakeJudge::new("a", &JudgeLog::default())).await;
+    let config = one_pool(&[judge.url()]);
     let router = start_router(&config, FakeClassifier::default()).await;
 
     let mut health = HealthClient::new(channel(&router).await);
     let service = <JudgeServer<RouterService> as NamedService>::NAME;
     assert_eq!(service, "autoj.v1.Judge");
-    let status = within(health.check(HealthCheckRequest {
+    // SERVING once the first readiness probe has found the replica.
+    let mut watch = within(health.watch(HealthCheckRequest {
         service: service.into(),
     }))
     .await
-    .unwrap();
-    assert_eq!(status.into_inner().status, ServingStatus::Serving as i32);
+    .unwrap()
+    .into_inner();
+    while within(watch.next())
+        .await
+        .expect("an update")
+        .unwrap()
+        .status
+        != ServingStatus::Serving as i32
+    {}
 
     let mut reflection = ServerReflectionClient::new(channel(&router).await);
     let request = ServerReflectionRequest {

@@ -1,13 +1,15 @@
 //! Deployable autoj binaries and the plumbing they share.
 //!
 //! - [`config`]: clap/env settings, validated once.
-//! - [`shutdown`]: the SIGINT/SIGTERM future every server takes.
+//! - [`shutdown`]: the SIGINT/SIGTERM future every server takes, and the grace period.
+//! - [`security`]: API keys and TLS on the public port; TLS/mTLS on a judge.
 //! - [`telemetry`]: logging set-up.
 //! - [`cli`]: the client-side subcommands (`compare`, `critique`, `verdict`).
 //! - [`stack`]: runs a judge, the router, or both in one process until shutdown.
 
 pub mod cli;
 pub mod config;
+pub mod security;
 pub mod shutdown;
 pub mod stack;
 pub mod telemetry;

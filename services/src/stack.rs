@@ -4,13 +4,18 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use autoj_judge::engine::Engine;
 use autoj_judge::service::JudgeService;
+use autoj_judge::JudgeError;
 use autoj_router::{LocalBackend, Router, RouterConfig};
 use clap::Args;
+use tonic::transport::ServerTlsConfig;
 
 use crate::config::JudgeSettings;
+use crate::security::PublicSecurity;
+use crate::shutdown::with_grace;
 
 /// Name of the in-process pool in the default one-process configuration.
 pub const LOCAL_POOL: &str = "local";
@@ -26,6 +31,10 @@ pub struct ServeRouterArgs {
     /// UNIMPLEMENTED). Useful where the ONNX Runtime library is unavailable.
     #[arg(long, env = "AUTOJ_NO_CLASSIFIER")]
     pub no_classifier: bool,
+    /// Judging calls served at once; one more is refused with RESOURCE_EXHAUSTED (overrides
+    /// the config file's `limits.max_in_flight`, default 256).
+    #[arg(long, env = "AUTOJ_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
 }
 
 /// The one-process configuration: every request to the in-process judge.
@@ -34,34 +43,49 @@ pub fn default_router_config() -> Result<RouterConfig, autoj_router::RouterError
     RouterConfig::from_toml(&text, std::path::Path::new("<built-in one-process config>"))
 }
 
-async fn start_engine(settings: &JudgeSettings) -> anyhow::Result<Engine> {
+async fn start_engine(settings: &JudgeSettings) -> Result<Engine, JudgeError> {
     let engine_config = settings.engine.clone();
-    Ok(tokio::task::spawn_blocking(move || Engine::start(engine_config)).await??)
+    tokio::task::spawn_blocking(move || Engine::start(engine_config))
+        .await
+        .map_err(|_| JudgeError::EngineStopped)?
 }
 
 async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = tokio::net::TcpListener::bind(listen)
+    tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    // Scripts and tests wait for this line (and learn the port when asked for port 0).
-    println!("listening on {}", listener.local_addr()?);
-    Ok(listener)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))
 }
 
-/// Loads the model (on the engine thread), binds `listen` and serves the judge alone until
-/// `shutdown` resolves.
+/// Scripts and tests wait for this line (and learn the port when asked for port 0): it is
+/// printed once the server is ready to judge.
+fn announce(addr: SocketAddr) {
+    println!("listening on {addr}");
+}
+
+/// Binds `listen` at once and serves the judge alone: health answers NOT_SERVING while the
+/// model loads (on the engine thread), SERVING after, until `signal`; then open streams get
+/// `grace` to finish.
 pub async fn run_judge(
     settings: JudgeSettings,
     listen: SocketAddr,
     replica: String,
-    shutdown: impl Future<Output = ()> + Send,
+    tls: Option<ServerTlsConfig>,
+    grace: Duration,
+    signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let engine = start_engine(&settings).await?;
     let listener = bind(listen).await?;
-    tracing::info!(model = %engine.info().name, "judge serving");
-    let service = JudgeService::new(engine, settings.limits, replica);
-    autoj_judge::server::serve(listener, service, shutdown).await?;
-    Ok(())
+    let addr = listener.local_addr()?;
+    let load = async move {
+        let engine = start_engine(&settings).await?;
+        tracing::info!(model = %engine.info().name, "judge serving");
+        Ok(JudgeService::new(engine, settings.limits, replica))
+    };
+    with_grace(signal, grace, |shutdown| async move {
+        autoj_judge::server::serve_loading(listener, tls, load, move || announce(addr), shutdown)
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The whole stack in one process: the router in front, the judge engine behind it called
@@ -70,7 +94,9 @@ pub async fn run_serve(
     settings: JudgeSettings,
     listen: SocketAddr,
     router: &ServeRouterArgs,
-    shutdown: impl Future<Output = ()> + Send,
+    security: PublicSecurity,
+    grace: Duration,
+    signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut config = match &router.router_config {
         Some(path) => RouterConfig::from_file(path)?,
@@ -79,6 +105,9 @@ pub async fn run_serve(
     config.listen = listen;
     if router.no_classifier {
         config.classifier.enabled = false;
+    }
+    if let Some(n) = router.max_in_flight {
+        config.limits.max_in_flight = n;
     }
     let local_pools: Vec<String> = config
         .routing
@@ -89,30 +118,46 @@ pub async fn run_serve(
         .collect();
     let engine = start_engine(&settings).await?;
     let judge = Arc::new(JudgeService::new(engine, settings.limits, "local"));
-    let mut builder = Router::builder(config);
+    let mut builder = Router::builder(config)
+        .api_keys(security.api_keys)
+        .tls(security.tls);
     for pool in &local_pools {
         builder = builder.local_judge(pool, Arc::new(LocalBackend::new(judge.clone())));
     }
     let built = builder.build().await?;
     let listener = bind(listen).await?;
+    announce(listener.local_addr()?);
     tracing::info!(pools = ?local_pools, "autoj serving (router + in-process judge)");
-    built.serve(listener, shutdown).await?;
-    Ok(())
+    with_grace(signal, grace, |shutdown| async move {
+        built.serve(listener, shutdown).await?;
+        Ok(())
+    })
+    .await
 }
 
 /// The router alone, in front of remote judge pools.
 pub async fn run_router(
     config_path: &std::path::Path,
     listen: Option<SocketAddr>,
-    shutdown: impl Future<Output = ()> + Send,
+    security: PublicSecurity,
+    grace: Duration,
+    signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut config = RouterConfig::from_file(config_path)?;
     if let Some(l) = listen {
         config.listen = l;
     }
     let listen = config.listen;
-    let built = Router::builder(config).build().await?;
+    let built = Router::builder(config)
+        .api_keys(security.api_keys)
+        .tls(security.tls)
+        .build()
+        .await?;
     let listener = bind(listen).await?;
-    built.serve(listener, shutdown).await?;
-    Ok(())
+    announce(listener.local_addr()?);
+    with_grace(signal, grace, |shutdown| async move {
+        built.serve(listener, shutdown).await?;
+        Ok(())
+    })
+    .await
 }

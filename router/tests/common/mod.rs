@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the kit
 
+pub mod pki;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -251,10 +253,24 @@ async fn bind() -> (TcpListener, SocketAddr) {
 
 /// Serves a fake judge on a loopback port.
 pub async fn spawn_judge(judge: FakeJudge) -> Running {
-    let (listener, addr) = bind().await;
+    let (listener, _) = bind().await;
+    serve_judge_on(listener, judge, None)
+}
+
+/// Serves a fake judge on `listener`, over TLS when `tls` is given.
+pub fn serve_judge_on(
+    listener: TcpListener,
+    judge: FakeJudge,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Running {
+    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).expect("valid TLS config");
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(JudgeServer::new(judge))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = stopped.await;

@@ -13,6 +13,8 @@ use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
 use autoj_services::cli::leaderboard::MetricsArgs;
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
+use autoj_services::security::{JudgeTlsArgs, PublicSecurityArgs};
+use autoj_services::shutdown::GraceArgs;
 use autoj_services::stack::{run_judge, run_router, run_serve, ServeRouterArgs};
 use autoj_services::{shutdown, telemetry};
 use clap::{Parser, Subcommand};
@@ -35,6 +37,10 @@ enum Command {
         engine: EngineArgs,
         #[command(flatten)]
         router: ServeRouterArgs,
+        #[command(flatten)]
+        security: PublicSecurityArgs,
+        #[command(flatten)]
+        grace: GraceArgs,
     },
     /// Run the router alone, in front of remote judge pools named in its config file.
     Router {
@@ -44,6 +50,10 @@ enum Command {
         /// Listen address, overriding the config file's.
         #[arg(long, env = "AUTOJ_LISTEN")]
         listen: Option<SocketAddr>,
+        #[command(flatten)]
+        security: PublicSecurityArgs,
+        #[command(flatten)]
+        grace: GraceArgs,
     },
     /// Classify a query (or a JSONL file of them) into Auto-J's scenarios.
     Classify {
@@ -59,6 +69,10 @@ enum Command {
         /// Name of this replica in `Accepted.replica` (default: the listen address).
         #[arg(long, env = "AUTOJ_REPLICA")]
         replica: Option<String>,
+        #[command(flatten)]
+        tls: JudgeTlsArgs,
+        #[command(flatten)]
+        grace: GraceArgs,
     },
     /// Compare two responses to a query; prints the critique as it streams, then the verdict.
     Compare {
@@ -132,24 +146,39 @@ async fn run(command: Command) -> ExitCode {
             listen,
             engine,
             router,
+            security,
+            grace,
         } => {
             telemetry::init("info");
             let settings = validated(&engine);
-            run_serve(settings, listen.listen, &router, shutdown::signal()).await
+            let security = or_exit_64(security.validate());
+            let grace = grace.shutdown_grace;
+            run_serve(settings, listen.listen, &router, security, grace, shutdown::signal()).await
         }
         Command::Judge {
             listen,
             engine,
             replica,
+            tls,
+            grace,
         } => {
             telemetry::init("info");
             let settings = validated(&engine);
+            let tls = or_exit_64(tls.validate());
             let replica = replica.unwrap_or_else(|| listen.listen.to_string());
-            run_judge(settings, listen.listen, replica, shutdown::signal()).await
+            let grace = grace.shutdown_grace;
+            run_judge(settings, listen.listen, replica, tls, grace, shutdown::signal()).await
         }
-        Command::Router { config, listen } => {
+        Command::Router {
+            config,
+            listen,
+            security,
+            grace,
+        } => {
             telemetry::init("info");
-            run_router(&config, listen, shutdown::signal()).await
+            let security = or_exit_64(security.validate());
+            let grace = grace.shutdown_grace;
+            run_router(&config, listen, security, grace, shutdown::signal()).await
         }
         Command::Classify { classify } => {
             telemetry::init("warn");
@@ -212,6 +241,14 @@ async fn run(command: Command) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A validated setting, or exit 64 (EX_USAGE) with the reason.
+fn or_exit_64<T>(result: Result<T, autoj_services::config::ConfigError>) -> T {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(64);
+    })
 }
 
 /// Validated engine settings, or exit 64 (EX_USAGE) with the reason.
