@@ -27,6 +27,10 @@ async fn best_of_n_uses_expected_ratings() {
         .expect("scored")
         .into_inner();
     assert_eq!(resp.scores.len(), 3);
+    // The candidates ran as one batch: the template and query they share were computed once
+    // and served to the others from the prefix cache.
+    let stats = server.engine.stats();
+    assert!(stats.prefix_hit_tokens.load(std::sync::atomic::Ordering::Relaxed) > 0);
     let mut expected = Vec::new();
     for (i, c) in resp.scores.iter().enumerate() {
         assert_eq!(c.index as usize, i);

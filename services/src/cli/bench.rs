@@ -9,11 +9,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 use autoj_judge::engine::{choose_format, PromptFormatChoice};
-use autoj_judge::model::{JudgeModel, ModelSpec, WeightDType};
+use autoj_judge::batch::kernels;
+use autoj_judge::batch::kv::SeqKv;
+use autoj_judge::batch::{BatchModel, StepInput, Want};
 use autoj_judge::prompt::{render, Lang, Task};
-use candle_core::Device;
 use clap::Args;
 use serde_json::{json, Value};
+
+use super::bench_batch;
 
 /// Benchmark settings.
 #[derive(Debug, Clone, Args)]
@@ -36,6 +39,22 @@ pub struct BenchArgs {
     /// The llama.cpp side of the benchmark.
     #[arg(long, default_value = "scripts/bench_llamacpp.py")]
     pub llamacpp_script: PathBuf,
+    /// Concurrency levels for aggregate decode speed (empty: skip).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    pub concurrency: Vec<usize>,
+    /// Auto-J pairwise test file for judgments per minute through gRPC (skipped with a
+    /// message when absent).
+    #[arg(long, default_value = "../shared/autoj/testdata_pairwise.jsonl")]
+    pub pairwise_file: PathBuf,
+    /// Rows of that file to judge per setting (0: skip the gRPC part).
+    #[arg(long, default_value_t = 16)]
+    pub grpc_rows: usize,
+    /// Concurrent gRPC streams.
+    #[arg(long, default_value_t = 8)]
+    pub grpc_concurrency: usize,
+    /// max_new_tokens of each gRPC judgment.
+    #[arg(long, default_value_t = 256)]
+    pub grpc_max_new_tokens: u32,
 }
 
 /// A realistic Auto-J pairwise input (a few hundred tokens with the template).
@@ -54,26 +73,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs both engines and prints one JSON object per engine plus the ratios.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let spec = ModelSpec {
-        path: args.model.clone(),
-        dtype: WeightDType::F32,
-        device: Device::Cpu,
-    };
-    let mut model = JudgeModel::load(&spec)?;
-    let format = choose_format(PromptFormatChoice::Auto, &model.info, &model.tokenizer)?;
+    let (model, tokenizer, info) = BatchModel::load(&args.model)?;
+    let format = choose_format(PromptFormatChoice::Auto, &info, &tokenizer)?;
     let text = render(&sample_task(), Lang::En, &format)?;
-    let ids = model.tokenizer.encode(&text, true)?;
+    let ids = tokenizer.encode(&text, true)?;
     let n = ids.len();
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    let new_kv = || SeqKv::new(model.shape.layers, model.shape.kv_heads * model.shape.head_dim);
     for run in 0..=args.repeat {
-        model.reset()?;
+        let mut kv = new_kv();
         let t = Instant::now();
-        let mut logits = model.forward(&ids, 0)?;
+        let mut logits = one(&model, &mut kv, &ids)?;
         let p = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        for i in 0..args.n_predict {
-            let next = logits.argmax(0)?.to_scalar::<u32>()?;
-            logits = model.forward(&[next], n + i)?;
+        for _ in 0..args.n_predict {
+            let next = argmax(&logits);
+            logits = one(&model, &mut kv, &[next])?;
         }
         let d = t.elapsed().as_secs_f64();
         if run > 0 {
@@ -83,10 +98,69 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     let ours = json!({
-        "engine": "autoj (candle)", "threads": args.threads, "prompt_tokens": n,
+        "engine": "autoj (batched engine, one sequence)", "threads": args.threads,
+        "q4_1_kernel": kernels::kernel_name(), "prompt_tokens": n,
         "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,
     });
     println!("{ours}");
+    llamacpp(args, &text, &ours)?;
+    if !args.concurrency.is_empty() {
+        for line in bench_batch::concurrency(&model, &ids, &args.concurrency, args.n_predict)? {
+            println!("{line}");
+        }
+        println!(
+            "{}",
+            json!({
+                "kv_bytes_per_token": model.shape.kv_bytes_per_token(),
+                "kv_bytes_per_sequence_at_prompt_plus_n_predict":
+                    model.shape.kv_bytes_per_token() * (n + args.n_predict),
+                "peak_rss_bytes": bench_batch::peak_rss_bytes(),
+            })
+        );
+    }
+    drop(model);
+    if args.grpc_rows == 0 {
+        return Ok(());
+    }
+    if !args.pairwise_file.exists() {
+        eprintln!(
+            "judgments per minute skipped: {} not found (it comes with ../shared)",
+            args.pairwise_file.display()
+        );
+        return Ok(());
+    }
+    let lines = tokio::runtime::Handle::current().block_on(bench_batch::grpc_judgments(
+        &args.model,
+        &args.pairwise_file,
+        args.grpc_rows,
+        args.grpc_concurrency,
+        args.grpc_max_new_tokens,
+    ))?;
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as u32)
+}
+
+fn one(model: &BatchModel, kv: &mut SeqKv, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+    Ok(model
+        .forward(&mut [StepInput {
+            kv,
+            tokens,
+            want: Want::Last,
+        }])?
+        .remove(0))
+}
+
+/// The llama.cpp side on the same file, prompt and threads, and the ratios.
+fn llamacpp(args: &BenchArgs, text: &str, ours: &Value) -> anyhow::Result<()> {
     if !args.llamacpp_python.exists() {
         eprintln!(
             "llama.cpp comparison skipped: {} not found (run scripts/bench-setup.sh)",
@@ -94,7 +168,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let prompt_file = tempfile_with(&text)?;
+    let prompt_file = tempfile_with(text)?;
     let out = Command::new(&args.llamacpp_python)
         .arg(&args.llamacpp_script)
         .arg("--model")

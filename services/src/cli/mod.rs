@@ -1,6 +1,7 @@
 //! The `autoj` command line: subcommands and what each runs.
 
 pub mod bench;
+pub mod bench_batch;
 pub mod bench_classifier;
 pub mod classify;
 pub mod client;
