@@ -18,8 +18,13 @@ fn events(r: &pb::EvaluateResult) -> Vec<&Event> {
 
 #[tokio::test]
 async fn items_complete_and_a_bad_one_fails_alone() {
-    let mut server =
-        TestServer::start(Kind::Gguf, TinySpec::default(), ServiceLimits::default(), 32).await;
+    let mut server = TestServer::start(
+        Kind::Gguf,
+        TinySpec::default(),
+        ServiceLimits::default(),
+        32,
+    )
+    .await;
     // More items than the window, a bad one in the middle, and one with no request.
     let mut items = Vec::new();
     for i in 0..12 {

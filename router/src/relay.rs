@@ -174,23 +174,19 @@ async fn evaluate_item<J: Judge>(
     deadline: Option<std::time::Instant>,
     item: EvaluateItem,
 ) -> EvaluateResult {
-    let call = |msg| {
-        let mut request = Request::from_parts(metadata.clone(), Default::default(), msg);
-        if let Some(at) = deadline {
-            let left = at.saturating_duration_since(std::time::Instant::now());
-            request.set_timeout(left.max(std::time::Duration::from_millis(1)));
-        }
-        request
-    };
     let outcome = match item.request {
-        Some(evaluate_item::Request::Compare(r)) => match router.compare(call(r)).await {
-            Ok(response) => drain(response.into_inner()).await,
-            Err(status) => (Vec::new(), Some(status)),
-        },
-        Some(evaluate_item::Request::Critique(r)) => match router.critique(call(r)).await {
-            Ok(response) => drain(response.into_inner()).await,
-            Err(status) => (Vec::new(), Some(status)),
-        },
+        Some(evaluate_item::Request::Compare(r)) => {
+            match router.compare(item_call(metadata, r, deadline)).await {
+                Ok(response) => drain(response.into_inner()).await,
+                Err(status) => (Vec::new(), Some(status)),
+            }
+        }
+        Some(evaluate_item::Request::Critique(r)) => {
+            match router.critique(item_call(metadata, r, deadline)).await {
+                Ok(response) => drain(response.into_inner()).await,
+                Err(status) => (Vec::new(), Some(status)),
+            }
+        }
         None => (
             Vec::new(),
             Some(Status::invalid_argument(
@@ -205,6 +201,20 @@ async fn evaluate_item<J: Judge>(
         error_code: error.as_ref().map_or(0, |s| s.code() as i32),
         error_message: error.map(|s| s.message().to_owned()).unwrap_or_default(),
     }
+}
+
+/// An item's call: the stream's metadata and the rest of its deadline.
+fn item_call<M>(
+    metadata: &MetadataMap,
+    msg: M,
+    deadline: Option<std::time::Instant>,
+) -> Request<M> {
+    let mut request = Request::from_parts(metadata.clone(), Default::default(), msg);
+    if let Some(at) = deadline {
+        let left = at.saturating_duration_since(std::time::Instant::now());
+        request.set_timeout(left.max(std::time::Duration::from_millis(1)));
+    }
+    request
 }
 
 /// Reads a judgment's events to the end, stopping at the first error.

@@ -45,9 +45,7 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 fn metrics_json(args: &[&std::ffi::OsStr]) -> Value {
-    let out = run(autoj()
-        .args(["metrics", "--single", "--json"])
-        .args(args));
+    let out = run(autoj().args(["metrics", "--single", "--json"]).args(args));
     assert!(
         out.status.success(),
         "{}",
@@ -63,7 +61,14 @@ fn statistics_and_ranking_of_three_models() {
     let b = write(dir.path(), "beta.jsonl", BETA);
     let c = write(dir.path(), "gamma.jsonl", GAMMA);
     let pred = std::ffi::OsStr::new("--pred");
-    let m = metrics_json(&[pred, a.as_os_str(), pred, b.as_os_str(), pred, c.as_os_str()]);
+    let m = metrics_json(&[
+        pred,
+        a.as_os_str(),
+        pred,
+        b.as_os_str(),
+        pred,
+        c.as_os_str(),
+    ]);
 
     let alpha = &m["models"]["alpha"];
     assert_eq!(alpha["n"], 4);

@@ -172,9 +172,8 @@ pub fn metrics(models: &[(String, Vec<Rated>)]) -> Value {
     }
     let mut ranking: Vec<(usize, Option<f64>, Option<f64>)> = (0..models.len())
         .map(|i| {
-            let mean = (!shared.is_empty()).then(|| {
-                shared.iter().map(|k| scores[i][k]).sum::<f64>() / shared.len() as f64
-            });
+            let mean = (!shared.is_empty())
+                .then(|| shared.iter().map(|k| scores[i][k]).sum::<f64>() / shared.len() as f64);
             (i, mean, win_rate(&totals[i]))
         })
         .collect();
