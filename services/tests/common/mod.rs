@@ -29,6 +29,26 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded by `limit`) for the process to exit by itself and returns its status;
+    /// `None` if it is still running then.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts `autoj serve --listen 127.0.0.1:0 --model MODEL EXTRA...`.
     pub fn start(model: &Path, extra: &[&str]) -> Self {
         let mut args = vec![
