@@ -10,6 +10,7 @@ use autoj_services::cli::bench::BenchArgs;
 use autoj_services::cli::bench_classifier::BenchClassifierArgs;
 use autoj_services::cli::classify::ClassifyArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
+use autoj_services::cli::eval::EvalArgs;
 use autoj_services::cli::leaderboard::MetricsArgs;
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
@@ -109,7 +110,14 @@ enum Command {
         #[command(flatten)]
         bench: BenchClassifierArgs,
     },
-    /// Auto-J's leaderboard metrics (agreement, consistency) from prediction files alone.
+    /// Judge a JSONL file (Auto-J's test formats) against a running server, then print the
+    /// metrics; an existing output file is resumed.
+    Eval {
+        #[command(flatten)]
+        eval: EvalArgs,
+    },
+    /// Auto-J's leaderboard metrics from prediction files alone: agreement and consistency
+    /// (pairwise), rating statistics and a ranking of models (`--single`).
     Metrics {
         #[command(flatten)]
         metrics: MetricsArgs,
@@ -217,6 +225,10 @@ async fn run(command: Command) -> ExitCode {
             tokio::task::spawn_blocking(move || autoj_services::cli::bench_classifier::run(&bench))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
+        }
+        Command::Eval { eval } => {
+            telemetry::init("warn");
+            autoj_services::cli::eval::run(&eval).await
         }
         Command::Metrics { metrics } => autoj_services::cli::leaderboard::run(&metrics),
         Command::Verdict { protocol } => {

@@ -5,5 +5,6 @@ pub mod bench_batch;
 pub mod bench_classifier;
 pub mod classify;
 pub mod client;
+pub mod eval;
 pub mod leaderboard;
 pub mod verdict;
