@@ -10,7 +10,7 @@ use std::time::Duration;
 use autoj_proto::v1::judge_client::JudgeClient;
 use autoj_proto::v1::judge_server::Judge;
 use autoj_proto::v1::{CompareRequest, CritiqueRequest, JudgeEvent, ScoreRequest, ScoreResponse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -112,23 +112,27 @@ impl JudgeBackend for RemoteBackend {
         &self,
         request: Request<CompareRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let response = self.client.clone().compare(request).await?;
-        Ok(response.map(|s| Box::pin(s) as EventStream))
+        let response = self.client.clone().compare(request).await;
+        Ok(remote_stream(response.map_err(replica_failure)?))
     }
 
     async fn critique(
         &self,
         request: Request<CritiqueRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let response = self.client.clone().critique(request).await?;
-        Ok(response.map(|s| Box::pin(s) as EventStream))
+        let response = self.client.clone().critique(request).await;
+        Ok(remote_stream(response.map_err(replica_failure)?))
     }
 
     async fn score(
         &self,
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, Status> {
-        self.client.clone().score(request).await
+        self.client
+            .clone()
+            .score(request)
+            .await
+            .map_err(replica_failure)
     }
 
     /// Asks the judge's `grpc.health.v1` for `autoj.v1.Judge`: ready when SERVING. A server
@@ -143,6 +147,26 @@ impl JudgeBackend for RemoteBackend {
             Ok(answer) => answer.into_inner().status == ServingStatus::Serving as i32,
             Err(status) => status.code() == tonic::Code::Unimplemented,
         }
+    }
+}
+
+/// A remote judge's event stream, with transport failures made UNAVAILABLE.
+fn remote_stream(response: Response<tonic::codec::Streaming<JudgeEvent>>) -> Response<EventStream> {
+    response.map(|s| Box::pin(s.map(|item| item.map_err(replica_failure))) as EventStream)
+}
+
+/// A status the replica did not send: the connection broke (the replica died or the network
+/// failed), which tonic reports as UNKNOWN with the transport error as its source. That is
+/// UNAVAILABLE to the router (fail over before the first event; a retryable code for the
+/// client after it). A status the judge sent itself carries no source and passes unchanged.
+fn replica_failure(status: Status) -> Status {
+    if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+        Status::unavailable(format!(
+            "judge replica connection lost: {}",
+            status.message()
+        ))
+    } else {
+        status
     }
 }
 

@@ -12,6 +12,7 @@ use autoj_services::cli::classify::ClassifyArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
 use autoj_services::cli::eval::EvalArgs;
 use autoj_services::cli::leaderboard::MetricsArgs;
+use autoj_services::cli::load::LoadArgs;
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
 use autoj_services::security::{JudgeTlsArgs, PublicSecurityArgs};
@@ -122,6 +123,12 @@ enum Command {
         #[command(flatten)]
         metrics: MetricsArgs,
     },
+    /// Load a local server with N concurrent streams for T seconds and account for every
+    /// stream (loopback only; `--fault kill-replica` kills a judge replica mid-run).
+    Load {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Parse a judgment text from stdin and print the verdict as one JSON object.
     Verdict {
         /// The protocol the text answers.
@@ -229,6 +236,10 @@ async fn run(command: Command) -> ExitCode {
         Command::Eval { eval } => {
             telemetry::init("warn");
             autoj_services::cli::eval::run(&eval).await
+        }
+        Command::Load { load } => {
+            telemetry::init("warn");
+            autoj_services::cli::load::run(&load).await
         }
         Command::Metrics { metrics } => autoj_services::cli::leaderboard::run(&metrics),
         Command::Verdict { protocol } => {

@@ -8,6 +8,7 @@ use autoj_proto::v1::judge_client::JudgeClient;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// Template language on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -23,9 +24,12 @@ pub enum LangArg {
 /// Options shared by the client commands.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// Server address.
+    /// Server address (`https://` with --tls-ca).
     #[arg(long, env = "AUTOJ_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    /// API key and TLS trust for a secured server.
+    #[command(flatten)]
+    pub secure: SecureClientArgs,
     /// Print one JSON object per event instead of text.
     #[arg(long)]
     pub json: bool,
@@ -81,6 +85,60 @@ impl ClientArgs {
     }
 }
 
+/// How a client reaches a secured router: API key and TLS trust.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SecureClientArgs {
+    /// API key, sent as `authorization: Bearer <key>`.
+    #[arg(long, env = "AUTOJ_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// PEM CA certificate to verify the server's TLS certificate; implies TLS.
+    #[arg(long, env = "AUTOJ_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Name to verify in the server's certificate (default: the address's host).
+    #[arg(long, env = "AUTOJ_TLS_DOMAIN")]
+    pub tls_domain: Option<String>,
+}
+
+impl SecureClientArgs {
+    /// A channel to `addr`: TLS when a CA is given (an `http://` address is dialled as
+    /// `https://`), plaintext otherwise.
+    pub async fn connect(&self, addr: &str) -> anyhow::Result<Channel> {
+        let mut url = addr.to_owned();
+        if self.tls_ca.is_some() {
+            if let Some(rest) = addr.strip_prefix("http://") {
+                url = format!("https://{rest}");
+            }
+        }
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| anyhow::anyhow!("bad address {addr}: {e}"))?;
+        if let Some(ca) = &self.tls_ca {
+            let pem = std::fs::read(ca)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            if let Some(domain) = &self.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {url}: {e}"))
+    }
+
+    /// `message` as a request carrying the API key, if one is set.
+    pub fn request<T>(&self, message: T) -> anyhow::Result<tonic::Request<T>> {
+        let mut request = tonic::Request::new(message);
+        if let Some(key) = &self.api_key {
+            let value = format!("Bearer {}", key.trim())
+                .parse()
+                .map_err(|_| anyhow::anyhow!("the API key holds characters a header cannot"))?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
 /// The request a client command sends.
 #[derive(Debug, Clone)]
 pub enum ClientRequest {
@@ -105,9 +163,7 @@ pub enum ClientRequest {
 /// Sends the request and prints the stream to stdout. Returns an error (with the gRPC
 /// status) when the call fails.
 pub async fn run(req: ClientRequest, args: &ClientArgs) -> anyhow::Result<()> {
-    let mut client = JudgeClient::connect(args.addr.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", args.addr))?;
+    let mut client = JudgeClient::new(args.secure.connect(&args.addr).await?);
     let options = Some(args.options());
     let mut stream = match req {
         ClientRequest::Compare {
@@ -116,21 +172,21 @@ pub async fn run(req: ClientRequest, args: &ClientArgs) -> anyhow::Result<()> {
             response_2,
         } => {
             client
-                .compare(pb::CompareRequest {
+                .compare(args.secure.request(pb::CompareRequest {
                     query,
                     response_1,
                     response_2,
                     options,
-                })
+                })?)
                 .await?
         }
         ClientRequest::Critique { query, response } => {
             client
-                .critique(pb::CritiqueRequest {
+                .critique(args.secure.request(pb::CritiqueRequest {
                     query,
                     response,
                     options,
-                })
+                })?)
                 .await?
         }
     }

@@ -7,4 +7,5 @@ pub mod classify;
 pub mod client;
 pub mod eval;
 pub mod leaderboard;
+pub mod load;
 pub mod verdict;
