@@ -117,7 +117,7 @@ fn parse_row(row: &Value) -> Row {
     let prompt = text(row, "prompt").or_else(|| text(row, "query"));
     let bad_label = row
         .get("label")
-        .is_some_and(|l| !l.is_null() && !l.as_u64().is_some_and(|l| l <= 2));
+        .is_some_and(|l| !l.is_null() && l.as_u64().is_none_or(|l| l > 2));
     let task = match (
         prompt,
         text(row, "response 1"),
