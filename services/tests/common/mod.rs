@@ -64,7 +64,12 @@ impl Server {
 
     /// Starts `autoj ARGS` and waits (bounded) for its `listening on ADDR` line.
     pub fn spawn(args: &[&str]) -> Self {
-        let mut child = autoj()
+        Self::spawn_with(autoj(), args)
+    }
+
+    /// Like [`Server::spawn`], from a prepared `autoj` command (environment set).
+    pub fn spawn_with(mut cmd: Command, args: &[&str]) -> Self {
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
