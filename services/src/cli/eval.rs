@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tonic::transport::Channel;
 
-use super::client::{event_json, LangArg};
+use super::client::{event_json, LangArg, SecureClientArgs};
 use super::leaderboard::{pairwise, read_jsonl, single};
 
 /// Eval settings.
@@ -43,9 +43,12 @@ pub struct EvalArgs {
     /// Where the metrics JSON goes (default: the output's name with `.metrics.json`).
     #[arg(long, env = "AUTOJ_EVAL_METRICS_OUT")]
     pub metrics_out: Option<PathBuf>,
-    /// Server address.
+    /// Server address (`https://` with --tls-ca).
     #[arg(long, env = "AUTOJ_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    /// API key and TLS trust for a secured server.
+    #[command(flatten)]
+    pub secure: SecureClientArgs,
     /// Rows judged at once.
     #[arg(long, env = "AUTOJ_EVAL_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -194,24 +197,26 @@ async fn judge_row(
             response_2,
         } => {
             out["kind"] = json!("pairwise");
-            client
-                .compare(pb::CompareRequest {
-                    query: prompt,
-                    response_1,
-                    response_2,
-                    options,
-                })
-                .await
+            match args.secure.request(pb::CompareRequest {
+                query: prompt,
+                response_1,
+                response_2,
+                options,
+            }) {
+                Ok(request) => client.compare(request).await,
+                Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+            }
         }
         Task::Single { prompt, response } => {
             out["kind"] = json!("single");
-            client
-                .critique(pb::CritiqueRequest {
-                    query: prompt,
-                    response,
-                    options,
-                })
-                .await
+            match args.secure.request(pb::CritiqueRequest {
+                query: prompt,
+                response,
+                options,
+            }) {
+                Ok(request) => client.critique(request).await,
+                Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+            }
         }
         Task::Invalid(message) => {
             out["error"] = json!({"code": "InvalidInput", "message": message});
@@ -431,9 +436,9 @@ pub async fn run(args: &EvalArgs) -> anyhow::Result<()> {
         );
     }
     if !todo.is_empty() {
-        let client = JudgeClient::connect(args.addr.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", args.addr))?;
+        // A key a header cannot carry is a usage error, not a failure of every row.
+        args.secure.request(())?;
+        let client = JudgeClient::new(args.secure.connect(&args.addr).await?);
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
