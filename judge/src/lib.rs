@@ -9,6 +9,8 @@
 //! - [`scoring`]: verdict probabilities from the logits, and forced verdicts.
 //! - [`batch`]: continuous batching on the CPU: own forward pass, per-sequence caches, prefix cache.
 //! - [`engine`]: the thread that owns the model, behind a bounded queue (no gRPC here).
+//! - [`metrics`] and [`trace`]: what an operator sees of each call (Prometheus metrics,
+//!   OpenTelemetry spans continuing the caller's trace).
 //! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine;
 //!   [`swap`]: both orders of a pair and their consistency; [`evaluate`]: bulk items
 //!   through Compare / Critique, a bounded window at a time.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod evaluate;
 pub mod fit;
 pub mod generate;
+pub mod metrics;
 pub mod model;
 pub mod prompt;
 pub mod scoring;
@@ -27,6 +30,7 @@ pub mod service;
 pub mod swap;
 pub mod testkit;
 pub mod tokenizer;
+pub mod trace;
 pub mod verdict;
 
 pub use error::JudgeError;

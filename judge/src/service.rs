@@ -12,6 +12,8 @@ use autoj_proto::v1::judge_server::Judge;
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::engine::{
     Admission, Engine, EngineEvent, FinishReason, JudgeRequest, JudgeVerdict, Outcome, UsageStats,
@@ -118,7 +120,7 @@ impl JudgeService {
         swapped: bool,
         deadline: Option<Instant>,
     ) -> Result<EventStream, JudgeError> {
-        let mut req = self.validate(task, options)?;
+        let mut req = tracing::info_span!("validate").in_scope(|| self.validate(task, options))?;
         req.deadline = deadline;
         let protocol = if req.task.is_pairwise() {
             pb::Protocol::Pairwise
@@ -128,8 +130,13 @@ impl JudgeService {
         let engine = self.engine.clone();
         // Tokenizing and fitting a long input takes milliseconds: keep it off the reactor.
         let sub = tokio::task::spawn_blocking(move || engine.submit(req))
+            .instrument(tracing::info_span!("admit"))
             .await
             .map_err(|_| JudgeError::EngineStopped)??;
+        let (queued_at, trace) = (
+            std::time::SystemTime::now(),
+            tracing::Span::current().context(),
+        );
         let request_id = uuid::Uuid::new_v4().to_string();
         tracing::info!(%request_id, prompt_tokens = sub.admission.prompt_tokens, truncated = sub.admission.truncated_tokens, swapped, "request admitted");
         let accepted = accepted_event(
@@ -140,8 +147,14 @@ impl JudgeService {
             self.engine.info().name.clone(),
             self.replica.clone(),
         );
-        let events = ReceiverStream::new(sub.events).map(|ev| match ev {
-            Ok(ev) => Ok(event_to_pb(ev)),
+        let events = ReceiverStream::new(sub.events).map(move |ev| match ev {
+            Ok(ev) => {
+                if let EngineEvent::Usage(u) = &ev {
+                    crate::metrics::record_usage(u);
+                    crate::trace::record_phases(&trace, queued_at, u);
+                }
+                Ok(event_to_pb(ev))
+            }
             Err(e) => Err(status_of(&e)),
         });
         let stream = futures::stream::once(async move { Ok(accepted) }).chain(events);
@@ -183,7 +196,8 @@ impl JudgeService {
                 query: r.query.clone(),
                 response: response.clone(),
             };
-            let mut req = self.validate(task, &options)?;
+            let mut req =
+                tracing::info_span!("validate").in_scope(|| self.validate(task, &options))?;
             req.deadline = deadline;
             requests.push(req);
         }
@@ -196,14 +210,24 @@ impl JudgeService {
                 .map(|req| engine.submit(req))
                 .collect::<Result<Vec<_>, JudgeError>>()
         })
+        .instrument(tracing::info_span!("admit"))
         .await
         .map_err(|_| JudgeError::EngineStopped)??;
+        let (queued_at, trace) = (
+            std::time::SystemTime::now(),
+            tracing::Span::current().context(),
+        );
         let mut scores = Vec::with_capacity(subs.len());
         for (index, mut sub) in subs.into_iter().enumerate() {
             let mut verdict = None;
             while let Some(ev) = sub.events.recv().await {
-                if let EngineEvent::Verdict(v) = ev? {
-                    verdict = Some(verdict_to_pb(v));
+                match ev? {
+                    EngineEvent::Verdict(v) => verdict = Some(verdict_to_pb(v)),
+                    EngineEvent::Usage(u) => {
+                        crate::metrics::record_usage(&u);
+                        crate::trace::record_phases(&trace, queued_at, &u);
+                    }
+                    EngineEvent::Delta(_) => {}
                 }
             }
             let v = verdict.ok_or(JudgeError::EngineStopped)?;
@@ -467,6 +491,26 @@ fn usage_to_pb(u: &UsageStats) -> pb::Usage {
     }
 }
 
+/// A started judgment's response: its stream watched for metrics and kept in `span` until
+/// it ends, or the status it failed with (recorded on both).
+fn observed(
+    started: Result<EventStream, JudgeError>,
+    mut call: crate::metrics::Call,
+    span: tracing::Span,
+) -> Result<Response<EventStream>, Status> {
+    match started {
+        Ok(stream) => Ok(Response::new(Box::pin(crate::metrics::observe(
+            stream, call, span,
+        )))),
+        Err(e) => {
+            let status = status_of(&e);
+            crate::trace::record_status(&span, &status);
+            call.finish(status.code());
+            Err(status)
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Judge for JudgeService {
     type CompareStream = EventStream;
@@ -478,6 +522,8 @@ impl Judge for JudgeService {
         &self,
         request: Request<pb::CompareRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let span = crate::trace::call_span("Compare", request.metadata());
+        let call = crate::metrics::Call::start("Compare");
         let deadline = deadline_of(request.metadata());
         let r = request.into_inner();
         let task = Task::Pairwise {
@@ -485,43 +531,59 @@ impl Judge for JudgeService {
             response_1: r.response_1,
             response_2: r.response_2,
         };
-        self.judge(task, r.options, deadline)
-            .await
-            .map(Response::new)
-            .map_err(|e| status_of(&e))
+        let started = self
+            .judge(task, r.options, deadline)
+            .instrument(span.clone());
+        observed(started.await, call, span)
     }
 
     async fn critique(
         &self,
         request: Request<pb::CritiqueRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let span = crate::trace::call_span("Critique", request.metadata());
+        let call = crate::metrics::Call::start("Critique");
         let deadline = deadline_of(request.metadata());
         let r = request.into_inner();
         let task = Task::Single {
             query: r.query,
             response: r.response,
         };
-        self.judge(task, r.options, deadline)
-            .await
-            .map(Response::new)
-            .map_err(|e| status_of(&e))
+        let started = self
+            .judge(task, r.options, deadline)
+            .instrument(span.clone());
+        observed(started.await, call, span)
     }
 
     async fn score(
         &self,
         request: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
+        let span = crate::trace::call_span("Score", request.metadata());
+        let mut call = crate::metrics::Call::start("Score");
         let deadline = deadline_of(request.metadata());
-        self.score_candidates(request.into_inner(), deadline)
+        let result = self
+            .score_candidates(request.into_inner(), deadline)
+            .instrument(span.clone())
             .await
-            .map(Response::new)
-            .map_err(|e| status_of(&e))
+            .map_err(|e| status_of(&e));
+        match &result {
+            Ok(_) => call.finish(tonic::Code::Ok),
+            Err(status) => {
+                crate::trace::record_status(&span, status);
+                call.finish(status.code());
+            }
+        }
+        result.map(Response::new)
     }
 
     async fn evaluate(
         &self,
         request: Request<Streaming<pb::EvaluateItem>>,
     ) -> Result<Response<Self::EvaluateStream>, Status> {
-        Ok(Response::new(crate::evaluate::evaluate(self.clone(), request)))
+        Ok(Response::new(crate::evaluate::evaluate(
+            self.clone(),
+            request,
+        )))
     }
 }

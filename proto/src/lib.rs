@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod deadline;
+pub mod observe;
 
 /// Generated messages, clients and servers of package `autoj.v1`.
 pub mod v1 {

@@ -21,6 +21,7 @@
 //! - [`error`]: the crate's error and its one mapping to `tonic::Status`.
 //! - [`auth`]: API keys (hashed, constant-time) on the public services.
 //! - [`tls`]: TLS and mTLS settings towards the judges.
+//! - [`metrics`] and `trace`: Prometheus metrics and OpenTelemetry spans of each call.
 
 pub mod auth;
 pub mod backend;
@@ -30,6 +31,7 @@ pub mod criteria;
 pub mod data;
 pub mod error;
 pub mod language;
+pub mod metrics;
 pub mod onnx;
 pub mod pool;
 mod relay;
@@ -38,6 +40,7 @@ pub mod scenarios;
 pub mod server;
 pub mod service;
 pub mod tls;
+mod trace;
 mod validate;
 
 pub use auth::{ApiKeys, AuthInterceptor};

@@ -18,12 +18,14 @@ use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::backend::{EventStream, JudgeBackend};
 use crate::classifier::ClassifierHandle;
 use crate::config::LimitsConfig;
 use crate::error::RouterError;
 use crate::language::Lang;
+use crate::metrics::Call;
 use crate::pool::Pool;
 use crate::relay::{peek, Relay, Stamp};
 use crate::routing::{RouteKey, RoutingTable};
@@ -64,6 +66,8 @@ struct Route {
     pool: Arc<Pool>,
     /// What `Accepted` gets.
     stamp: Stamp,
+    /// The scenario's group, for metrics.
+    group: Option<String>,
 }
 
 impl RouterService {
@@ -93,9 +97,11 @@ impl Inner {
     /// Validates `msg`, settles its scenario (named, classified or fallback) and language,
     /// writes both into the forwarded options, and picks the pool.
     async fn route<M: Judged>(&self, msg: &mut M) -> Result<Route, RouterError> {
-        msg.check_fields()?;
-        check_limits(msg, &self.limits)?;
-        let requested = check_options(msg.options_mut())?;
+        let requested = tracing::info_span!("validate").in_scope(|| {
+            msg.check_fields()?;
+            check_limits(msg, &self.limits)?;
+            check_options(msg.options_mut())
+        })?;
         let named = msg.options_mut().scenario.trim().to_owned();
         let (scenario, source) = if !named.is_empty() {
             if self.catalog.get(&named).is_none() {
@@ -106,10 +112,13 @@ impl Inner {
             }
             (named, ScenarioSource::Client)
         } else if let Some(classifier) = &self.classifier {
-            (
-                classifier.top1(msg.query()).await?.scenario,
-                ScenarioSource::Classifier,
-            )
+            let started = std::time::Instant::now();
+            let top = classifier
+                .top1(msg.query())
+                .instrument(tracing::info_span!("classify"))
+                .await?;
+            crate::metrics::record_classifier(started.elapsed());
+            (top.scenario, ScenarioSource::Classifier)
         } else {
             (String::new(), ScenarioSource::None)
         };
@@ -120,12 +129,17 @@ impl Inner {
             &scenario
         };
         let group = self.catalog.get(routed_on).and_then(|s| s.group.as_deref());
-        let pool_name = self.table.route(RouteKey {
-            scenario: routed_on,
-            group,
-            language,
+        let pool_name = tracing::info_span!("route").in_scope(|| {
+            self.table.route(RouteKey {
+                scenario: routed_on,
+                group,
+                language,
+            })
         });
         tracing::debug!(scenario = %routed_on, ?group, ?language, pool = pool_name, "routed");
+        let span = tracing::Span::current();
+        span.record("autoj.scenario", routed_on);
+        span.record("autoj.pool", pool_name);
         let pool = self
             .pools
             .get(pool_name)
@@ -139,6 +153,7 @@ impl Inner {
         Ok(Route {
             pool,
             stamp: Stamp { scenario, source },
+            group: group.map(str::to_owned),
         })
     }
 
@@ -146,18 +161,21 @@ impl Inner {
     async fn stream<M: StreamRpc>(
         &self,
         request: Request<M>,
+        call: &mut Call,
     ) -> Result<Response<EventStream>, RouterError> {
         let permit = self.admit()?;
         let deadline = deadline_of(request.metadata());
         let metadata = forwarded_metadata(request.metadata());
         let mut msg = request.into_inner();
         let route = self.route(&mut msg).await?;
+        call.routed(route.group.as_deref(), route.pool.name());
         let served = route
             .pool
             .call(deadline, |backend| {
                 let request = outbound(&metadata, msg.clone(), deadline);
                 async move { peek(M::send(backend, request).await?).await }
             })
+            .instrument(forward_span())
             .await?;
         let relay = Relay::new(
             served.value,
@@ -188,18 +206,21 @@ impl Inner {
     async fn score(
         &self,
         request: Request<ScoreRequest>,
+        call: &mut Call,
     ) -> Result<Response<ScoreResponse>, RouterError> {
         let _permit = self.admit()?;
         let deadline = deadline_of(request.metadata());
         let metadata = forwarded_metadata(request.metadata());
         let mut msg = request.into_inner();
         let route = self.route(&mut msg).await?;
+        call.routed(route.group.as_deref(), route.pool.name());
         let served = route
             .pool
             .call(deadline, |backend| {
                 let request = outbound(&metadata, msg.clone(), deadline);
                 async move { backend.score(request).await }
             })
+            .instrument(forward_span())
             .await?;
         let mut response = served.value.into_inner();
         if response.scenario.is_empty() {
@@ -317,10 +338,19 @@ fn forwarded_metadata(incoming: &MetadataMap) -> MetadataMap {
     MetadataMap::from_headers(headers)
 }
 
-/// One attempt's outbound request: forwarded metadata, the message, and what is left of the
-/// client's deadline (so the judge stops when the client would stop waiting).
+/// The span of the call to the judge pool (every attempt of a failover), whose context the
+/// judge receives.
+fn forward_span() -> tracing::Span {
+    tracing::info_span!("forward", otel.kind = "client")
+}
+
+/// One attempt's outbound request: forwarded metadata with this call's trace context, the
+/// message, and what is left of the client's deadline (so the judge stops when the client
+/// would stop waiting).
 fn outbound<M>(metadata: &MetadataMap, msg: M, deadline: Option<Instant>) -> Request<M> {
-    let mut request = Request::from_parts(metadata.clone(), Default::default(), msg);
+    let mut metadata = metadata.clone();
+    crate::trace::inject_current(&mut metadata);
+    let mut request = Request::from_parts(metadata, Default::default(), msg);
     if let Some(at) = deadline {
         request.set_timeout(
             at.saturating_duration_since(Instant::now())
@@ -328,6 +358,36 @@ fn outbound<M>(metadata: &MetadataMap, msg: M, deadline: Option<Instant>) -> Req
         );
     }
     request
+}
+
+impl RouterService {
+    /// A streaming judging call inside its trace span and metrics: the relayed stream keeps
+    /// both until it ends; a failure before the stream is recorded at once.
+    async fn observed_stream<M: StreamRpc>(
+        &self,
+        rpc: &'static str,
+        request: Request<M>,
+    ) -> Result<Response<EventStream>, Status> {
+        let span = crate::trace::call_span(rpc, request.metadata());
+        let mut call = Call::start(rpc);
+        let started = self
+            .inner
+            .stream(request, &mut call)
+            .instrument(span.clone())
+            .await;
+        match started {
+            Ok(response) => {
+                Ok(response
+                    .map(|s| Box::pin(crate::metrics::observe(s, call, span)) as EventStream))
+            }
+            Err(e) => {
+                let status = e.into_status();
+                crate::trace::record_status(&span, &status);
+                call.finish(status.code());
+                Err(status)
+            }
+        }
+    }
 }
 
 /// The `Evaluate` stream type.
@@ -343,30 +403,36 @@ impl Judge for RouterService {
         &self,
         request: Request<CompareRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        self.inner
-            .stream(request)
-            .await
-            .map_err(RouterError::into_status)
+        self.observed_stream("Compare", request).await
     }
 
     async fn critique(
         &self,
         request: Request<CritiqueRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        self.inner
-            .stream(request)
-            .await
-            .map_err(RouterError::into_status)
+        self.observed_stream("Critique", request).await
     }
 
     async fn score(
         &self,
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, Status> {
-        self.inner
-            .score(request)
+        let span = crate::trace::call_span("Score", request.metadata());
+        let mut call = Call::start("Score");
+        let result = self
+            .inner
+            .score(request, &mut call)
+            .instrument(span.clone())
             .await
-            .map_err(RouterError::into_status)
+            .map_err(RouterError::into_status);
+        match &result {
+            Ok(_) => call.finish(tonic::Code::Ok),
+            Err(status) => {
+                crate::trace::record_status(&span, status);
+                call.finish(status.code());
+            }
+        }
+        result
     }
 
     async fn evaluate(

@@ -77,6 +77,7 @@ pub async fn run_judge(
     let addr = listener.local_addr()?;
     let load = async move {
         let engine = start_engine(&settings).await?;
+        crate::metrics::watch_engine(&engine);
         tracing::info!(model = %engine.info().name, "judge serving");
         Ok(JudgeService::new(engine, settings.limits, replica))
     };
@@ -117,6 +118,7 @@ pub async fn run_serve(
         .map(|p| p.name.clone())
         .collect();
     let engine = start_engine(&settings).await?;
+    crate::metrics::watch_engine(&engine);
     let judge = Arc::new(JudgeService::new(engine, settings.limits, "local"));
     let mut builder = Router::builder(config)
         .api_keys(security.api_keys)

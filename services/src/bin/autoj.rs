@@ -18,7 +18,8 @@ use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
 use autoj_services::security::{JudgeTlsArgs, PublicSecurityArgs};
 use autoj_services::shutdown::GraceArgs;
 use autoj_services::stack::{run_judge, run_router, run_serve, ServeRouterArgs};
-use autoj_services::{shutdown, telemetry};
+use autoj_services::telemetry::TelemetryArgs;
+use autoj_services::{metrics, shutdown, telemetry};
 use clap::{Parser, Subcommand};
 
 /// Serve Auto-J LLM judges over gRPC, and call them.
@@ -43,6 +44,8 @@ enum Command {
         security: PublicSecurityArgs,
         #[command(flatten)]
         grace: GraceArgs,
+        #[command(flatten)]
+        observe: TelemetryArgs,
     },
     /// Run the router alone, in front of remote judge pools named in its config file.
     Router {
@@ -56,6 +59,8 @@ enum Command {
         security: PublicSecurityArgs,
         #[command(flatten)]
         grace: GraceArgs,
+        #[command(flatten)]
+        observe: TelemetryArgs,
     },
     /// Classify a query (or a JSONL file of them) into Auto-J's scenarios.
     Classify {
@@ -75,6 +80,8 @@ enum Command {
         tls: JudgeTlsArgs,
         #[command(flatten)]
         grace: GraceArgs,
+        #[command(flatten)]
+        observe: TelemetryArgs,
     },
     /// Compare two responses to a query; prints the critique as it streams, then the verdict.
     Compare {
@@ -163,12 +170,19 @@ async fn run(command: Command) -> ExitCode {
             router,
             security,
             grace,
+            observe,
         } => {
-            telemetry::init("info");
+            let _telemetry = telemetry::init_server("info", "autoj-serve");
             let settings = validated(&engine);
             let security = or_exit_64(security.validate());
             let grace = grace.shutdown_grace;
-            run_serve(settings, listen.listen, &router, security, grace, shutdown::signal()).await
+            match metrics::start(observe.metrics_listen).await {
+                Ok(_) => {
+                    let signal = shutdown::signal();
+                    run_serve(settings, listen.listen, &router, security, grace, signal).await
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Judge {
             listen,
@@ -176,24 +190,35 @@ async fn run(command: Command) -> ExitCode {
             replica,
             tls,
             grace,
+            observe,
         } => {
-            telemetry::init("info");
+            let _telemetry = telemetry::init_server("info", "autoj-judge");
             let settings = validated(&engine);
             let tls = or_exit_64(tls.validate());
             let replica = replica.unwrap_or_else(|| listen.listen.to_string());
             let grace = grace.shutdown_grace;
-            run_judge(settings, listen.listen, replica, tls, grace, shutdown::signal()).await
+            match metrics::start(observe.metrics_listen).await {
+                Ok(_) => {
+                    let signal = shutdown::signal();
+                    run_judge(settings, listen.listen, replica, tls, grace, signal).await
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Router {
             config,
             listen,
             security,
             grace,
+            observe,
         } => {
-            telemetry::init("info");
+            let _telemetry = telemetry::init_server("info", "autoj-router");
             let security = or_exit_64(security.validate());
             let grace = grace.shutdown_grace;
-            run_router(&config, listen, security, grace, shutdown::signal()).await
+            match metrics::start(observe.metrics_listen).await {
+                Ok(_) => run_router(&config, listen, security, grace, shutdown::signal()).await,
+                Err(e) => Err(e),
+            }
         }
         Command::Classify { classify } => {
             telemetry::init("warn");
