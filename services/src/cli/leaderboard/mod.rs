@@ -81,9 +81,10 @@ pub fn single_from_files(args: &MetricsArgs) -> anyhow::Result<Value> {
     for (i, path) in args.pred.iter().enumerate() {
         let name = match args.model_name.get(i) {
             Some(n) => n.clone(),
-            None => path
-                .file_stem()
-                .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into()),
+            None => path.file_stem().map_or_else(
+                || path.display().to_string(),
+                |s| s.to_string_lossy().into(),
+            ),
         };
         single::by_model(&read_jsonl(path)?, &name, &mut models)
             .with_context(|| path.display().to_string())?;
