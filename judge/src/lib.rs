@@ -1,5 +1,6 @@
 //! The autoj judge: an Auto-J-family model served with candle.
 //!
+//! - [`gguf_guard`]: refuses hostile GGUF headers before candle parses them.
 //! - [`model`]: loads a LLaMA-family judge from GGUF or a Hugging Face directory.
 //! - [`tokenizer`]: text ⇄ ids, including tokenizers rebuilt from GGUF metadata.
 //! - [`prompt`]: Auto-J's exact templates and the model's own chat template.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod evaluate;
 pub mod fit;
 pub mod generate;
+pub mod gguf_guard;
 pub mod metrics;
 pub mod model;
 pub mod prompt;
