@@ -168,6 +168,7 @@ for case in "${cases[@]}"; do
     if [[ -x "$autoj" ]]; then
         py helm/tests/chart_checks.py router-toml "$rendered" "$work/$name.toml" "$root"
         router_accepts "$work/$name.toml"
+        py helm/tests/chart_checks.py env-names "$rendered" "$autoj" | sed 's/^/  /'
     else
         echo "  (no $autoj: skipping the router's own check of the routing file; run cargo build first)"
     fi
@@ -211,4 +212,15 @@ for broken in "$work"/unknown-field.yaml "$work"/wrong-type.yaml; do
     grep -q "did not validate" "$work/broken.log" || { cat "$work/broken.log" >&2; exit 1; }
     echo "  $(basename "$broken"): rejected"
 done
+if [[ -x "$autoj" ]]; then
+    echo "== negative: a misspelt AUTOJ_* variable is caught"
+    "$helm" template autoj "$chart" --set 'router.extraEnv[0].name=AUTOJ_TLS_CRT' \
+        --set 'router.extraEnv[0].value=/x' >"$work/misspelt.yaml"
+    if py helm/tests/chart_checks.py env-names "$work/misspelt.yaml" "$autoj" >"$work/env.log" 2>&1; then
+        echo "AUTOJ_TLS_CRT passed the env-name check" >&2
+        exit 1
+    fi
+    grep -q "reads no AUTOJ_TLS_CRT" "$work/env.log" || { cat "$work/env.log" >&2; exit 1; }
+    echo "  AUTOJ_TLS_CRT: rejected"
+fi
 echo "chart tests passed"

@@ -12,6 +12,9 @@ Used by scripts/test-chart.sh:
         loopback listen address, so the real `autoj router` can parse and validate it
     chart_checks.py break RENDERED.yaml OUT_DIR
         writes deliberately broken copies of the Deployment (each must be rejected)
+    chart_checks.py env-names RENDERED.yaml AUTOJ_BIN
+        every AUTOJ_* variable a container sets is one its `autoj <command>` reads (clap
+        ignores unknown variables, so a misspelt one would be silently lost)
     chart_checks.py schema-scenarios SCHEMA.json SCENARIOS.toml
         the schema's scenario enum must equal the router's catalog
 """
@@ -20,6 +23,8 @@ import base64
 import copy
 import json
 import sys
+import re
+import subprocess
 import tomllib
 
 import yaml
@@ -282,6 +287,24 @@ def break_manifests(rendered, out_dir):
             yaml.safe_dump(doc, f)
 
 
+def env_names(rendered, autoj):
+    known = {}
+    checked = 0
+    for deploy in by_kind(load(rendered), "Deployment"):
+        for container in deploy["spec"]["template"]["spec"]["containers"]:
+            command = container["args"][0]
+            if command not in known:
+                help_text = subprocess.run(
+                    [autoj, command, "--help"], check=True, capture_output=True, text=True
+                ).stdout
+                known[command] = set(re.findall(r"\[env: (AUTOJ_[A-Z0-9_]+)", help_text))
+            for name in env_of(container):
+                if name.startswith("AUTOJ_"):
+                    expect(name in known[command], f"`autoj {command}` reads no {name}")
+                    checked += 1
+    print(f"{checked} AUTOJ_* variables are read by the commands their containers run")
+
+
 def schema_scenarios(schema_path, scenarios_path):
     with open(schema_path, encoding="utf-8") as f:
         schema = json.load(f)
@@ -301,6 +324,8 @@ if __name__ == "__main__":
         router_toml(*args)
     elif command == "break":
         break_manifests(*args)
+    elif command == "env-names":
+        env_names(*args)
     elif command == "schema-scenarios":
         schema_scenarios(*args)
     else:
