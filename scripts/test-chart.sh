@@ -78,6 +78,7 @@ python_env() {
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
     else
         echo "python3 -m venv unavailable; installing with pip --target" >&2
+        rm -rf "$venv"  # a failed venv can leave a bin/python without pip behind
         python3 -m pip install --quiet --disable-pip-version-check --target "$venv/site" -r "$req"
     fi
     cp "$req" "$stamp"
@@ -93,6 +94,9 @@ py() {
 
 fetch_helm
 python_env
+autoj="${AUTOJ_BIN:-$root/target/debug/autoj}"
+# The router check below loads the classifier, like the router in the image.
+[[ -x "$autoj" ]] && router/fetch-onnxruntime.sh >/dev/null
 "$helm" version --short
 
 # Validates one rendered file: every resource must be reported as passed, apart from the
@@ -115,7 +119,6 @@ print(sum(d["kind"] != "ServiceMonitor" for d in docs))' "$file")"
     echo "  kubernetes-validate --strict ($KUBE_VERSION): $passed resources pass"
 }
 
-autoj="${AUTOJ_BIN:-$root/target/debug/autoj}"
 # Starts the real router on the rendered routing file (loopback, classifier from the
 # repository) and waits for its `listening on` line; a config it rejects exits instead.
 router_accepts() {

@@ -27,6 +27,7 @@ if ! { [[ -f "$venv/.requirements" ]] && cmp -s "$req" "$venv/.requirements"; };
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
     else
         echo "python3 -m venv unavailable; installing with pip --target" >&2
+        rm -rf "$venv"  # a failed venv can leave a bin/python without pip behind
         python3 -m pip install --quiet --disable-pip-version-check --target "$venv/site" -r "$req"
     fi
     cp "$req" "$venv/.requirements"
