@@ -98,7 +98,9 @@ impl<R: Read + Seek> Walk<'_, R> {
             ));
         }
         self.r
-            .seek(SeekFrom::Current(i64::try_from(n).map_err(|_| "oversize field")?))
+            .seek(SeekFrom::Current(
+                i64::try_from(n).map_err(|_| "oversize field")?,
+            ))
             .map_err(io)?;
         self.left -= n;
         Ok(())
@@ -128,7 +130,7 @@ impl<R: Read + Seek> Walk<'_, R> {
         let size = match ty {
             0 | 1 | 7 => 1, // u8, i8, bool
             2 | 3 => 2,     // u16, i16
-            4 | 5 | 6 => 4, // u32, i32, f32
+            4..=6 => 4,     // u32, i32, f32
             10..=12 => 8,   // u64, i64, f64
             8 => {
                 let n = self.length()?;
@@ -189,7 +191,11 @@ impl<R: Read + Seek> Walk<'_, R> {
         let tensors = self.length()?;
         let entries = self.length()?;
         // A metadata entry takes at least 13 bytes, a tensor entry at least 24.
-        if entries.saturating_mul(13).saturating_add(tensors.saturating_mul(24)) > self.left {
+        if entries
+            .saturating_mul(13)
+            .saturating_add(tensors.saturating_mul(24))
+            > self.left
+        {
             return Err(format!(
                 "the header declares {tensors} tensors and {entries} metadata entries, more than the file holds"
             ));
@@ -222,11 +228,13 @@ impl<R: Read + Seek> Walk<'_, R> {
                 elems = elems
                     .checked_mul(d)
                     .filter(|&e| e <= len.saturating_mul(256))
-                    .ok_or_else(|| format!("tensor `{name}` declares more elements than the file can hold"))?;
+                    .ok_or_else(|| {
+                        format!("tensor `{name}` declares more elements than the file can hold")
+                    })?;
             }
             let (block, size) = dtype_layout(self.u32()?)
                 .ok_or_else(|| format!("tensor `{name}` has an unknown type"))?;
-            if elems % block != 0 {
+            if !elems.is_multiple_of(block) {
                 return Err(format!("tensor `{name}` is not a whole number of blocks"));
             }
             let offset = self.u64()?;
@@ -253,13 +261,13 @@ impl<R: Read + Seek> Walk<'_, R> {
 fn check_hyper(h: &Hyper) -> Result<(), GuardError> {
     if let Some(heads) = h.heads {
         let kv = h.kv_heads.unwrap_or(heads);
-        if heads == 0 || kv == 0 || heads % kv != 0 {
+        if heads == 0 || kv == 0 || !heads.is_multiple_of(kv) {
             return Err(format!(
                 "attention heads {heads} and key/value heads {kv} do not fit together"
             ));
         }
         if let Some(e) = h.embedding {
-            if e == 0 || e % heads != 0 || (e / heads) % 2 != 0 {
+            if e == 0 || !e.is_multiple_of(heads) || !(e / heads).is_multiple_of(2) {
                 return Err(format!(
                     "embedding length {e} does not split into {heads} heads of even size"
                 ));

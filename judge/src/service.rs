@@ -261,96 +261,106 @@ impl JudgeService {
     }
 
     fn validate(&self, task: Task, o: &pb::JudgeOptions) -> Result<JudgeRequest, JudgeError> {
-        let names: &[&str] = if task.is_pairwise() {
-            &["query", "response_1", "response_2"]
-        } else {
-            &["query", "response"]
-        };
-        for (name, value) in names.iter().zip(task.fields()) {
-            if value.trim().is_empty() {
-                return Err(invalid(format!(
-                    "`{name}` is empty; it must hold the text to judge"
-                )));
-            }
-            if value.len() > self.limits.max_field_bytes {
-                return Err(invalid(format!(
-                    "`{name}` is {} bytes, over this server's limit of {} bytes",
-                    value.len(),
-                    self.limits.max_field_bytes
-                )));
-            }
-        }
-        let language = match pb::Language::try_from(o.language) {
-            Ok(pb::Language::Auto) => None,
-            Ok(pb::Language::En) => Some(Lang::En),
-            Ok(pb::Language::Zh) => Some(Lang::Zh),
-            Err(_) => {
-                return Err(invalid(format!(
-                    "`options.language` {} is not a known language",
-                    o.language
-                )))
-            }
-        };
-        let truncation = match pb::Truncation::try_from(o.truncation) {
-            Ok(pb::Truncation::Auto) => TruncationPolicy::Auto,
-            Ok(pb::Truncation::Refuse) => TruncationPolicy::Refuse,
-            Err(_) => {
-                return Err(invalid(format!(
-                    "`options.truncation` {} is not a known policy",
-                    o.truncation
-                )))
-            }
-        };
-        let g = o.generation.clone().unwrap_or_default();
-        let mut params = GenerationParams {
-            max_new_tokens: self.limits.default_max_new_tokens,
-            ..GenerationParams::default()
-        };
-        if let Some(n) = g.max_new_tokens {
-            if n == 0 || n as usize > self.limits.max_new_tokens_limit {
-                return Err(invalid(format!(
-                    "`options.generation.max_new_tokens` is {n}; it must be between 1 and {}",
-                    self.limits.max_new_tokens_limit
-                )));
-            }
-            params.max_new_tokens = n as usize;
-        }
-        if let Some(t) = g.temperature {
-            if !t.is_finite() || !(0.0..=10.0).contains(&t) {
-                return Err(invalid(format!(
-                    "`options.generation.temperature` is {t}; it must be in [0, 10]"
-                )));
-            }
-            params.temperature = f64::from(t);
-        }
-        if let Some(p) = g.top_p {
-            if !p.is_finite() || p <= 0.0 || p > 1.0 {
-                return Err(invalid(format!(
-                    "`options.generation.top_p` is {p}; it must be in (0, 1]"
-                )));
-            }
-            params.top_p = f64::from(p);
-        }
-        if let Some(seed) = g.seed {
-            params.seed = seed;
-        }
-        if g.stop.len() > self.limits.max_stop_strings
-            || g.stop.iter().any(|s| s.is_empty() || s.len() > 256)
-        {
+        validate_request(&self.limits, task, o)
+    }
+}
+
+/// Builds the engine request for `task` with options `o`, refusing (INVALID_ARGUMENT) empty
+/// or oversize fields and out-of-range options; public so the fuzz targets reach it.
+pub fn validate_request(
+    limits: &ServiceLimits,
+    task: Task,
+    o: &pb::JudgeOptions,
+) -> Result<JudgeRequest, JudgeError> {
+    let names: &[&str] = if task.is_pairwise() {
+        &["query", "response_1", "response_2"]
+    } else {
+        &["query", "response"]
+    };
+    for (name, value) in names.iter().zip(task.fields()) {
+        if value.trim().is_empty() {
             return Err(invalid(format!(
-                "`options.generation.stop` must hold at most {} non-empty strings of at most 256 bytes",
-                self.limits.max_stop_strings
+                "`{name}` is empty; it must hold the text to judge"
             )));
         }
-        params.stop = g.stop;
-        Ok(JudgeRequest {
-            task,
-            language,
-            params,
-            truncation,
-            deadline: None,
-        })
+        if value.len() > limits.max_field_bytes {
+            return Err(invalid(format!(
+                "`{name}` is {} bytes, over this server's limit of {} bytes",
+                value.len(),
+                limits.max_field_bytes
+            )));
+        }
     }
+    let language = match pb::Language::try_from(o.language) {
+        Ok(pb::Language::Auto) => None,
+        Ok(pb::Language::En) => Some(Lang::En),
+        Ok(pb::Language::Zh) => Some(Lang::Zh),
+        Err(_) => {
+            return Err(invalid(format!(
+                "`options.language` {} is not a known language",
+                o.language
+            )))
+        }
+    };
+    let truncation = match pb::Truncation::try_from(o.truncation) {
+        Ok(pb::Truncation::Auto) => TruncationPolicy::Auto,
+        Ok(pb::Truncation::Refuse) => TruncationPolicy::Refuse,
+        Err(_) => {
+            return Err(invalid(format!(
+                "`options.truncation` {} is not a known policy",
+                o.truncation
+            )))
+        }
+    };
+    let g = o.generation.clone().unwrap_or_default();
+    let mut params = GenerationParams {
+        max_new_tokens: limits.default_max_new_tokens,
+        ..GenerationParams::default()
+    };
+    if let Some(n) = g.max_new_tokens {
+        if n == 0 || n as usize > limits.max_new_tokens_limit {
+            return Err(invalid(format!(
+                "`options.generation.max_new_tokens` is {n}; it must be between 1 and {}",
+                limits.max_new_tokens_limit
+            )));
+        }
+        params.max_new_tokens = n as usize;
+    }
+    if let Some(t) = g.temperature {
+        if !t.is_finite() || !(0.0..=10.0).contains(&t) {
+            return Err(invalid(format!(
+                "`options.generation.temperature` is {t}; it must be in [0, 10]"
+            )));
+        }
+        params.temperature = f64::from(t);
+    }
+    if let Some(p) = g.top_p {
+        if !p.is_finite() || p <= 0.0 || p > 1.0 {
+            return Err(invalid(format!(
+                "`options.generation.top_p` is {p}; it must be in (0, 1]"
+            )));
+        }
+        params.top_p = f64::from(p);
+    }
+    if let Some(seed) = g.seed {
+        params.seed = seed;
+    }
+    if g.stop.len() > limits.max_stop_strings
+        || g.stop.iter().any(|s| s.is_empty() || s.len() > 256)
+    {
+        return Err(invalid(format!(
+            "`options.generation.stop` must hold at most {} non-empty strings of at most 256 bytes",
+            limits.max_stop_strings
+        )));
+    }
+    params.stop = g.stop;
+    Ok(JudgeRequest {
+        task,
+        language,
+        params,
+        truncation,
+        deadline: None,
+    })
 }
 
 fn invalid(msg: String) -> JudgeError {

@@ -55,4 +55,4 @@ pub use routing::{PoolConfig, RoutingConfig, RuleConfig};
 pub use scenarios::{Catalog, Scenario};
 pub use server::{Router, RouterBuilder};
 pub use service::RouterService;
-pub use validate::{DEFAULT_TOP_K, MAX_CLASSIFY_BATCH};
+pub use validate::{check_compare, check_critique, check_score, DEFAULT_TOP_K, MAX_CLASSIFY_BATCH};

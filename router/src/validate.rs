@@ -26,6 +26,28 @@ pub(crate) trait Judged {
     fn input_bytes(&self) -> usize;
 }
 
+/// Every check a `Compare` request meets before it is classified and routed (fields,
+/// limits, options), as the service runs them; public so the fuzz targets reach it.
+pub fn check_compare(msg: &mut CompareRequest, limits: &LimitsConfig) -> Result<(), RouterError> {
+    check_all(msg, limits)
+}
+
+/// As [`check_compare`], for `Critique`.
+pub fn check_critique(msg: &mut CritiqueRequest, limits: &LimitsConfig) -> Result<(), RouterError> {
+    check_all(msg, limits)
+}
+
+/// As [`check_compare`], for `Score`.
+pub fn check_score(msg: &mut ScoreRequest, limits: &LimitsConfig) -> Result<(), RouterError> {
+    check_all(msg, limits)
+}
+
+fn check_all<M: Judged>(msg: &mut M, limits: &LimitsConfig) -> Result<(), RouterError> {
+    msg.check_fields()?;
+    check_limits(msg, limits)?;
+    check_options(msg.options_mut()).map(|_| ())
+}
+
 /// Checks the request against the router's per-request limits: total input size and the
 /// `max_new_tokens` asked for. The message names the limit so a client knows what to change.
 pub(crate) fn check_limits<M: Judged>(
