@@ -251,6 +251,8 @@ pub(crate) struct GgufMeta {
 /// parsed header are returned for reading tensors.
 pub(crate) fn open_gguf(path: &Path) -> Result<(File, gguf_file::Content, GgufMeta)> {
     let mut file = File::open(path).map_err(|e| load_err(path, e))?;
+    // Hostile headers (huge counts, overflowing shapes) are refused before candle reads them.
+    crate::gguf_guard::check(&mut file).map_err(|e| load_err(path, format!("refused: {e}")))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| load_err(path, format!("not a readable GGUF file: {e}")))?;
     let arch = content

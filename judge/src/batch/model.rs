@@ -13,7 +13,7 @@ use std::path::Path;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::kernels::{par_chunks, Q4_1Matrix};
+use super::kernels::{attend, par_chunks, HeadKv, Q4_1Matrix};
 use super::kv::SeqKv;
 use crate::error::{JudgeError, Result};
 use crate::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
@@ -442,9 +442,12 @@ impl BatchModel {
             let mut q = layer.wq.forward(&h, total)?;
             let mut k = layer.wk.forward(&h, total)?;
             let v = layer.wv.forward(&h, total)?;
+            let mut angles = Vec::with_capacity(self.inv_freq.len());
             for (r, &(_, pos)) in rows.iter().enumerate() {
-                self.rope(&mut q[r * q_width..(r + 1) * q_width], pos);
-                self.rope(&mut k[r * kv_width..(r + 1) * kv_width], pos);
+                angles.clear();
+                angles.extend(self.inv_freq.iter().map(|f| (pos as f32 * f).sin_cos()));
+                self.rope(&mut q[r * q_width..(r + 1) * q_width], &angles);
+                self.rope(&mut k[r * kv_width..(r + 1) * kv_width], &angles);
             }
             let mut offset = 0;
             for inp in inputs.iter_mut() {
@@ -495,11 +498,11 @@ impl BatchModel {
         Ok(out)
     }
 
-    fn rope(&self, x: &mut [f32], pos: usize) {
+    /// Rotates every head of one row by that row's `(sin, cos)` per dimension pair.
+    fn rope(&self, x: &mut [f32], angles: &[(f32, f32)]) {
         let d = self.shape.head_dim;
         for head in x.chunks_exact_mut(d) {
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                let (sin, cos) = (pos as f32 * f).sin_cos();
+            for (i, &(sin, cos)) in angles.iter().enumerate() {
                 let (a, b) = match self.shape.rope {
                     Rope::Interleaved => (2 * i, 2 * i + 1),
                     Rope::Halves => (i, i + d / 2),
@@ -529,56 +532,15 @@ impl BatchModel {
         par_chunks(&mut out, d, |item, o| {
             let (r, head) = (item / s.heads, item % s.heads);
             let (input, pos) = rows[r];
-            let kvh = head / group;
-            let qv = &q[item * d..(item + 1) * d];
-            let mut scores = Vec::with_capacity(pos + 1);
-            let mut left = pos + 1;
-            for &(k, _, n) in &runs[input] {
-                for p in 0..n.min(left) {
-                    let kr = &k[p * kv_width + kvh * d..p * kv_width + (kvh + 1) * d];
-                    scores.push(dot(qv, kr) * scale);
-                }
-                left = left.saturating_sub(n);
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for sc in scores.iter_mut() {
-                *sc = (*sc - max).exp();
-                sum += *sc;
-            }
-            let mut idx = 0;
-            let mut left = pos + 1;
-            for &(_, v, n) in &runs[input] {
-                for p in 0..n.min(left) {
-                    let w = scores[idx] / sum;
-                    let vr = &v[p * kv_width + kvh * d..p * kv_width + (kvh + 1) * d];
-                    for (o, v) in o.iter_mut().zip(vr) {
-                        *o += w * v;
-                    }
-                    idx += 1;
-                }
-                left = left.saturating_sub(n);
-            }
+            let head_kv = HeadKv {
+                runs: &runs[input],
+                offset: (head / group) * d,
+                stride: kv_width,
+            };
+            attend(&q[item * d..(item + 1) * d], &head_kv, pos + 1, scale, o);
         });
         out
     }
-}
-
-/// Dot product with eight independent sums so the compiler can vectorise it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    let tail: f32 = a[chunks..]
-        .iter()
-        .zip(&b[chunks..])
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
