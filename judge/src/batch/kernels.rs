@@ -89,47 +89,110 @@ impl Q4_1Matrix {
 
     /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let kb = self.k / BLOCK;
-        let xq = quantize_rows(x, m, self.k);
-        let dot = dot_fn();
-        // Work items are (row tile, column group) pairs, row-tile major: one item keeps a
-        // tile of quantized activation rows and a group of weight rows in L1 and dots every
-        // pair; each weight row is read once per row tile instead of once per row.
-        const GROUP: usize = 8;
-        const TILE: usize = 16;
-        let tiles = m.div_ceil(TILE);
-        let groups = self.n.div_ceil(GROUP);
-        let mut blocks = vec![0f32; tiles * groups * GROUP * TILE];
-        par_chunks(&mut blocks, GROUP * TILE, |item, out| {
-            let (t, g) = (item / groups, item % groups);
-            let rows = t * TILE..(t * TILE + TILE).min(m);
-            for col in g * GROUP..(g * GROUP + GROUP).min(self.n) {
-                let w = &self.blocks[col * kb..(col + 1) * kb];
-                let o = &mut out[(col - g * GROUP) * TILE..];
-                let mut i = 0;
-                // Four activation rows per pass share each unpacked weight block.
-                while rows.start + i + 4 <= rows.end {
-                    let r = rows.start + i;
-                    let x = |j: usize| &xq[(r + j) * kb..(r + j + 1) * kb];
-                    o[i..i + 4].copy_from_slice(&dot4(w, [x(0), x(1), x(2), x(3)]));
-                    i += 4;
+        tiled_matmul(&self.blocks, self.n, self.k, x, m, dot_fn(), dot4)
+    }
+}
+
+/// A Q8_0 weight matrix (the default model's embedding table, used as its output layer):
+/// candle has an AVX2 kernel for it, but one that reads the weights again for every row of
+/// a batch; this one shares each weight block among four rows.
+pub struct Q8_0Matrix {
+    blocks: Vec<BlockQ8_0>,
+    n: usize,
+    k: usize,
+}
+
+/// One Q8_0 block as GGUF stores it: `value = d * q`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    d: f16,
+    qs: [i8; BLOCK],
+}
+
+impl std::fmt::Debug for Q8_0Matrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Q8_0Matrix({}x{})", self.n, self.k)
+    }
+}
+
+impl Q8_0Matrix {
+    /// Reads GGUF Q8_0 bytes (row-major, `n` rows of `k / 32` blocks of 34 bytes).
+    pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
+        const SIZE: usize = 2 + BLOCK;
+        if !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * SIZE {
+            return None;
+        }
+        let blocks = bytes
+            .chunks_exact(SIZE)
+            .map(|b| {
+                let mut qs = [0i8; BLOCK];
+                for (q, &v) in qs.iter_mut().zip(&b[2..]) {
+                    *q = v as i8;
                 }
-                for row in rows.start + i..rows.end {
-                    o[row - rows.start] = dot(w, &xq[row * kb..(row + 1) * kb]);
+                BlockQ8_0 {
+                    d: f16::from_le_bytes([b[0], b[1]]),
+                    qs,
                 }
+            })
+            .collect();
+        Some(Self { blocks, n, k })
+    }
+
+    /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        tiled_matmul(&self.blocks, self.n, self.k, x, m, q8_dot_fn(), q8_dot4)
+    }
+}
+
+/// The tiled product shared by the weight types: activations quantized once, then work
+/// items of (row tile, column group), row-tile major, so one item keeps a tile of activation
+/// rows and a group of weight rows in L1 and each weight row is read once per row tile.
+fn tiled_matmul<B: Sync>(
+    weights: &[B],
+    n: usize,
+    k: usize,
+    x: &[f32],
+    m: usize,
+    dot: fn(&[B], &[BlockQ8_1]) -> f32,
+    dot4: fn(&[B], [&[BlockQ8_1]; 4]) -> [f32; 4],
+) -> Vec<f32> {
+    const GROUP: usize = 8;
+    const TILE: usize = 16;
+    let kb = k / BLOCK;
+    let xq = quantize_rows(x, m, k);
+    let tiles = m.div_ceil(TILE);
+    let groups = n.div_ceil(GROUP);
+    let mut blocks = vec![0f32; tiles * groups * GROUP * TILE];
+    par_chunks(&mut blocks, GROUP * TILE, |item, out| {
+        let (t, g) = (item / groups, item % groups);
+        let rows = t * TILE..(t * TILE + TILE).min(m);
+        for col in g * GROUP..(g * GROUP + GROUP).min(n) {
+            let w = &weights[col * kb..(col + 1) * kb];
+            let o = &mut out[(col - g * GROUP) * TILE..];
+            let mut i = 0;
+            // Four activation rows per pass share each unpacked weight block.
+            while rows.start + i + 4 <= rows.end {
+                let r = rows.start + i;
+                let x = |j: usize| &xq[(r + j) * kb..(r + j + 1) * kb];
+                o[i..i + 4].copy_from_slice(&dot4(w, [x(0), x(1), x(2), x(3)]));
+                i += 4;
             }
-        });
-        let mut out = vec![0f32; m * self.n];
-        for (item, block) in blocks.chunks_exact(GROUP * TILE).enumerate() {
-            let (t, g) = (item / groups, item % groups);
-            for c in 0..GROUP.min(self.n - g * GROUP) {
-                for i in 0..TILE.min(m - t * TILE) {
-                    out[(t * TILE + i) * self.n + g * GROUP + c] = block[c * TILE + i];
-                }
+            for row in rows.start + i..rows.end {
+                o[row - rows.start] = dot(w, &xq[row * kb..(row + 1) * kb]);
             }
         }
-        out
+    });
+    let mut out = vec![0f32; m * n];
+    for (item, block) in blocks.chunks_exact(GROUP * TILE).enumerate() {
+        let (t, g) = (item / groups, item % groups);
+        for c in 0..GROUP.min(n - g * GROUP) {
+            for i in 0..TILE.min(m - t * TILE) {
+                out[(t * TILE + i) * n + g * GROUP + c] = block[c * TILE + i];
+            }
+        }
     }
+    out
 }
 
 /// Runs `f(i, chunk_i)` over consecutive `chunk`-sized pieces of `out` on candle's CPU
@@ -202,7 +265,11 @@ fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     static CHOSEN: OnceLock<Dot4Fn> = OnceLock::new();
     let f = CHOSEN.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if dot_fn() as *const () != dot_scalar as *const () {
+        if dot_fn() as *const () == dot_vnni_entry as *const () {
+            return dot4_vnni_entry;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if dot_fn() as *const () == dot_avx2_entry as *const () {
             return dot4_avx2_entry;
         }
         |w, x| x.map(|x| dot_scalar(w, x))
@@ -220,6 +287,9 @@ fn dot_fn() -> DotFn {
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c")
         {
+            if std::arch::is_x86_feature_detected!("avxvnni") && !force_avx2() {
+                return dot_vnni_entry;
+            }
             return dot_avx2_entry;
         }
         dot_scalar
@@ -228,11 +298,21 @@ fn dot_fn() -> DotFn {
 
 /// The kernel in use, for benchmark reports.
 pub fn kernel_name() -> &'static str {
-    if dot_fn() as *const () == dot_scalar as *const () {
+    let f = dot_fn() as *const ();
+    #[cfg(target_arch = "x86_64")]
+    if f == dot_vnni_entry as *const () {
+        return "avx-vnni";
+    }
+    if f == dot_scalar as *const () {
         "scalar"
     } else {
         "avx2"
     }
+}
+
+/// `AUTOJ_Q4_1_KERNEL=avx2` skips AVX-VNNI (to compare the two on one machine).
+fn force_avx2() -> bool {
+    std::env::var("AUTOJ_Q4_1_KERNEL").is_ok_and(|v| v == "avx2")
 }
 
 /// Portable Q4_1 · Q8_1 dot product over matching blocks.
@@ -250,6 +330,74 @@ pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     sum
 }
 
+/// Defines a one-row and a four-row Q4_1 · Q8_1 kernel for one set of CPU features; `$quads`
+/// turns 32 unsigned weight bytes and 32 signed activation bytes into eight sums of four
+/// products. Both instruction sequences give the same integers, so every variant computes
+/// bit-identical results and a row's output never depends on which kernel ran it.
+macro_rules! q4_1_kernels {
+    ($features:literal, $one:ident, $four:ident, |$wq:ident, $xq:ident| $quads:expr) => {
+        /// One row (see the module docs).
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $one(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+            // SAFETY (for the caller): compiled for `$features`; called only when present.
+            let [r] = $four(w, [x], 1);
+            r
+        }
+
+        /// Up to four rows sharing each unpacked weight block.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $four<const N: usize>(
+            w: &[BlockQ4_1],
+            x: [&[BlockQ8_1]; N],
+            _rows: usize,
+        ) -> [f32; N] {
+            use std::arch::x86_64::*;
+            let mask = _mm_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut offsets = [0f32; N];
+            for (b, w) in w.iter().enumerate() {
+                // SAFETY: `qs` holds 16 bytes; unaligned loads are allowed.
+                let packed = unsafe { _mm_loadu_si128(w.qs.as_ptr().cast()) };
+                let lo = _mm_and_si128(packed, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+                let $wq = _mm256_set_m128i(hi, lo);
+                // Both half-precision factors converted in one instruction: [d, m, 0, 0].
+                let bits = (w.d.to_bits() as u32 | (w.m.to_bits() as u32) << 16) as i32;
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+                let d = _mm_cvtss_f32(dm);
+                let mn = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+                for j in 0..N {
+                    let xb = &x[j][b];
+                    // SAFETY: `qs` holds 32 bytes; unaligned loads are allowed.
+                    let $xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+                    let quads = $quads;
+                    let scale = _mm256_set1_ps(d * xb.d);
+                    acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[j]);
+                    offsets[j] += mn * xb.s;
+                }
+            }
+            let mut out = [0f32; N];
+            for j in 0..N {
+                let a = acc[j];
+                let lanes = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+                let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
+                let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
+                out[j] = _mm_cvtss_f32(lanes) + offsets[j];
+            }
+            out
+        }
+    };
+}
+
+q4_1_kernels!("avx2,fma,f16c", dot_avx2, dot4_avx2, |wq, xq| {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xq), _mm256_set1_epi16(1))
+});
+q4_1_kernels!("avx2,fma,f16c,avxvnni", dot_vnni, dot4_vnni, |wq, xq| {
+    _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), wq, xq)
+});
+
 #[cfg(target_arch = "x86_64")]
 fn dot_avx2_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     // SAFETY: chosen by `dot_fn` only after the CPU reported AVX2, FMA and F16C.
@@ -259,79 +407,128 @@ fn dot_avx2_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 fn dot4_avx2_entry(w: &[BlockQ4_1], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     // SAFETY: chosen by `dot4` only when `dot_fn` found AVX2, FMA and F16C.
-    unsafe { dot4_avx2(w, x) }
+    unsafe { dot4_avx2(w, x, 4) }
 }
 
-/// [`dot_avx2`] for four activation rows: each weight block is unpacked once and used four
-/// times, which is what makes a batch cheaper per token than single rows.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot4_avx2(w: &[BlockQ4_1], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let mask = _mm_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut offsets = [0f32; 4];
-    for (b, w) in w.iter().enumerate() {
-        let packed = _mm_loadu_si128(w.qs.as_ptr().cast());
-        let lo = _mm_and_si128(packed, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-        let wq = _mm256_set_m128i(hi, lo);
-        let bits = (w.d.to_bits() as u32 | (w.m.to_bits() as u32) << 16) as i32;
-        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-        let d = _mm_cvtss_f32(dm);
-        let mn = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-        for j in 0..4 {
-            let xb = &x[j][b];
-            let xq = _mm256_loadu_si256(xb.qs.as_ptr().cast());
-            let quads = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, xq), ones);
-            let scale = _mm256_set1_ps(d * xb.d);
-            acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[j]);
-            offsets[j] += mn * xb.s;
-        }
-    }
-    let mut out = [0f32; 4];
-    for j in 0..4 {
-        let a = acc[j];
-        let lanes = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
-        let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
-        out[j] = _mm_cvtss_f32(lanes) + offsets[j];
-    }
-    out
+fn dot_vnni_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+    // SAFETY: chosen by `dot_fn` only after the CPU reported AVX2, FMA, F16C and AVX-VNNI.
+    unsafe { dot_vnni(w, x) }
 }
 
-/// AVX2 (+FMA, F16C) Q4_1 · Q8_1: unpack 32 nibbles to bytes, multiply-add against the signed bytes,
-/// widen to f32 and accumulate with the blocks' scales; offsets are added in scalar.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_avx2(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
-    use std::arch::x86_64::*;
-    let mask = _mm_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    let mut offsets = 0f32;
+fn dot4_vnni_entry(w: &[BlockQ4_1], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    // SAFETY: chosen by `dot4` only when `dot_fn` found AVX-VNNI (with AVX2, FMA, F16C).
+    unsafe { dot4_vnni(w, x, 4) }
+}
+
+/// Portable Q8_0 · Q8 dot product over matching blocks.
+pub fn q8_dot_scalar(w: &[BlockQ8_0], x: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0f32;
     for (w, x) in w.iter().zip(x) {
-        let packed = _mm_loadu_si128(w.qs.as_ptr().cast());
-        let lo = _mm_and_si128(packed, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-        let wq = _mm256_set_m128i(hi, lo);
-        let xq = _mm256_loadu_si256(x.qs.as_ptr().cast());
-        let pairs = _mm256_maddubs_epi16(wq, xq);
-        let quads = _mm256_madd_epi16(pairs, ones);
-        // Both half-precision factors converted in one instruction: lanes [d, m, 0, 0].
-        let bits = (w.d.to_bits() as u32 | (w.m.to_bits() as u32) << 16) as i32;
-        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-        let d = _mm_cvtss_f32(dm);
-        let mn = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-        let scale = _mm256_set1_ps(d * x.d);
-        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc);
-        offsets += mn * x.s;
+        let acc: i32 =
+            w.qs.iter()
+                .zip(&x.qs)
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum();
+        sum += w.d.to_f32() * x.d * acc as f32;
     }
-    let lanes = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
-    let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
-    _mm_cvtss_f32(lanes) + offsets
+    sum
+}
+
+/// Defines a one-row and an N-row Q8_0 kernel for one set of CPU features. The weights'
+/// absolute values (unsigned) meet the activations carrying the weights' signs, the form the
+/// unsigned-by-signed byte instructions take.
+macro_rules! q8_0_kernels {
+    ($features:literal, $one:ident, $four:ident, |$aw:ident, $sx:ident| $quads:expr) => {
+        /// One row.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $one(w: &[BlockQ8_0], x: &[BlockQ8_1]) -> f32 {
+            let [r] = $four(w, [x]);
+            r
+        }
+
+        /// Up to four rows sharing each weight block.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $four<const N: usize>(w: &[BlockQ8_0], x: [&[BlockQ8_1]; N]) -> [f32; N] {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (b, w) in w.iter().enumerate() {
+                // SAFETY: `qs` holds 32 bytes; unaligned loads are allowed.
+                let wq = unsafe { _mm256_loadu_si256(w.qs.as_ptr().cast()) };
+                let $aw = _mm256_sign_epi8(wq, wq);
+                let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(w.d.to_bits() as i32)));
+                for j in 0..N {
+                    let xb = &x[j][b];
+                    // SAFETY: `qs` holds 32 bytes; unaligned loads are allowed.
+                    let xq = unsafe { _mm256_loadu_si256(xb.qs.as_ptr().cast()) };
+                    let $sx = _mm256_sign_epi8(xq, wq);
+                    let quads = $quads;
+                    let scale = _mm256_set1_ps(d * xb.d);
+                    acc[j] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(quads), acc[j]);
+                }
+            }
+            let mut out = [0f32; N];
+            for j in 0..N {
+                let a = acc[j];
+                let lanes = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+                let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
+                let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
+                out[j] = _mm_cvtss_f32(lanes);
+            }
+            out
+        }
+    };
+}
+
+q8_0_kernels!("avx2,fma,f16c", q8_dot_avx2, q8_dot4_avx2, |aw, sx| {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), _mm256_set1_epi16(1))
+});
+q8_0_kernels!(
+    "avx2,fma,f16c,avxvnni",
+    q8_dot_vnni,
+    q8_dot4_vnni,
+    |aw, sx| { _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), aw, sx) }
+);
+
+type Q8DotFn = fn(&[BlockQ8_0], &[BlockQ8_1]) -> f32;
+type Q8Dot4Fn = fn(&[BlockQ8_0], [&[BlockQ8_1]; 4]) -> [f32; 4];
+
+/// The Q8_0 kernels matching the Q4_1 choice (same CPU features).
+fn q8_kernels() -> (Q8DotFn, Q8Dot4Fn) {
+    use std::sync::OnceLock;
+    static CHOSEN: OnceLock<(Q8DotFn, Q8Dot4Fn)> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let chosen = dot_fn() as *const ();
+            if chosen == dot_vnni_entry as *const () {
+                // SAFETY (both): chosen only after the CPU reported AVX2, FMA, F16C, AVX-VNNI.
+                return (
+                    |w, x| unsafe { q8_dot_vnni(w, x) },
+                    |w, x| unsafe { q8_dot4_vnni(w, x) },
+                );
+            }
+            if chosen == dot_avx2_entry as *const () {
+                // SAFETY (both): chosen only after the CPU reported AVX2, FMA and F16C.
+                return (
+                    |w, x| unsafe { q8_dot_avx2(w, x) },
+                    |w, x| unsafe { q8_dot4_avx2(w, x) },
+                );
+            }
+        }
+        (q8_dot_scalar, |w, x| x.map(|x| q8_dot_scalar(w, x)))
+    })
+}
+
+fn q8_dot_fn() -> Q8DotFn {
+    q8_kernels().0
+}
+
+fn q8_dot4(w: &[BlockQ8_0], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+    (q8_kernels().1)(w, x)
 }
 
 /// One attention head's view of a sequence's cache: the cached runs and where the head's
@@ -397,13 +594,17 @@ fn attend_body(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &mut [f3
     }
 }
 
-/// Dot product with eight independent sums so the compiler can vectorise it.
+/// Dot product with 32 independent sums (four 8-wide vectors), so the additions do not wait
+/// on one another and the compiler can vectorise them.
 #[inline(always)]
 fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for i in 0..8 {
+    let mut acc = [0f32; 32];
+    let chunks = a.len() / 32 * 32;
+    for (ca, cb) in a[..chunks]
+        .chunks_exact(32)
+        .zip(b[..chunks].chunks_exact(32))
+    {
+        for i in 0..32 {
             acc[i] += ca[i] * cb[i];
         }
     }
@@ -417,7 +618,7 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 
 /// Whether this module has a kernel for a GGUF weight type.
 pub fn handles(dtype: GgmlDType) -> bool {
-    dtype == GgmlDType::Q4_1
+    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
 }
 
 #[cfg(test)]
@@ -499,6 +700,77 @@ mod tests {
         let all = q.matmul(&x, 4);
         let one = q.matmul(&x[2 * k..3 * k], 1);
         assert_eq!(&all[2 * n..3 * n], one.as_slice());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_variants_give_identical_bits() {
+        let has = |f| std::arch::is_x86_feature_detected!("avx2") && f;
+        if !has(std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c"))
+        {
+            eprintln!("skipped: this CPU has no AVX2/FMA/F16C");
+            return;
+        }
+        let (n, k) = (4, 128);
+        let q = Q4_1Matrix::from_bytes(&quantize_q4_1(&random(n * k, 9)), n, k).unwrap();
+        let xq = quantize_rows(&random(4 * k, 13), 4, k);
+        let kb = k / BLOCK;
+        let rows = [
+            &xq[..kb],
+            &xq[kb..2 * kb],
+            &xq[2 * kb..3 * kb],
+            &xq[3 * kb..],
+        ];
+        let w = &q.blocks[..kb];
+        let four = dot4_avx2_entry(w, rows);
+        for (j, x) in rows.iter().enumerate() {
+            assert_eq!(dot_avx2_entry(w, x).to_bits(), four[j].to_bits());
+        }
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            assert_eq!(dot4_vnni_entry(w, rows), four);
+            assert_eq!(dot_vnni_entry(w, rows[1]).to_bits(), four[1].to_bits());
+        } else {
+            eprintln!("AVX-VNNI variant not checked: this CPU lacks it");
+        }
+    }
+
+    #[test]
+    fn q8_0_matmul_matches_its_dequantized_weights() {
+        let (n, k, m) = (12, 64, 6);
+        let w = random(n * k, 21);
+        let mut bytes = Vec::new();
+        for chunk in w.chunks_exact(BLOCK) {
+            let d = chunk.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+            bytes.extend(f16::from_f32(d).to_le_bytes());
+            bytes.extend(chunk.iter().map(|v| ((v / d).round() as i8) as u8));
+        }
+        let q = Q8_0Matrix::from_bytes(&bytes, n, k).expect("valid bytes");
+        let x = random(m * k, 23);
+        let xq = quantize_rows(&x, m, k);
+        let xdeq: Vec<f32> = xq
+            .iter()
+            .flat_map(|b| b.qs.map(|v| b.d * v as f32))
+            .collect();
+        let deq: Vec<f32> = q
+            .blocks
+            .iter()
+            .flat_map(|b| b.qs.map(|v| b.d.to_f32() * v as f32))
+            .collect();
+        let y = q.matmul(&x, m);
+        for row in 0..m {
+            for col in 0..n {
+                let exact: f32 = (0..k).map(|i| deq[col * k + i] * xdeq[row * k + i]).sum();
+                let got = y[row * n + col];
+                assert!((got - exact).abs() < 1e-3, "({row},{col}) {got} vs {exact}");
+            }
+        }
+        let one = q.matmul(&x[k..2 * k], 1);
+        assert_eq!(
+            &y[n..2 * n],
+            one.as_slice(),
+            "rows must not depend on the batch"
+        );
     }
 
     #[test]

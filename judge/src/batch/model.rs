@@ -13,7 +13,7 @@ use std::path::Path;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::kernels::{attend, par_chunks, HeadKv, Q4_1Matrix};
+use super::kernels::{attend, par_chunks, HeadKv, Q4_1Matrix, Q8_0Matrix};
 use super::kv::SeqKv;
 use crate::error::{JudgeError, Result};
 use crate::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
@@ -58,6 +58,8 @@ impl Shape {
 enum Linear {
     /// Our AVX2 / portable Q4_1 kernel.
     Q4_1(Q4_1Matrix),
+    /// Our Q8_0 kernel (shares weight blocks across a batch's rows).
+    Q8_0(Q8_0Matrix),
     /// candle's quantized or dense kernels (Q8_0, K-quants, f32, ...).
     Candle { w: QMatMul, out: usize },
 }
@@ -67,7 +69,11 @@ impl Linear {
         let (n, k) = t.shape().dims2()?;
         if super::kernels::handles(t.dtype()) {
             let data = t.data()?;
-            if let Some(m) = Q4_1Matrix::from_bytes(&data, n, k) {
+            if t.dtype() == GgmlDType::Q8_0 {
+                if let Some(m) = Q8_0Matrix::from_bytes(&data, n, k) {
+                    return Ok(Self::Q8_0(m));
+                }
+            } else if let Some(m) = Q4_1Matrix::from_bytes(&data, n, k) {
                 return Ok(Self::Q4_1(m));
             }
         }
@@ -89,6 +95,7 @@ impl Linear {
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         match self {
             Self::Q4_1(w) => Ok(w.matmul(x, m)),
+            Self::Q8_0(w) => Ok(w.matmul(x, m)),
             Self::Candle { w, out } => {
                 let k = x.len() / m.max(1);
                 let t = Tensor::from_slice(x, (m, k), &Device::Cpu)?;
