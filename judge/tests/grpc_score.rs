@@ -30,7 +30,12 @@ async fn best_of_n_uses_expected_ratings() {
     // The candidates ran as one batch: the template and query they share were computed once
     // and served to the others from the prefix cache.
     let stats = server.engine.stats();
-    assert!(stats.prefix_hit_tokens.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(
+        stats
+            .prefix_hit_tokens
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
     let mut expected = Vec::new();
     for (i, c) in resp.scores.iter().enumerate() {
         assert_eq!(c.index as usize, i);

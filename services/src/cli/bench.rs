@@ -8,10 +8,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use autoj_judge::engine::{choose_format, PromptFormatChoice};
 use autoj_judge::batch::kernels;
 use autoj_judge::batch::kv::SeqKv;
 use autoj_judge::batch::{BatchModel, StepInput, Want};
+use autoj_judge::engine::{choose_format, PromptFormatChoice};
 use autoj_judge::prompt::{render, Lang, Task};
 use clap::Args;
 use serde_json::{json, Value};
@@ -79,7 +79,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ids = tokenizer.encode(&text, true)?;
     let n = ids.len();
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    let new_kv = || SeqKv::new(model.shape.layers, model.shape.kv_heads * model.shape.head_dim);
+    let new_kv = || {
+        SeqKv::new(
+            model.shape.layers,
+            model.shape.kv_heads * model.shape.head_dim,
+        )
+    };
     for run in 0..=args.repeat {
         let mut kv = new_kv();
         let t = Instant::now();

@@ -94,7 +94,8 @@ pub async fn grpc_judgments(
     concurrency: usize,
     max_new_tokens: u32,
 ) -> anyhow::Result<Vec<Value>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let requests: Vec<pb::CompareRequest> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
