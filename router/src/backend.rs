@@ -156,11 +156,14 @@ fn remote_stream(response: Response<tonic::codec::Streaming<JudgeEvent>>) -> Res
 }
 
 /// A status the replica did not send: the connection broke (the replica died or the network
-/// failed), which tonic reports as UNKNOWN with the transport error as its source. That is
-/// UNAVAILABLE to the router (fail over before the first event; a retryable code for the
-/// client after it). A status the judge sent itself carries no source and passes unchanged.
+/// failed), which tonic reports as UNKNOWN or CANCELLED with the transport error as its
+/// source. That is UNAVAILABLE to the router (fail over before the first event; a retryable
+/// code for the client after it). A status the judge sent itself carries no source and
+/// passes unchanged; the router's own cancellations drop the call and produce no status.
 fn replica_failure(status: Status) -> Status {
-    if status.code() == tonic::Code::Unknown && std::error::Error::source(&status).is_some() {
+    let broken = matches!(status.code(), tonic::Code::Unknown | tonic::Code::Cancelled)
+        && std::error::Error::source(&status).is_some();
+    if broken {
         Status::unavailable(format!(
             "judge replica connection lost: {}",
             status.message()
@@ -214,5 +217,21 @@ impl<T: Judge> JudgeBackend for LocalBackend<T> {
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, Status> {
         self.judge.score(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let broken = Status::from_error(Box::new(io));
+        assert_eq!(replica_failure(broken).code(), tonic::Code::Unavailable);
+        let sent = Status::unknown("the judge said so");
+        assert_eq!(replica_failure(sent).code(), tonic::Code::Unknown);
+        let cancelled = Status::cancelled("client went away");
+        assert_eq!(replica_failure(cancelled).code(), tonic::Code::Cancelled);
     }
 }
