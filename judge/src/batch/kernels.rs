@@ -91,6 +91,19 @@ impl Q4_1Matrix {
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         tiled_matmul(&self.blocks, self.n, self.k, x, m, dot_fn(), dot4)
     }
+
+    /// Stacks matrices with the same input size into one (their outputs side by side), so
+    /// matrices applied to one input take one pass and one thread-pool dispatch; gives the
+    /// parts back when their input sizes differ.
+    pub fn concat(parts: Vec<Self>) -> Result<Self, Vec<Self>> {
+        let k = parts.first().map_or(0, |p| p.k);
+        if parts.is_empty() || parts.iter().any(|p| p.k != k) {
+            return Err(parts);
+        }
+        let n = parts.iter().map(|p| p.n).sum();
+        let blocks = parts.into_iter().flat_map(|p| p.blocks).collect();
+        Ok(Self { blocks, n, k })
+    }
 }
 
 /// A Q8_0 weight matrix (the default model's embedding table, used as its output layer):

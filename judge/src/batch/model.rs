@@ -159,15 +159,64 @@ fn token_err(id: usize) -> JudgeError {
     JudgeError::InvalidArgument(format!("token id {id} is outside the vocabulary"))
 }
 
+/// Matrices applied to the same input (Q, K, V; gate, up): one stacked matrix when our
+/// kernel holds them all, so the input is quantized once and the pool is dispatched once.
+enum Group {
+    /// One matrix whose outputs are the parts' outputs side by side.
+    Fused { w: Q4_1Matrix, widths: Vec<usize> },
+    /// Applied one by one.
+    Separate(Vec<Linear>),
+}
+
+impl Group {
+    fn new(parts: Vec<Linear>) -> Self {
+        if parts.iter().all(|p| matches!(p, Linear::Q4_1(_))) {
+            let mats: Vec<Q4_1Matrix> = parts
+                .into_iter()
+                .filter_map(|p| match p {
+                    Linear::Q4_1(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            let widths = mats.iter().map(|m| m.rows()).collect();
+            return match Q4_1Matrix::concat(mats) {
+                Ok(w) => Self::Fused { w, widths },
+                Err(mats) => Self::Separate(mats.into_iter().map(Linear::Q4_1).collect()),
+            };
+        }
+        Self::Separate(parts)
+    }
+
+    /// Each part's `[m, out]` output.
+    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Separate(parts) => parts.iter().map(|p| p.forward(x, m)).collect(),
+            Self::Fused { w, widths } => {
+                let y = w.matmul(x, m);
+                let total = w.rows();
+                let mut outs: Vec<Vec<f32>> =
+                    widths.iter().map(|&n| Vec::with_capacity(n * m)).collect();
+                for row in y.chunks_exact(total) {
+                    let mut at = 0;
+                    for (out, &n) in outs.iter_mut().zip(widths) {
+                        out.extend_from_slice(&row[at..at + n]);
+                        at += n;
+                    }
+                }
+                Ok(outs)
+            }
+        }
+    }
+}
+
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Q, K, V.
+    qkv: Group,
     wo: Linear,
     ffn_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
+    /// Gate, up.
+    gate_up: Group,
     down: Linear,
 }
 
@@ -260,12 +309,9 @@ impl BatchModel {
         for i in 0..layers {
             let mut lin = |n: &str| Linear::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?);
             blocks.push(Layer {
-                wq: lin("attn_q")?,
-                wk: lin("attn_k")?,
-                wv: lin("attn_v")?,
+                qkv: Group::new(vec![lin("attn_q")?, lin("attn_k")?, lin("attn_v")?]),
                 wo: lin("attn_output")?,
-                gate: lin("ffn_gate")?,
-                up: lin("ffn_up")?,
+                gate_up: Group::new(vec![lin("ffn_gate")?, lin("ffn_up")?]),
                 down: lin("ffn_down")?,
                 attn_norm: vec(get(&format!("blk.{i}.attn_norm.weight"))?)?,
                 ffn_norm: vec(get(&format!("blk.{i}.ffn_norm.weight"))?)?,
@@ -344,12 +390,13 @@ impl BatchModel {
             let p = format!("model.layers.{i}");
             let mut lin = |n: &str| Linear::dense(take(&format!("{p}.{n}.weight"))?);
             blocks.push(Layer {
-                wq: lin("self_attn.q_proj")?,
-                wk: lin("self_attn.k_proj")?,
-                wv: lin("self_attn.v_proj")?,
+                qkv: Group::new(vec![
+                    lin("self_attn.q_proj")?,
+                    lin("self_attn.k_proj")?,
+                    lin("self_attn.v_proj")?,
+                ]),
                 wo: lin("self_attn.o_proj")?,
-                gate: lin("mlp.gate_proj")?,
-                up: lin("mlp.up_proj")?,
+                gate_up: Group::new(vec![lin("mlp.gate_proj")?, lin("mlp.up_proj")?]),
                 down: lin("mlp.down_proj")?,
                 attn_norm: vec(take(&format!("{p}.input_layernorm.weight"))?)?,
                 ffn_norm: vec(take(&format!("{p}.post_attention_layernorm.weight"))?)?,
@@ -446,9 +493,12 @@ impl BatchModel {
         let kv_width = s.kv_heads * s.head_dim;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, s.eps);
-            let mut q = layer.wq.forward(&h, total)?;
-            let mut k = layer.wk.forward(&h, total)?;
-            let v = layer.wv.forward(&h, total)?;
+            let mut qkv = layer.qkv.forward(&h, total)?.into_iter();
+            let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+                return Err(JudgeError::InvalidArgument(
+                    "attention projections missing".into(),
+                ));
+            };
             let mut angles = Vec::with_capacity(self.inv_freq.len());
             for (r, &(_, pos)) in rows.iter().enumerate() {
                 angles.clear();
@@ -467,8 +517,12 @@ impl BatchModel {
             let o = layer.wo.forward(&att, total)?;
             add(&mut x, &o);
             let h = rms_norm(&x, &layer.ffn_norm, s.eps);
-            let mut g = layer.gate.forward(&h, total)?;
-            let u = layer.up.forward(&h, total)?;
+            let mut gu = layer.gate_up.forward(&h, total)?.into_iter();
+            let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
+                return Err(JudgeError::InvalidArgument(
+                    "feed-forward projections missing".into(),
+                ));
+            };
             for (g, u) in g.iter_mut().zip(&u) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
