@@ -41,11 +41,10 @@ class Server:
                 raise RuntimeError(f"missing {what}: {path}")
         self.log = log
         self._stderr = open(log, "wb")
-        # The serial scheduler: the batched one runs the project's own kernels, which a
-        # debug build leaves unoptimised; the serial one runs candle's (optimised even in
-        # the dev profile). Both serve the same contract.
+        # The default (batched) scheduler; the judge crate is optimised even in the dev
+        # profile, so the debug binary serves at a usable speed.
         command = [str(BIN), "serve", "--listen", "127.0.0.1:0", "--model", str(MODEL),
-                   "--scheduler", "serial", "--threads", "2", "--shutdown-grace", "1s", *extra]
+                   "--threads", "2", "--shutdown-grace", "1s", *extra]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOJ_")}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=self._stderr)
