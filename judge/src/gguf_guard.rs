@@ -20,6 +20,10 @@ const MAX_DIMS: u32 = 4;
 const MAX_ALIGNMENT: u64 = 1 << 20;
 /// Most transformer blocks a model may declare.
 const MAX_BLOCKS: u64 = 1024;
+/// Largest context length accepted (far above any LLaMA-family model's).
+const MAX_CONTEXT: u64 = 1 << 24;
+/// Largest residual width accepted without heads to check it against.
+const MAX_EMBEDDING: u64 = 1 << 16;
 
 /// Why a file is refused.
 pub type GuardError = String;
@@ -61,6 +65,8 @@ struct Hyper {
     kv_heads: Option<u64>,
     embedding: Option<u64>,
     blocks: Option<u64>,
+    rope_dims: Option<u64>,
+    context: Option<u64>,
 }
 
 impl<R: Read + Seek> Walk<'_, R> {
@@ -211,6 +217,8 @@ impl<R: Read + Seek> Walk<'_, R> {
                 "llama.attention.head_count_kv" => &mut hyper.kv_heads,
                 "llama.embedding_length" => &mut hyper.embedding,
                 "llama.block_count" => &mut hyper.blocks,
+                "llama.rope.dimension_count" => &mut hyper.rope_dims,
+                "llama.context_length" => &mut hyper.context,
                 _ => continue,
             };
             *slot = Some(v.ok_or_else(|| format!("`{key}` is not an integer"))?);
@@ -277,6 +285,28 @@ fn check_hyper(h: &Hyper) -> Result<(), GuardError> {
     if let Some(b) = h.blocks {
         if b == 0 || b > MAX_BLOCKS {
             return Err(format!("block count {b} is out of range"));
+        }
+    }
+    if let Some(c) = h.context {
+        if c == 0 || c > MAX_CONTEXT {
+            return Err(format!("context length {c} is out of range"));
+        }
+    }
+    if h.embedding.is_some_and(|e| e > MAX_EMBEDDING) {
+        return Err("embedding length is out of range".into());
+    }
+    // Rotary tables are sized by this before any tensor is read (found by the `gguf` fuzz
+    // target: a 906-byte file asked candle for gigabytes of tables).
+    if let Some(r) = h.rope_dims {
+        let head = match (h.embedding, h.heads) {
+            (Some(e), Some(heads)) if heads > 0 => e / heads,
+            (Some(e), _) => e,
+            _ => MAX_EMBEDDING,
+        };
+        if r == 0 || r > head || !r.is_multiple_of(2) {
+            return Err(format!(
+                "rotary dimension count {r} does not fit a head of {head}"
+            ));
         }
     }
     Ok(())
@@ -351,6 +381,20 @@ mod tests {
         kv_u32(&mut f, "llama.attention.head_count", 0);
         assert!(check(&mut Cursor::new(f)).is_err());
         let f = header(3, u64::MAX, u64::MAX);
+        assert!(check(&mut Cursor::new(f)).is_err());
+    }
+
+    #[test]
+    fn refuses_rotary_dimensions_larger_than_a_head() {
+        // Reduced from the `gguf` fuzz target's out-of-memory input.
+        let mut f = header(3, 0, 3);
+        kv_u32(&mut f, "llama.embedding_length", 64);
+        kv_u32(&mut f, "llama.attention.head_count", 2);
+        kv_u32(&mut f, "llama.rope.dimension_count", 0x5f67_0263);
+        let err = check(&mut Cursor::new(f)).unwrap_err();
+        assert!(err.contains("rotary"), "{err}");
+        let mut f = header(3, 0, 1);
+        kv_u32(&mut f, "llama.context_length", u32::MAX);
         assert!(check(&mut Cursor::new(f)).is_err());
     }
 
