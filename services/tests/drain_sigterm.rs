@@ -43,7 +43,14 @@ async fn sigterm_lets_the_open_stream_finish() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_gguf(dir.path(), &TinySpec::default()).unwrap();
     let mut server = Server::start(&model, &["--no-classifier", "--shutdown-grace", "60s"]);
-    assert!(within(fresh_connection_serving(&server.addr)).await);
+    // The router reports SERVING once its first readiness poll finds the in-process judge
+    // ready, which may come just after the listening line.
+    within(async {
+        while !fresh_connection_serving(&server.addr).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     let mut client = within(JudgeClient::connect(server.addr.clone()))
         .await
