@@ -115,17 +115,7 @@ impl SeqKv {
     /// The frozen links covering the first `upto` positions (freeze first to include the
     /// newest ones).
     pub fn prefix(&self, upto: usize) -> Vec<Link> {
-        let mut left = upto;
-        let mut out = Vec::new();
-        for (seg, n) in &self.chain {
-            if left == 0 {
-                break;
-            }
-            let take = (*n).min(left);
-            out.push((seg.clone(), take));
-            left -= take;
-        }
-        out
+        take_prefix(&self.chain, upto)
     }
 
     /// A new cache sharing the first `upto` positions of this one.
