@@ -45,9 +45,6 @@ pub enum JudgeError {
     /// The engine thread has stopped (shutdown or a fatal error).
     #[error("the judge engine is not running")]
     EngineStopped,
-    /// A feature that a later milestone builds.
-    #[error("{0}")]
-    Unimplemented(String),
 }
 
 /// Shorthand used across the crate.

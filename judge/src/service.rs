@@ -375,7 +375,6 @@ pub fn status_of(e: &JudgeError) -> Status {
         JudgeError::QueueFull { .. } => Status::resource_exhausted(e.to_string()),
         JudgeError::EngineStopped => Status::unavailable(e.to_string()),
         JudgeError::DeadlineExceeded { .. } => Status::deadline_exceeded(e.to_string()),
-        JudgeError::Unimplemented(m) => Status::unimplemented(m.clone()),
         JudgeError::Tokenizer(_)
         | JudgeError::Template(_)
         | JudgeError::Compute(_)
