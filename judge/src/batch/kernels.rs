@@ -7,11 +7,11 @@
 //! portable fallback, and a loop that reads each weight row once for every activation row
 //! of the batch (that reuse is where batching gains on a memory-bound CPU).
 
-// The only module with `unsafe`: SIMD intrinsics, and handing disjoint parts of one output
-// buffer to the pool's workers (`par_chunks`), each with its SAFETY argument.
+// One of the two modules with `unsafe` (with batch/attention.rs): SIMD intrinsics, and
+// handing disjoint parts of one output buffer to the pool's workers (`par_chunks`), each
+// with its SAFETY argument.
 #![allow(unsafe_code)]
 
-use candle_core::quantized::GgmlDType;
 use half::f16;
 
 /// Values per quantization block (Q4_1 and Q8_1 alike).
@@ -291,7 +291,7 @@ fn dot4(w: &[BlockQ4_1], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
 }
 
 /// The fastest dot product this CPU runs, chosen once.
-fn dot_fn() -> DotFn {
+pub(super) fn dot_fn() -> DotFn {
     use std::sync::OnceLock;
     static CHOSEN: OnceLock<DotFn> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
@@ -307,6 +307,12 @@ fn dot_fn() -> DotFn {
         }
         dot_scalar
     })
+}
+
+/// Whether the CPU runs the SIMD kernels (AVX2, FMA and F16C at least); attention uses
+/// the same check.
+pub(super) fn uses_simd() -> bool {
+    dot_fn() as *const () != dot_scalar as *const ()
 }
 
 /// The kernel in use, for benchmark reports.
@@ -343,6 +349,17 @@ pub fn dot_scalar(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     sum
 }
 
+/// Sum of the eight lanes of an `__m256` (inside an AVX function).
+macro_rules! hsum {
+    ($v:expr) => {{
+        let v = $v;
+        let lanes = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
+        _mm_cvtss_f32(_mm_add_ss(lanes, _mm_movehdup_ps(lanes)))
+    }};
+}
+pub(super) use hsum;
+
 /// Defines a one-row and a four-row Q4_1 · Q8_1 kernel for one set of CPU features; `$quads`
 /// turns 32 unsigned weight bytes and 32 signed activation bytes into eight sums of four
 /// products. Both instruction sequences give the same integers, so every variant computes
@@ -354,18 +371,14 @@ macro_rules! q4_1_kernels {
         #[target_feature(enable = $features)]
         unsafe fn $one(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
             // SAFETY (for the caller): compiled for `$features`; called only when present.
-            let [r] = $four(w, [x], 1);
+            let [r] = $four(w, [x]);
             r
         }
 
         /// Up to four rows sharing each unpacked weight block.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        unsafe fn $four<const N: usize>(
-            w: &[BlockQ4_1],
-            x: [&[BlockQ8_1]; N],
-            _rows: usize,
-        ) -> [f32; N] {
+        unsafe fn $four<const N: usize>(w: &[BlockQ4_1], x: [&[BlockQ8_1]; N]) -> [f32; N] {
             use std::arch::x86_64::*;
             let mask = _mm_set1_epi8(0x0F);
             let mut acc = [_mm256_setzero_ps(); N];
@@ -393,11 +406,7 @@ macro_rules! q4_1_kernels {
             }
             let mut out = [0f32; N];
             for j in 0..N {
-                let a = acc[j];
-                let lanes = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-                let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
-                let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
-                out[j] = _mm_cvtss_f32(lanes) + offsets[j];
+                out[j] = hsum!(acc[j]) + offsets[j];
             }
             out
         }
@@ -412,7 +421,7 @@ q4_1_kernels!("avx2,fma,f16c,avxvnni", dot_vnni, dot4_vnni, |wq, xq| {
 });
 
 #[cfg(target_arch = "x86_64")]
-fn dot_avx2_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
+pub(super) fn dot_avx2_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
     // SAFETY: chosen by `dot_fn` only after the CPU reported AVX2, FMA and F16C.
     unsafe { dot_avx2(w, x) }
 }
@@ -420,7 +429,7 @@ fn dot_avx2_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 fn dot4_avx2_entry(w: &[BlockQ4_1], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     // SAFETY: chosen by `dot4` only when `dot_fn` found AVX2, FMA and F16C.
-    unsafe { dot4_avx2(w, x, 4) }
+    unsafe { dot4_avx2(w, x) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -432,7 +441,7 @@ fn dot_vnni_entry(w: &[BlockQ4_1], x: &[BlockQ8_1]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 fn dot4_vnni_entry(w: &[BlockQ4_1], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     // SAFETY: chosen by `dot4` only when `dot_fn` found AVX-VNNI (with AVX2, FMA, F16C).
-    unsafe { dot4_vnni(w, x, 4) }
+    unsafe { dot4_vnni(w, x) }
 }
 
 /// Portable Q8_0 · Q8 dot product over matching blocks.
@@ -485,11 +494,7 @@ macro_rules! q8_0_kernels {
             }
             let mut out = [0f32; N];
             for j in 0..N {
-                let a = acc[j];
-                let lanes = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-                let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
-                let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
-                out[j] = _mm_cvtss_f32(lanes);
+                out[j] = hsum!(acc[j]);
             }
             out
         }
@@ -542,232 +547,6 @@ fn q8_dot_fn() -> Q8DotFn {
 
 fn q8_dot4(w: &[BlockQ8_0], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
     (q8_kernels().1)(w, x)
-}
-
-/// One attention head's view of a sequence's cache: the cached runs and where the head's
-/// keys and values sit in each position's row.
-pub struct HeadKv<'a> {
-    /// `(keys, values, positions)` runs, oldest first.
-    pub runs: &'a [super::kv::Run<'a>],
-    /// Offset of this head in a position's row.
-    pub offset: usize,
-    /// Row width (kv heads × head size).
-    pub stride: usize,
-}
-
-/// Causal attention of one query head over the first `len` cached positions, written to
-/// `out`. Compiled twice, portable and with AVX2+FMA (chosen at run time), so the
-/// loops vectorise 8 wide on CPUs that have it without a CPU-specific build.
-pub fn attend(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if dot_fn() as *const () != dot_scalar as *const () {
-        // SAFETY (all three): `dot_fn` chose a SIMD kernel only after the CPU reported AVX2
-        // and FMA.
-        return unsafe {
-            match q.len() {
-                64 => attend_simd::<8>(q, kv, len, scale, out),
-                128 => attend_simd::<16>(q, kv, len, scale, out),
-                _ => attend_avx2(q, kv, len, scale, out),
-            }
-        };
-    }
-    attend_body(q, kv, len, scale, out)
-}
-
-/// Attention for a head size known at compile time (`L` vectors of 8), in AVX2 intrinsics:
-/// one 8-wide accumulator per score, and the output row held in `L` registers across
-/// positions.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_simd<const L: usize>(
-    q: &[f32],
-    kv: &HeadKv<'_>,
-    len: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let d = L * 8;
-    assert!(q.len() == d && out.len() == d);
-    let mut scores = Vec::with_capacity(len);
-    let mut left = len;
-    for &(k, _, n) in kv.runs {
-        let take = n.min(left);
-        for p in 0..take {
-            let row = &k[p * kv.stride + kv.offset..p * kv.stride + kv.offset + d];
-            let mut acc = _mm256_setzero_ps();
-            for c in 0..L {
-                // SAFETY: `q` and `row` hold L * 8 values; c < L.
-                let (a, b) = unsafe {
-                    (
-                        _mm256_loadu_ps(q.as_ptr().add(c * 8)),
-                        _mm256_loadu_ps(row.as_ptr().add(c * 8)),
-                    )
-                };
-                acc = _mm256_fmadd_ps(a, b, acc);
-            }
-            let lanes = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-            let lanes = _mm_add_ps(lanes, _mm_movehl_ps(lanes, lanes));
-            let lanes = _mm_add_ss(lanes, _mm_movehdup_ps(lanes));
-            scores.push(_mm_cvtss_f32(lanes) * scale);
-        }
-        left -= take;
-    }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for sc in scores.iter_mut() {
-        *sc = (*sc - max).exp();
-        sum += *sc;
-    }
-    let inv = 1.0 / sum;
-    let mut acc = [_mm256_setzero_ps(); L];
-    let mut idx = 0;
-    let mut left = len;
-    for &(_, v, n) in kv.runs {
-        let take = n.min(left);
-        for p in 0..take {
-            let w = _mm256_set1_ps(scores[idx] * inv);
-            let row = &v[p * kv.stride + kv.offset..p * kv.stride + kv.offset + d];
-            for (c, a) in acc.iter_mut().enumerate() {
-                // SAFETY: `row` holds L * 8 values; c < L.
-                let x = unsafe { _mm256_loadu_ps(row.as_ptr().add(c * 8)) };
-                *a = _mm256_fmadd_ps(w, x, *a);
-            }
-            idx += 1;
-        }
-        left -= take;
-    }
-    for (c, a) in acc.iter().enumerate() {
-        // SAFETY: `out` holds L * 8 values; c < L.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c * 8), *a) };
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &mut [f32]) {
-    attend_body(q, kv, len, scale, out)
-}
-
-#[inline(always)]
-fn attend_body(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &mut [f32]) {
-    // Common head sizes get a copy with the size known at compile time: the query and the
-    // output row then live in registers instead of memory.
-    match q.len() {
-        64 => attend_fixed::<64>(q, kv, len, scale, out),
-        128 => attend_fixed::<128>(q, kv, len, scale, out),
-        _ => attend_any(q, kv, len, scale, out),
-    }
-}
-
-#[inline(always)]
-fn attend_fixed<const D: usize>(
-    q: &[f32],
-    kv: &HeadKv<'_>,
-    len: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let q: &[f32; D] = q.try_into().expect("head size");
-    let mut scores = Vec::with_capacity(len);
-    let mut left = len;
-    for &(k, _, n) in kv.runs {
-        for p in 0..n.min(left) {
-            let at = p * kv.stride + kv.offset;
-            let k: &[f32; D] = k[at..at + D].try_into().expect("head size");
-            // One 8-wide accumulator: the reduction per position stays short, and the
-            // out-of-order core overlaps the independent positions' chains.
-            let mut acc = [0f32; 8];
-            for c in 0..D / 8 {
-                for i in 0..8 {
-                    acc[i] += q[c * 8 + i] * k[c * 8 + i];
-                }
-            }
-            scores.push(acc.iter().sum::<f32>() * scale);
-        }
-        left = left.saturating_sub(n);
-    }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for sc in scores.iter_mut() {
-        *sc = (*sc - max).exp();
-        sum += *sc;
-    }
-    let inv = 1.0 / sum;
-    let mut acc = [0f32; D];
-    let mut idx = 0;
-    let mut left = len;
-    for &(_, v, n) in kv.runs {
-        for p in 0..n.min(left) {
-            let w = scores[idx] * inv;
-            let at = p * kv.stride + kv.offset;
-            let v: &[f32; D] = v[at..at + D].try_into().expect("head size");
-            for i in 0..D {
-                acc[i] += w * v[i];
-            }
-            idx += 1;
-        }
-        left = left.saturating_sub(n);
-    }
-    out.copy_from_slice(&acc);
-}
-
-#[inline(always)]
-fn attend_any(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &mut [f32]) {
-    let d = q.len();
-    let mut scores = Vec::with_capacity(len);
-    let mut left = len;
-    for &(k, _, n) in kv.runs {
-        for p in 0..n.min(left) {
-            let at = p * kv.stride + kv.offset;
-            scores.push(dot_f32(q, &k[at..at + d]) * scale);
-        }
-        left = left.saturating_sub(n);
-    }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for sc in scores.iter_mut() {
-        *sc = (*sc - max).exp();
-        sum += *sc;
-    }
-    let inv = 1.0 / sum;
-    let mut idx = 0;
-    let mut left = len;
-    for &(_, v, n) in kv.runs {
-        for p in 0..n.min(left) {
-            let w = scores[idx] * inv;
-            let at = p * kv.stride + kv.offset;
-            for (o, v) in out.iter_mut().zip(&v[at..at + d]) {
-                *o += w * v;
-            }
-            idx += 1;
-        }
-        left = left.saturating_sub(n);
-    }
-}
-
-/// Dot product with eight independent sums (one 8-wide vector) so the compiler can
-/// vectorise it; the short final reduction matters because it runs once per position.
-#[inline(always)]
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8 * 8;
-    for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    let tail: f32 = a[chunks..]
-        .iter()
-        .zip(&b[chunks..])
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Whether this module has a kernel for a GGUF weight type.
-pub fn handles(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
 }
 
 #[cfg(test)]
@@ -920,34 +699,6 @@ mod tests {
             one.as_slice(),
             "rows must not depend on the batch"
         );
-    }
-
-    #[test]
-    fn attention_paths_agree() {
-        let (d, kvh, positions) = (64, 2, 37);
-        let k = random(positions * kvh * d, 31);
-        let v = random(positions * kvh * d, 37);
-        let q = random(d, 41);
-        let runs: Vec<crate::batch::kv::Run<'_>> = vec![
-            (&k[..20 * kvh * d], &v[..20 * kvh * d], 20),
-            (&k[20 * kvh * d..], &v[20 * kvh * d..], 17),
-        ];
-        let head = HeadKv {
-            runs: &runs,
-            offset: d,
-            stride: kvh * d,
-        };
-        let mut fast = vec![0f32; d];
-        let mut portable = vec![0f32; d];
-        attend(&q, &head, 30, 0.125, &mut fast);
-        attend_any(&q, &head, 30, 0.125, &mut portable);
-        for (a, b) in fast.iter().zip(&portable) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
-        // Positions past `len` are not attended to.
-        let mut shorter = vec![0f32; d];
-        attend(&q, &head, 29, 0.125, &mut shorter);
-        assert_ne!(shorter, fast);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use std::path::Path;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::kernels::{attend, par_chunks, HeadKv, Q4_1Matrix, Q8_0Matrix};
+use super::attention::{attend, HeadKv};
+use super::kernels::{par_chunks, Q4_1Matrix, Q8_0Matrix};
 use super::kv::SeqKv;
 use crate::error::{JudgeError, Result};
 use crate::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
@@ -67,15 +68,18 @@ enum Linear {
 impl Linear {
     fn from_qtensor(t: QTensor) -> Result<Self> {
         let (n, k) = t.shape().dims2()?;
-        if super::kernels::handles(t.dtype()) {
-            let data = t.data()?;
-            if t.dtype() == GgmlDType::Q8_0 {
-                if let Some(m) = Q8_0Matrix::from_bytes(&data, n, k) {
+        match t.dtype() {
+            GgmlDType::Q4_1 => {
+                if let Some(m) = Q4_1Matrix::from_bytes(&t.data()?, n, k) {
+                    return Ok(Self::Q4_1(m));
+                }
+            }
+            GgmlDType::Q8_0 => {
+                if let Some(m) = Q8_0Matrix::from_bytes(&t.data()?, n, k) {
                     return Ok(Self::Q8_0(m));
                 }
-            } else if let Some(m) = Q4_1Matrix::from_bytes(&data, n, k) {
-                return Ok(Self::Q4_1(m));
             }
+            _ => {}
         }
         Ok(Self::Candle {
             w: QMatMul::from_qtensor(t)?,
