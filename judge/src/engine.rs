@@ -1,11 +1,12 @@
 //! The engine: one dedicated thread owns the model and serves requests from a bounded
-//! queue, one at a time. Callers get events through a channel; a caller that drops its
-//! receiver stops its generation before the next decode step.
+//! queue (batched on the CPU, `crate::batch`; one at a time elsewhere, `crate::serial`).
+//! Callers get events through a channel; a caller that drops its receiver stops its
+//! generation before the next decode step.
 //!
 //! No gRPC types here: the service translates, and the one-process mode and benchmarks call
 //! the engine directly.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,12 +17,10 @@ use tokio::sync::mpsc;
 use crate::batch::{BatchLimits, BatchModel};
 use crate::error::{JudgeError, Result};
 use crate::fit::{prepare, TruncationPolicy};
-use crate::generate::{Detokenizer, GenerationParams, StopMatcher};
+use crate::generate::GenerationParams;
 use crate::model::{JudgeModel, ModelInfo, ModelSpec};
 use crate::prompt::{detect_language, Lang, PromptFormat, Task};
-use crate::scoring::{
-    at_verdict_position, forced_prefix, score, ChoiceScores, VerdictPoint, VERDICT_RESERVE,
-};
+use crate::scoring::{forced_prefix, ChoiceScores, VERDICT_RESERVE};
 use crate::tokenizer::TextTokenizer;
 use crate::verdict::{parse_pairwise, parse_single, PairwiseParse, SingleParse, Winner};
 
@@ -264,7 +263,7 @@ impl Engine {
                 None => match JudgeModel::load(&spec) {
                     Ok(model) => {
                         let _ = ready_tx.send(Ok((model.tokenizer.clone(), model.info.clone(), 0)));
-                        run(model, rx, chunk, &thread_stats);
+                        crate::serial::run(model, rx, chunk, &thread_stats);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -417,140 +416,9 @@ pub fn choose_format(
     }
 }
 
-/// The engine thread's loop: one job at a time until every handle is dropped.
-fn run(mut model: JudgeModel, mut rx: mpsc::Receiver<Job>, chunk: usize, stats: &EngineStats) {
-    while let Some(job) = rx.blocking_recv() {
-        let counter = match generate(&mut model, &job, chunk) {
-            Ok(Finished::Done) => &stats.completed,
-            Ok(Finished::Cancelled) => &stats.cancelled,
-            Err(e) => {
-                tracing::warn!(error = %e, "generation failed");
-                let _ = job.events.blocking_send(Err(e));
-                &stats.failed
-            }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-    tracing::info!("judge engine stopped");
-}
-
 /// Sends an event; false when the client has gone.
 pub(crate) fn emit(job: &Job, event: EngineEvent) -> bool {
     job.events.blocking_send(Ok(event)).is_ok()
-}
-
-/// How a job ended without an error.
-enum Finished {
-    Done,
-    Cancelled,
-}
-
-fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished> {
-    if job.events.is_closed() {
-        tracing::debug!("request cancelled while queued");
-        return Ok(Finished::Cancelled);
-    }
-    let queue = job.enqueued.elapsed();
-    if job.deadline.is_some_and(|d| Instant::now() >= d) {
-        return Err(JudgeError::DeadlineExceeded {
-            waited_ms: queue.as_millis() as u64,
-        });
-    }
-    model.reset()?;
-    let started = Instant::now();
-    let mut pos = 0;
-    let mut logits = None;
-    for piece in job.prompt_ids.chunks(chunk) {
-        if job.events.is_closed() {
-            return Ok(Finished::Cancelled);
-        }
-        logits = Some(model.forward(piece, pos)?);
-        pos += piece.len();
-    }
-    let mut logits = logits.ok_or_else(|| JudgeError::InvalidArgument("empty prompt".into()))?;
-    let prefill = started.elapsed();
-    let decode_start = Instant::now();
-    let mut sampler = job.params.sampler();
-    let mut detok = Detokenizer::default();
-    let mut stops = StopMatcher::new(&job.params.stop);
-    let mut completion = 0;
-    // The last verdict position seen while generating, and a sampled token not yet run
-    // through the model when generation stopped.
-    let mut point: Option<VerdictPoint> = None;
-    let mut pending: Option<u32> = None;
-    let finish = loop {
-        if job.events.is_closed() {
-            tracing::debug!(completion, "client went away; generation stopped");
-            return Ok(Finished::Cancelled);
-        }
-        let next = sampler.sample(&logits)?;
-        if model.tokenizer.eos_ids().contains(&next) {
-            break FinishReason::Eos;
-        }
-        completion += 1;
-        if let Some(text) = detok.push(&model.tokenizer, next)? {
-            let (out, stopped) = stops.push(&text);
-            if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
-                return Ok(Finished::Cancelled);
-            }
-            if stopped {
-                pending = Some(next);
-                break FinishReason::Stop;
-            }
-        }
-        if completion >= job.params.max_new_tokens {
-            pending = Some(next);
-            break FinishReason::Length;
-        }
-        logits = model.forward(&[next], pos)?;
-        pos += 1;
-        if at_verdict_position(stops.text(), job.pairwise) {
-            point = Some(VerdictPoint::capture(model, &logits, pos, stops.text()));
-        }
-    };
-    if finish != FinishReason::Stop {
-        let tail = detok.finish(&model.tokenizer)?;
-        let (mut out, _) = stops.push(&tail);
-        out.push_str(&stops.finish());
-        if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
-            return Ok(Finished::Cancelled);
-        }
-    }
-    let mut verdict = verdict_of(stops.text(), job.pairwise);
-    let point = match point.filter(|_| verdict.source == VerdictSource::Parsed) {
-        Some(p) => p,
-        None => {
-            // No verdict position in the text (or it held no legal choice): append the
-            // template's verdict phrase and read the model's distribution after it.
-            let prefix = forced_prefix(job.pairwise, job.lang);
-            let mut ids: Vec<u32> = pending.into_iter().collect();
-            ids.extend(model.tokenizer.encode(prefix, false)?);
-            let logits = model.forward(&ids, pos)?;
-            VerdictPoint::capture(model, &logits, pos + ids.len(), prefix)
-        }
-    };
-    let scores = score(model, &point, job.pairwise, job.lang)?;
-    if verdict.source == VerdictSource::Unresolved {
-        force(&mut verdict, &scores, job.pairwise, job.lang);
-    }
-    verdict.scores = Some(scores);
-    let decode = decode_start.elapsed();
-    if !emit(job, EngineEvent::Verdict(verdict)) {
-        return Ok(Finished::Cancelled);
-    }
-    let usage = EngineEvent::Usage(UsageStats {
-        prompt_tokens: job.prompt_ids.len(),
-        completion_tokens: completion,
-        queue,
-        prefill,
-        decode,
-        finish,
-    });
-    Ok(if emit(job, usage) {
-        Finished::Done
-    } else {
-        Finished::Cancelled
-    })
 }
 
 /// Parses the verdict from the whole generated text.

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod model;
 pub mod prompt;
 pub mod scoring;
+pub(crate) mod serial;
 pub mod server;
 pub mod service;
 pub mod swap;
