@@ -1,10 +1,11 @@
 //! The batched CPU engine: our own LLaMA forward over per-sequence caches ([`model`],
-//! [`kv`]), the Q4_1 and Q8_0 kernels ([`kernels`]), attention over the caches
+//! [`load`], [`kv`]), the Q4_1 and Q8_0 kernels ([`kernels`]), attention over the caches
 //! ([`attention`]), and the continuous batching loop ([`scheduler`]).
 
 pub mod attention;
 pub mod kernels;
 pub mod kv;
+pub mod load;
 pub mod model;
 pub mod scheduler;
 
