@@ -92,7 +92,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let p = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for _ in 0..args.n_predict {
-            let next = argmax(&logits);
+            let next = bench_batch::argmax(&logits);
             logits = one(&model, &mut kv, &[next])?;
         }
         let d = t.elapsed().as_secs_f64();
@@ -145,13 +145,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
-}
-
-fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i as u32)
 }
 
 fn one(model: &BatchModel, kv: &mut SeqKv, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {

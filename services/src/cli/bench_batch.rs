@@ -18,7 +18,8 @@ use candle_core::Device;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-fn argmax(v: &[f32]) -> u32 {
+/// The greedy choice: index of the largest logit.
+pub fn argmax(v: &[f32]) -> u32 {
     v.iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
