@@ -212,7 +212,6 @@ pub(crate) fn run(
                 budget -= n;
             }
         }
-        stats.batch_size.store(plan.len() as u64, Ordering::Relaxed);
         stats.steps.fetch_add(1, Ordering::Relaxed);
         let next_tokens: Vec<[u32; 1]> = plan
             .iter()
@@ -245,10 +244,9 @@ pub(crate) fn run(
                 for &i in failed.iter().rev() {
                     let s = seqs.swap_remove(i);
                     reserved -= s.reserved;
-                    let _ = s
-                        .job
-                        .events
-                        .blocking_send(Err(JudgeError::InvalidArgument(e.to_string())));
+                    let _ = s.job.events.blocking_send(Err(JudgeError::Compute(
+                        candle_core::Error::Msg(e.to_string()),
+                    )));
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 continue;
