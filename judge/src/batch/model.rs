@@ -155,6 +155,11 @@ impl Embedding {
     }
 }
 
+/// An impossible state of the forward pass, reported as an internal error.
+fn internal(what: &str) -> JudgeError {
+    JudgeError::Compute(candle_core::Error::Msg(what.into()))
+}
+
 fn token_err(id: usize) -> JudgeError {
     JudgeError::InvalidArgument(format!("token id {id} is outside the vocabulary"))
 }
@@ -281,9 +286,7 @@ impl BatchModel {
             let h = rms_norm(&x, &layer.attn_norm, s.eps);
             let mut qkv = layer.qkv.forward(&h, total)?.into_iter();
             let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
-                return Err(JudgeError::InvalidArgument(
-                    "attention projections missing".into(),
-                ));
+                return Err(internal("attention projections missing"));
             };
             let mut angles = Vec::with_capacity(self.inv_freq.len());
             for (r, &(_, pos)) in rows.iter().enumerate() {
@@ -305,9 +308,7 @@ impl BatchModel {
             let h = rms_norm(&x, &layer.ffn_norm, s.eps);
             let mut gu = layer.gate_up.forward(&h, total)?.into_iter();
             let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
-                return Err(JudgeError::InvalidArgument(
-                    "feed-forward projections missing".into(),
-                ));
+                return Err(internal("feed-forward projections missing"));
             };
             for (g, u) in g.iter_mut().zip(&u) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
