@@ -25,35 +25,52 @@ pub struct BenchArgs {
     #[arg(long, env = "AUTOJ_MODEL", default_value = crate::config::DEFAULT_MODEL)]
     pub model: PathBuf,
     /// Compute threads, for both engines.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "AUTOJ_BENCH_THREADS", default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub threads: usize,
     /// Tokens to generate per run (EOS ignored, so every run decodes exactly this many).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "AUTOJ_BENCH_N_PREDICT", default_value_t = 64)]
     pub n_predict: usize,
-    /// Timed runs per engine; medians are reported.
-    #[arg(long, default_value_t = 3)]
+    /// Timed runs per engine (after one warm-up run); medians are reported.
+    #[arg(long, env = "AUTOJ_BENCH_REPEAT", default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub repeat: usize,
     /// Python with llama-cpp-python; skip the comparison when it is missing.
-    #[arg(long, default_value = ".venv-bench/bin/python")]
+    #[arg(
+        long,
+        env = "AUTOJ_BENCH_LLAMACPP_PYTHON",
+        default_value = ".venv-bench/bin/python"
+    )]
     pub llamacpp_python: PathBuf,
     /// The llama.cpp side of the benchmark.
-    #[arg(long, default_value = "scripts/bench_llamacpp.py")]
+    #[arg(
+        long,
+        env = "AUTOJ_BENCH_LLAMACPP_SCRIPT",
+        default_value = "scripts/bench_llamacpp.py"
+    )]
     pub llamacpp_script: PathBuf,
     /// Concurrency levels for aggregate decode speed (empty: skip).
-    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    #[arg(
+        long,
+        env = "AUTOJ_BENCH_CONCURRENCY",
+        value_delimiter = ',',
+        default_value = "1,4,8,16"
+    )]
     pub concurrency: Vec<usize>,
     /// Auto-J pairwise test file for judgments per minute through gRPC (skipped with a
     /// message when absent).
-    #[arg(long, default_value = "../shared/autoj/testdata_pairwise.jsonl")]
+    #[arg(
+        long,
+        env = "AUTOJ_BENCH_PAIRWISE_FILE",
+        default_value = "../shared/autoj/testdata_pairwise.jsonl"
+    )]
     pub pairwise_file: PathBuf,
     /// Rows of that file to judge per setting (0: skip the gRPC part).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, env = "AUTOJ_BENCH_GRPC_ROWS", default_value_t = 16)]
     pub grpc_rows: usize,
     /// Concurrent gRPC streams.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "AUTOJ_BENCH_GRPC_CONCURRENCY", default_value_t = 8)]
     pub grpc_concurrency: usize,
     /// max_new_tokens of each gRPC judgment.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, env = "AUTOJ_BENCH_GRPC_MAX_NEW_TOKENS", default_value_t = 256)]
     pub grpc_max_new_tokens: u32,
 }
 

@@ -13,6 +13,10 @@
 #![allow(unsafe_code)]
 
 use half::f16;
+use std::ops::Range;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Values per quantization block (Q4_1 and Q8_1 alike).
 pub const BLOCK: usize = 32;
@@ -36,11 +40,118 @@ pub struct BlockQ8_1 {
     qs: [i8; BLOCK],
 }
 
+/// Bytes of one stored Q4_1 block.
+const Q4_1_SIZE: usize = std::mem::size_of::<BlockQ4_1>();
+/// Bytes of one stored Q8_0 block.
+const Q8_0_SIZE: usize = 2 + BLOCK;
+
+/// GGUF Q4_1 bytes (a whole number of blocks) as blocks.
+fn read_q4_1(bytes: &[u8]) -> Vec<BlockQ4_1> {
+    bytes
+        .chunks_exact(Q4_1_SIZE)
+        .map(|b| {
+            let mut qs = [0u8; BLOCK / 2];
+            qs.copy_from_slice(&b[4..]);
+            BlockQ4_1 {
+                d: f16::from_le_bytes([b[0], b[1]]),
+                m: f16::from_le_bytes([b[2], b[3]]),
+                qs,
+            }
+        })
+        .collect()
+}
+
+/// GGUF Q8_0 bytes (a whole number of blocks) as blocks.
+fn read_q8_0(bytes: &[u8]) -> Vec<BlockQ8_0> {
+    bytes
+        .chunks_exact(Q8_0_SIZE)
+        .map(|b| {
+            let mut qs = [0i8; BLOCK];
+            for (q, &v) in qs.iter_mut().zip(&b[2..]) {
+                *q = v as i8;
+            }
+            BlockQ8_0 {
+                d: f16::from_le_bytes([b[0], b[1]]),
+                qs,
+            }
+        })
+        .collect()
+}
+
 /// A Q4_1 weight matrix of `n` rows (outputs) by `k` columns (inputs).
 pub struct Q4_1Matrix {
-    blocks: Vec<BlockQ4_1>,
+    layout: Layout<BlockQ4_1, Q4_1Pair>,
     n: usize,
     k: usize,
+}
+
+/// How a matrix's blocks are stored: as GGUF stores them (the 256-bit and portable
+/// kernels), or repacked two by two for the AVX-512 kernels (chosen once, at load).
+enum Layout<B, P> {
+    Blocks(Vec<B>),
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Pairs(Vec<P>),
+}
+
+#[cfg(target_arch = "x86_64")]
+use avx512::{Q4_1Pair, Q8_0Pair};
+/// Stand-ins where the AVX-512 kernels do not exist.
+#[cfg(not(target_arch = "x86_64"))]
+type Q4_1Pair = ();
+#[cfg(not(target_arch = "x86_64"))]
+type Q8_0Pair = ();
+
+impl<B, P> Layout<B, P> {
+    /// Stores `blocks` (rows of `kb` blocks) in the layout the chosen kernels read.
+    fn new(blocks: Vec<B>, kb: usize, pack: impl FnOnce(&[B]) -> Vec<P>) -> Self {
+        if uses_pairs() && kb.is_multiple_of(2) {
+            Self::Pairs(pack(&blocks))
+        } else {
+            Self::Blocks(blocks)
+        }
+    }
+
+    fn concat(parts: Vec<Self>) -> Result<Self, Vec<Self>> {
+        if parts.iter().all(|p| matches!(p, Self::Blocks(_))) {
+            let all = parts.into_iter().flat_map(|p| match p {
+                Self::Blocks(b) => b,
+                Self::Pairs(_) => Vec::new(),
+            });
+            return Ok(Self::Blocks(all.collect()));
+        }
+        if parts.iter().all(|p| matches!(p, Self::Pairs(_))) {
+            let all = parts.into_iter().flat_map(|p| match p {
+                Self::Pairs(b) => b,
+                Self::Blocks(_) => Vec::new(),
+            });
+            return Ok(Self::Pairs(all.collect()));
+        }
+        Err(parts)
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Blocks(b) => std::mem::size_of_val(b.as_slice()),
+            Self::Pairs(p) => std::mem::size_of_val(p.as_slice()),
+        }
+    }
+}
+
+/// Whether matrices are repacked for the AVX-512 VNNI kernels: when the CPU has them and
+/// `AUTOJ_Q4_1_KERNEL` does not ask for a 256-bit kernel (`avx2` or `avx-vnni`).
+fn uses_pairs() -> bool {
+    use std::sync::OnceLock;
+    static CHOSEN: OnceLock<bool> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let forced =
+                std::env::var("AUTOJ_Q4_1_KERNEL").is_ok_and(|v| v == "avx2" || v == "avx-vnni");
+            avx512::available() && !forced
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
 }
 
 impl std::fmt::Debug for Q4_1Matrix {
@@ -53,23 +164,15 @@ impl Q4_1Matrix {
     /// Reads GGUF Q4_1 bytes (row-major, `n` rows of `k / 32` blocks). `None` when the byte
     /// count or `k` does not fit the format.
     pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
-        const SIZE: usize = std::mem::size_of::<BlockQ4_1>();
-        if !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * SIZE {
+        if !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * Q4_1_SIZE {
             return None;
         }
-        let blocks = bytes
-            .chunks_exact(SIZE)
-            .map(|b| {
-                let mut qs = [0u8; BLOCK / 2];
-                qs.copy_from_slice(&b[4..]);
-                BlockQ4_1 {
-                    d: f16::from_le_bytes([b[0], b[1]]),
-                    m: f16::from_le_bytes([b[2], b[3]]),
-                    qs,
-                }
-            })
-            .collect();
-        Some(Self { blocks, n, k })
+        let blocks = read_q4_1(bytes);
+        #[cfg(target_arch = "x86_64")]
+        let layout = Layout::new(blocks, k / BLOCK, avx512::pack_q4_1);
+        #[cfg(not(target_arch = "x86_64"))]
+        let layout = Layout::new(blocks, k / BLOCK, |_| Vec::new());
+        Some(Self { layout, n, k })
     }
 
     /// Output size.
@@ -84,12 +187,37 @@ impl Q4_1Matrix {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        std::mem::size_of_val(self.blocks.as_slice())
+        self.layout.bytes()
     }
 
     /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        tiled_matmul(&self.blocks, self.n, self.k, x, m, dot_fn(), dot4)
+        let kb = self.k / BLOCK;
+        match &self.layout {
+            Layout::Blocks(blocks) => {
+                let xq = quantize_rows(x, m, self.k);
+                tiled(self.n, m, |col, rows, out| {
+                    block_rows(
+                        &blocks[col * kb..(col + 1) * kb],
+                        &xq,
+                        kb,
+                        rows,
+                        out,
+                        dot_fn(),
+                        dot4,
+                    )
+                })
+            }
+            #[cfg(target_arch = "x86_64")]
+            Layout::Pairs(pairs) => {
+                let (xq, kp) = (avx512::quantize(x, m, self.k), kb / 2);
+                tiled(self.n, m, |col, rows, out| {
+                    avx512::q4_1_rows(&pairs[col * kp..(col + 1) * kp], &xq, kp, rows, out)
+                })
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Layout::Pairs(_) => unreachable!("pairs are built only on x86_64"),
+        }
     }
 
     /// Stacks matrices with the same input size into one (their outputs side by side), so
@@ -101,8 +229,15 @@ impl Q4_1Matrix {
             return Err(parts);
         }
         let n = parts.iter().map(|p| p.n).sum();
-        let blocks = parts.into_iter().flat_map(|p| p.blocks).collect();
-        Ok(Self { blocks, n, k })
+        let rows: Vec<usize> = parts.iter().map(|p| p.n).collect();
+        match Layout::concat(parts.into_iter().map(|p| p.layout).collect()) {
+            Ok(layout) => Ok(Self { layout, n, k }),
+            Err(layouts) => Err(layouts
+                .into_iter()
+                .zip(rows)
+                .map(|(layout, n)| Self { layout, n, k })
+                .collect()),
+        }
     }
 }
 
@@ -110,7 +245,7 @@ impl Q4_1Matrix {
 /// candle has an AVX2 kernel for it, but one that reads the weights again for every row of
 /// a batch; this one shares each weight block among four rows.
 pub struct Q8_0Matrix {
-    blocks: Vec<BlockQ8_0>,
+    layout: Layout<BlockQ8_0, Q8_0Pair>,
     n: usize,
     k: usize,
 }
@@ -132,48 +267,51 @@ impl std::fmt::Debug for Q8_0Matrix {
 impl Q8_0Matrix {
     /// Reads GGUF Q8_0 bytes (row-major, `n` rows of `k / 32` blocks of 34 bytes).
     pub fn from_bytes(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
-        const SIZE: usize = 2 + BLOCK;
-        if !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * SIZE {
+        if !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * Q8_0_SIZE {
             return None;
         }
-        let blocks = bytes
-            .chunks_exact(SIZE)
-            .map(|b| {
-                let mut qs = [0i8; BLOCK];
-                for (q, &v) in qs.iter_mut().zip(&b[2..]) {
-                    *q = v as i8;
-                }
-                BlockQ8_0 {
-                    d: f16::from_le_bytes([b[0], b[1]]),
-                    qs,
-                }
-            })
-            .collect();
-        Some(Self { blocks, n, k })
+        let blocks = read_q8_0(bytes);
+        #[cfg(target_arch = "x86_64")]
+        let layout = Layout::new(blocks, k / BLOCK, avx512::pack_q8_0);
+        #[cfg(not(target_arch = "x86_64"))]
+        let layout = Layout::new(blocks, k / BLOCK, |_| Vec::new());
+        Some(Self { layout, n, k })
     }
 
     /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        tiled_matmul(&self.blocks, self.n, self.k, x, m, q8_dot_fn(), q8_dot4)
+        let kb = self.k / BLOCK;
+        match &self.layout {
+            Layout::Blocks(blocks) => {
+                let xq = quantize_rows(x, m, self.k);
+                tiled(self.n, m, |col, rows, out| {
+                    let w = &blocks[col * kb..(col + 1) * kb];
+                    block_rows(w, &xq, kb, rows, out, q8_dot_fn(), q8_dot4)
+                })
+            }
+            #[cfg(target_arch = "x86_64")]
+            Layout::Pairs(pairs) => {
+                let (xq, kp) = (avx512::quantize(x, m, self.k), kb / 2);
+                tiled(self.n, m, |col, rows, out| {
+                    avx512::q8_0_rows(&pairs[col * kp..(col + 1) * kp], &xq, kp, rows, out)
+                })
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Layout::Pairs(_) => unreachable!("pairs are built only on x86_64"),
+        }
     }
 }
 
-/// The tiled product shared by the weight types: activations quantized once, then work
-/// items of (row tile, column group), row-tile major, so one item keeps a tile of activation
-/// rows and a group of weight rows in L1 and each weight row is read once per row tile.
-fn tiled_matmul<B: Sync>(
-    weights: &[B],
-    n: usize,
-    k: usize,
-    x: &[f32],
-    m: usize,
-    dot: fn(&[B], &[BlockQ8_1]) -> f32,
-    dot4: fn(&[B], [&[BlockQ8_1]; 4]) -> [f32; 4],
-) -> Vec<f32> {
+/// The tiled product shared by the weight types and layouts: work items of (row tile,
+/// column group), row-tile major, so one item keeps a tile of activation rows and a group
+/// of weight rows in L1 and each weight row is read once per row tile. `col_rows(col, rows,
+/// out)` writes weight row `col`'s products with activation `rows` to `out[..rows.len()]`.
+fn tiled<F>(n: usize, m: usize, col_rows: F) -> Vec<f32>
+where
+    F: Fn(usize, Range<usize>, &mut [f32]) + Sync,
+{
     const GROUP: usize = 8;
     const TILE: usize = 16;
-    let kb = k / BLOCK;
-    let xq = quantize_rows(x, m, k);
     let tiles = m.div_ceil(TILE);
     let groups = n.div_ceil(GROUP);
     let mut blocks = vec![0f32; tiles * groups * GROUP * TILE];
@@ -181,19 +319,7 @@ fn tiled_matmul<B: Sync>(
         let (t, g) = (item / groups, item % groups);
         let rows = t * TILE..(t * TILE + TILE).min(m);
         for col in g * GROUP..(g * GROUP + GROUP).min(n) {
-            let w = &weights[col * kb..(col + 1) * kb];
-            let o = &mut out[(col - g * GROUP) * TILE..];
-            let mut i = 0;
-            // Four activation rows per pass share each unpacked weight block.
-            while rows.start + i + 4 <= rows.end {
-                let r = rows.start + i;
-                let x = |j: usize| &xq[(r + j) * kb..(r + j + 1) * kb];
-                o[i..i + 4].copy_from_slice(&dot4(w, [x(0), x(1), x(2), x(3)]));
-                i += 4;
-            }
-            for row in rows.start + i..rows.end {
-                o[row - rows.start] = dot(w, &xq[row * kb..(row + 1) * kb]);
-            }
+            col_rows(col, rows.clone(), &mut out[(col - g * GROUP) * TILE..]);
         }
     });
     let mut out = vec![0f32; m * n];
@@ -206,6 +332,30 @@ fn tiled_matmul<B: Sync>(
         }
     }
     out
+}
+
+/// One weight row (`kb` blocks as stored) against activation `rows` quantized to Q8_1:
+/// four rows per pass share each unpacked weight block, the rest one by one (the same
+/// arithmetic per row either way).
+fn block_rows<B>(
+    w: &[B],
+    xq: &[BlockQ8_1],
+    kb: usize,
+    rows: Range<usize>,
+    o: &mut [f32],
+    dot: fn(&[B], &[BlockQ8_1]) -> f32,
+    dot4: fn(&[B], [&[BlockQ8_1]; 4]) -> [f32; 4],
+) {
+    let x = |r: usize| &xq[r * kb..(r + 1) * kb];
+    let mut i = 0;
+    while rows.start + i + 4 <= rows.end {
+        let r = rows.start + i;
+        o[i..i + 4].copy_from_slice(&dot4(w, [x(r), x(r + 1), x(r + 2), x(r + 3)]));
+        i += 4;
+    }
+    for row in rows.start + i..rows.end {
+        o[row - rows.start] = dot(w, x(row));
+    }
 }
 
 /// Runs `f(i, chunk_i)` over consecutive `chunk`-sized pieces of `out` on candle's CPU
@@ -317,6 +467,9 @@ pub(super) fn uses_simd() -> bool {
 
 /// The kernel in use, for benchmark reports.
 pub fn kernel_name() -> &'static str {
+    if uses_pairs() {
+        return "avx512-vnni";
+    }
     let f = dot_fn() as *const ();
     #[cfg(target_arch = "x86_64")]
     if f == dot_vnni_entry as *const () {
@@ -550,160 +703,4 @@ fn q8_dot4(w: &[BlockQ8_0], x: [&[BlockQ8_1]; 4]) -> [f32; 4] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn quantize_q4_1(w: &[f32]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for chunk in w.chunks_exact(BLOCK) {
-            let min = chunk.iter().copied().fold(f32::INFINITY, f32::min);
-            let max = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let d = (max - min) / 15.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            out.extend(f16::from_f32(d).to_le_bytes());
-            out.extend(f16::from_f32(min).to_le_bytes());
-            for j in 0..BLOCK / 2 {
-                let lo = (((chunk[j] - min) * inv).round() as u8).min(15);
-                let hi = (((chunk[j + 16] - min) * inv).round() as u8).min(15);
-                out.push(lo | (hi << 4));
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn matmul_matches_f32_product_and_kernels_agree() {
-        let (n, k, m) = (24, 96, 5);
-        let w = random(n * k, 7);
-        let x = random(m * k, 11);
-        let q = Q4_1Matrix::from_bytes(&quantize_q4_1(&w), n, k).expect("valid bytes");
-        // The weights as stored (d * q + m) times the activations as quantized: equal up to
-        // float rounding.
-        let deq: Vec<f32> = q
-            .blocks
-            .iter()
-            .flat_map(|b| {
-                let (d, mn) = (b.d.to_f32(), b.m.to_f32());
-                let lo = b.qs.map(|v| d * (v & 0x0F) as f32 + mn);
-                let hi = b.qs.map(|v| d * (v >> 4) as f32 + mn);
-                lo.into_iter().chain(hi)
-            })
-            .collect();
-        let xdeq: Vec<f32> = quantize_rows(&x, m, k)
-            .iter()
-            .flat_map(|b| b.qs.map(|q| b.d * q as f32))
-            .collect();
-        let y = q.matmul(&x, m);
-        for row in 0..m {
-            for col in 0..n {
-                let exact: f32 = (0..k).map(|i| deq[col * k + i] * xdeq[row * k + i]).sum();
-                let got = y[row * n + col];
-                assert!((got - exact).abs() < 1e-3, "({row},{col}) {got} vs {exact}");
-            }
-        }
-        let xq = quantize_rows(&x, m, k);
-        for col in 0..n {
-            let wrow = &q.blocks[col * 3..col * 3 + 3];
-            let a = dot_scalar(wrow, &xq[0..3]);
-            let b = dot_fn()(wrow, &xq[0..3]);
-            assert!((a - b).abs() < 1e-4, "scalar {a} vs {} {b}", kernel_name());
-        }
-    }
-
-    #[test]
-    fn rows_do_not_depend_on_batch() {
-        let (n, k) = (16, 64);
-        let q = Q4_1Matrix::from_bytes(&quantize_q4_1(&random(n * k, 3)), n, k).unwrap();
-        let x = random(4 * k, 5);
-        let all = q.matmul(&x, 4);
-        let one = q.matmul(&x[2 * k..3 * k], 1);
-        assert_eq!(&all[2 * n..3 * n], one.as_slice());
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn simd_variants_give_identical_bits() {
-        let has = |f| std::arch::is_x86_feature_detected!("avx2") && f;
-        if !has(std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c"))
-        {
-            eprintln!("skipped: this CPU has no AVX2/FMA/F16C");
-            return;
-        }
-        let (n, k) = (4, 128);
-        let q = Q4_1Matrix::from_bytes(&quantize_q4_1(&random(n * k, 9)), n, k).unwrap();
-        let xq = quantize_rows(&random(4 * k, 13), 4, k);
-        let kb = k / BLOCK;
-        let rows = [
-            &xq[..kb],
-            &xq[kb..2 * kb],
-            &xq[2 * kb..3 * kb],
-            &xq[3 * kb..],
-        ];
-        let w = &q.blocks[..kb];
-        let four = dot4_avx2_entry(w, rows);
-        for (j, x) in rows.iter().enumerate() {
-            assert_eq!(dot_avx2_entry(w, x).to_bits(), four[j].to_bits());
-        }
-        if std::arch::is_x86_feature_detected!("avxvnni") {
-            assert_eq!(dot4_vnni_entry(w, rows), four);
-            assert_eq!(dot_vnni_entry(w, rows[1]).to_bits(), four[1].to_bits());
-        } else {
-            eprintln!("AVX-VNNI variant not checked: this CPU lacks it");
-        }
-    }
-
-    #[test]
-    fn q8_0_matmul_matches_its_dequantized_weights() {
-        let (n, k, m) = (12, 64, 6);
-        let w = random(n * k, 21);
-        let mut bytes = Vec::new();
-        for chunk in w.chunks_exact(BLOCK) {
-            let d = chunk.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
-            bytes.extend(f16::from_f32(d).to_le_bytes());
-            bytes.extend(chunk.iter().map(|v| ((v / d).round() as i8) as u8));
-        }
-        let q = Q8_0Matrix::from_bytes(&bytes, n, k).expect("valid bytes");
-        let x = random(m * k, 23);
-        let xq = quantize_rows(&x, m, k);
-        let xdeq: Vec<f32> = xq
-            .iter()
-            .flat_map(|b| b.qs.map(|v| b.d * v as f32))
-            .collect();
-        let deq: Vec<f32> = q
-            .blocks
-            .iter()
-            .flat_map(|b| b.qs.map(|v| b.d.to_f32() * v as f32))
-            .collect();
-        let y = q.matmul(&x, m);
-        for row in 0..m {
-            for col in 0..n {
-                let exact: f32 = (0..k).map(|i| deq[col * k + i] * xdeq[row * k + i]).sum();
-                let got = y[row * n + col];
-                assert!((got - exact).abs() < 1e-3, "({row},{col}) {got} vs {exact}");
-            }
-        }
-        let one = q.matmul(&x[k..2 * k], 1);
-        assert_eq!(
-            &y[n..2 * n],
-            one.as_slice(),
-            "rows must not depend on the batch"
-        );
-    }
-
-    #[test]
-    fn rejects_wrong_sizes() {
-        assert!(Q4_1Matrix::from_bytes(&[0; 20], 1, 33).is_none());
-        assert!(Q4_1Matrix::from_bytes(&[0; 19], 1, 32).is_none());
-    }
-}
+mod tests;

@@ -1,0 +1,229 @@
+use super::*;
+
+fn random(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn quantize_q4_1(w: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in w.chunks_exact(BLOCK) {
+        let min = chunk.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16::from_f32(d).to_le_bytes());
+        out.extend(f16::from_f32(min).to_le_bytes());
+        for j in 0..BLOCK / 2 {
+            let lo = (((chunk[j] - min) * inv).round() as u8).min(15);
+            let hi = (((chunk[j + 16] - min) * inv).round() as u8).min(15);
+            out.push(lo | (hi << 4));
+        }
+    }
+    out
+}
+
+fn quantize_q8_0(w: &[f32]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for chunk in w.chunks_exact(BLOCK) {
+        let d = chunk.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        bytes.extend(f16::from_f32(d).to_le_bytes());
+        bytes.extend(chunk.iter().map(|v| ((v / d).round() as i8) as u8));
+    }
+    bytes
+}
+
+/// The weights as stored (`d * q + m`).
+fn dequantize_q4_1(bytes: &[u8]) -> Vec<f32> {
+    read_q4_1(bytes)
+        .iter()
+        .flat_map(|b| {
+            let (d, mn) = (b.d.to_f32(), b.m.to_f32());
+            let lo = b.qs.map(|v| d * (v & 0x0F) as f32 + mn);
+            let hi = b.qs.map(|v| d * (v >> 4) as f32 + mn);
+            lo.into_iter().chain(hi)
+        })
+        .collect()
+}
+
+/// The activations as the chosen kernels quantize them.
+fn quantized_activations(x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if uses_pairs() {
+        return avx512::quantize(x, m, k)
+            .iter()
+            .flat_map(|p| p.values())
+            .collect();
+    }
+    quantize_rows(x, m, k)
+        .iter()
+        .flat_map(|b| b.qs.map(|q| b.d * q as f32))
+        .collect()
+}
+
+/// `y` equals the product of the stored weights and the quantized activations up to float
+/// rounding.
+fn assert_product(y: &[f32], w: &[f32], x: &[f32], (m, n, k): (usize, usize, usize)) {
+    let xdeq = quantized_activations(x, m, k);
+    for row in 0..m {
+        for col in 0..n {
+            let exact: f32 = (0..k).map(|i| w[col * k + i] * xdeq[row * k + i]).sum();
+            let got = y[row * n + col];
+            assert!(
+                (got - exact).abs() < 1e-3,
+                "{} ({row},{col}) {got} vs {exact}",
+                kernel_name()
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_matches_f32_product_and_kernels_agree() {
+    let (n, k, m) = (24, 128, 13);
+    let bytes = quantize_q4_1(&random(n * k, 7));
+    let x = random(m * k, 11);
+    let q = Q4_1Matrix::from_bytes(&bytes, n, k).expect("valid bytes");
+    assert_product(&q.matmul(&x, m), &dequantize_q4_1(&bytes), &x, (m, n, k));
+    // The block kernels (whichever this CPU runs) against the portable one.
+    let blocks = read_q4_1(&bytes);
+    let xq = quantize_rows(&x, m, k);
+    let kb = k / BLOCK;
+    for col in 0..n {
+        let wrow = &blocks[col * kb..(col + 1) * kb];
+        let a = dot_scalar(wrow, &xq[..kb]);
+        let b = dot_fn()(wrow, &xq[..kb]);
+        assert!((a - b).abs() < 1e-4, "scalar {a} vs {b}");
+    }
+}
+
+#[test]
+fn rows_do_not_depend_on_batch() {
+    let (n, k) = (16, 128);
+    let q = Q4_1Matrix::from_bytes(&quantize_q4_1(&random(n * k, 3)), n, k).unwrap();
+    let x = random(13 * k, 5);
+    let all = q.matmul(&x, 13);
+    // Row 9 runs in a pass of four (rows 8..12) in the batch, alone here; row 12 alone in
+    // both; row 2 in a pass of eight.
+    for row in [2, 9, 12] {
+        let one = q.matmul(&x[row * k..(row + 1) * k], 1);
+        assert_eq!(&all[row * n..(row + 1) * n], one.as_slice(), "row {row}");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn simd_variants_give_identical_bits() {
+    let has = |f| std::arch::is_x86_feature_detected!("avx2") && f;
+    if !has(
+        std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("f16c")
+    ) {
+        eprintln!("skipped: this CPU has no AVX2/FMA/F16C");
+        return;
+    }
+    let (n, k) = (4, 128);
+    let blocks = read_q4_1(&quantize_q4_1(&random(n * k, 9)));
+    let xq = quantize_rows(&random(4 * k, 13), 4, k);
+    let kb = k / BLOCK;
+    let rows = [
+        &xq[..kb],
+        &xq[kb..2 * kb],
+        &xq[2 * kb..3 * kb],
+        &xq[3 * kb..],
+    ];
+    let w = &blocks[..kb];
+    let four = dot4_avx2_entry(w, rows);
+    for (j, x) in rows.iter().enumerate() {
+        assert_eq!(dot_avx2_entry(w, x).to_bits(), four[j].to_bits());
+    }
+    if std::arch::is_x86_feature_detected!("avxvnni") {
+        assert_eq!(dot4_vnni_entry(w, rows), four);
+        assert_eq!(dot_vnni_entry(w, rows[1]).to_bits(), four[1].to_bits());
+    } else {
+        eprintln!("AVX-VNNI variant not checked: this CPU lacks it");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn avx512_pairs_match_the_portable_kernels() {
+    if !avx512::available() {
+        eprintln!("skipped: this CPU has no AVX-512 VNNI");
+        return;
+    }
+    let (n, k, m) = (3, 192, 13);
+    let kb = k / BLOCK;
+    let x = random(m * k, 17);
+    let xq = avx512::quantize(&x, m, k);
+    // The portable kernels on the same quantized activations (as Q8_1 blocks).
+    let xdeq: Vec<f32> = xq.iter().flat_map(|p| p.values()).collect();
+    let q8_1 = quantize_rows(&xdeq, m, k);
+    let q4 = quantize_q4_1(&random(n * k, 19));
+    let q8 = quantize_q8_0(&random(n * k, 23));
+    let (b4, b8) = (read_q4_1(&q4), read_q8_0(&q8));
+    let (p4, p8) = (avx512::pack_q4_1(&b4), avx512::pack_q8_0(&b8));
+    for col in 0..n {
+        let mut y4 = vec![0f32; m];
+        let mut y8 = vec![0f32; m];
+        let (w4, w8) = (
+            &p4[col * kb / 2..(col + 1) * kb / 2],
+            &p8[col * kb / 2..(col + 1) * kb / 2],
+        );
+        avx512::q4_1_rows(w4, &xq, kb / 2, 0..m, &mut y4);
+        avx512::q8_0_rows(w8, &xq, kb / 2, 0..m, &mut y8);
+        for row in 0..m {
+            let x = &q8_1[row * kb..(row + 1) * kb];
+            let (e4, e8) = (
+                dot_scalar(&b4[col * kb..(col + 1) * kb], x),
+                q8_dot_scalar(&b8[col * kb..(col + 1) * kb], x),
+            );
+            assert!(
+                (y4[row] - e4).abs() < 1e-3,
+                "q4_1 ({row},{col}) {} vs {e4}",
+                y4[row]
+            );
+            assert!(
+                (y8[row] - e8).abs() < 1e-3,
+                "q8_0 ({row},{col}) {} vs {e8}",
+                y8[row]
+            );
+            // Alone, a row gives the same bits as in a pass of eight or four.
+            let mut alone = [0f32; 1];
+            avx512::q4_1_rows(w4, &xq, kb / 2, row..row + 1, &mut alone);
+            assert_eq!(alone[0].to_bits(), y4[row].to_bits(), "q4_1 row {row}");
+            avx512::q8_0_rows(w8, &xq, kb / 2, row..row + 1, &mut alone);
+            assert_eq!(alone[0].to_bits(), y8[row].to_bits(), "q8_0 row {row}");
+        }
+    }
+}
+
+#[test]
+fn q8_0_matmul_matches_its_dequantized_weights() {
+    let (n, k, m) = (12, 64, 6);
+    let bytes = quantize_q8_0(&random(n * k, 21));
+    let q = Q8_0Matrix::from_bytes(&bytes, n, k).expect("valid bytes");
+    let x = random(m * k, 23);
+    let deq: Vec<f32> = read_q8_0(&bytes)
+        .iter()
+        .flat_map(|b| b.qs.map(|v| b.d.to_f32() * v as f32))
+        .collect();
+    let y = q.matmul(&x, m);
+    assert_product(&y, &deq, &x, (m, n, k));
+    let one = q.matmul(&x[k..2 * k], 1);
+    assert_eq!(
+        &y[n..2 * n],
+        one.as_slice(),
+        "rows must not depend on the batch"
+    );
+}
+
+#[test]
+fn rejects_wrong_sizes() {
+    assert!(Q4_1Matrix::from_bytes(&[0; 20], 1, 33).is_none());
+    assert!(Q4_1Matrix::from_bytes(&[0; 19], 1, 32).is_none());
+}
