@@ -112,7 +112,7 @@ unsafe fn attend_avx2(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &
 }
 
 #[inline(always)]
-fn attend_body(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &mut [f32]) {
+pub(super) fn attend_body(q: &[f32], kv: &HeadKv<'_>, len: usize, scale: f32, out: &mut [f32]) {
     let d = q.len();
     let mut scores = Vec::with_capacity(len);
     let mut left = len;

@@ -3,6 +3,8 @@
 //! ([`attention`]), and the continuous batching loop ([`scheduler`]).
 
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_avx512;
 pub mod kernels;
 pub mod kv;
 pub mod load;

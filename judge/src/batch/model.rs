@@ -377,6 +377,23 @@ impl BatchModel {
         let scale = 1.0 / (d as f32).sqrt();
         let runs: Vec<_> = inputs.iter().map(|i| i.kv.runs(layer)).collect();
         let mut out = vec![0f32; rows.len() * s.heads * d];
+        #[cfg(target_arch = "x86_64")]
+        if super::attention_avx512::supports(group, d) {
+            // One item per (row, key/value head): the group's query heads are contiguous in
+            // both `q` and `out`.
+            par_chunks(&mut out, group * d, |item, o| {
+                let (r, kvh) = (item / s.kv_heads, item % s.kv_heads);
+                let (input, pos) = rows[r];
+                let head_kv = HeadKv {
+                    runs: &runs[input],
+                    offset: kvh * d,
+                    stride: kv_width,
+                };
+                let q = &q[item * group * d..(item + 1) * group * d];
+                super::attention_avx512::attend_group(q, &head_kv, pos + 1, scale, d, o);
+            });
+            return out;
+        }
         par_chunks(&mut out, d, |item, o| {
             let (r, head) = (item / s.heads, item % s.heads);
             let (input, pos) = rows[r];

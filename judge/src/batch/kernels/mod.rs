@@ -137,6 +137,11 @@ impl<B, P> Layout<B, P> {
     }
 }
 
+/// Whether the AVX-512 kernels run (attention follows the matrix kernels' choice).
+pub(super) fn uses_avx512() -> bool {
+    uses_pairs()
+}
+
 /// Whether matrices are repacked for the AVX-512 VNNI kernels: when the CPU has them and
 /// `AUTOJ_Q4_1_KERNEL` does not ask for a 256-bit kernel (`avx2` or `avx-vnni`).
 fn uses_pairs() -> bool {
