@@ -142,10 +142,10 @@ fn attend<const G: usize, const L: usize>(
         }
         left -= n.min(left);
     }
-    for g in 0..G {
-        for c in 0..L {
+    for (g, head) in acc.iter().enumerate() {
+        for (c, v) in head.iter().enumerate() {
             // SAFETY: `out` holds G·L·16 values.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(g * d + c * 16), acc[g][c]) };
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(g * d + c * 16), *v) };
         }
     }
 }
