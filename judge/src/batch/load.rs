@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
-use super::model::{BatchModel, Embedding, Group, Layer, Linear, Rope, Shape};
+use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::error::Result;
 use crate::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
 use crate::tokenizer::TextTokenizer;
@@ -71,7 +71,7 @@ impl BatchModel {
             blocks.push(Layer {
                 qkv: Group::new(vec![lin("attn_q")?, lin("attn_k")?, lin("attn_v")?]),
                 wo: lin("attn_output")?,
-                gate_up: Group::new(vec![lin("ffn_gate")?, lin("ffn_up")?]),
+                gate_up: GateUp::new(lin("ffn_gate")?, lin("ffn_up")?),
                 down: lin("ffn_down")?,
                 attn_norm: vec(get(&format!("blk.{i}.attn_norm.weight"))?)?,
                 ffn_norm: vec(get(&format!("blk.{i}.ffn_norm.weight"))?)?,
@@ -156,7 +156,7 @@ impl BatchModel {
                     lin("self_attn.v_proj")?,
                 ]),
                 wo: lin("self_attn.o_proj")?,
-                gate_up: Group::new(vec![lin("mlp.gate_proj")?, lin("mlp.up_proj")?]),
+                gate_up: GateUp::new(lin("mlp.gate_proj")?, lin("mlp.up_proj")?),
                 down: lin("mlp.down_proj")?,
                 attn_norm: vec(take(&format!("{p}.input_layernorm.weight"))?)?,
                 ffn_norm: vec(take(&format!("{p}.post_attention_layernorm.weight"))?)?,

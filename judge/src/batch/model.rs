@@ -214,14 +214,49 @@ impl Group {
     }
 }
 
+/// A feed-forward block's gate and up projections, ending in `silu(gate) ⊙ up`.
+pub(super) enum GateUp {
+    /// One Q4_1 matrix of interleaved rows; the kernel's workers apply the activation.
+    Fused(Q4_1Matrix),
+    /// Two products, then the activation.
+    Separate(Box<(Linear, Linear)>),
+}
+
+impl GateUp {
+    pub(super) fn new(gate: Linear, up: Linear) -> Self {
+        match (gate, up) {
+            (Linear::Q4_1(g), Linear::Q4_1(u)) => match Q4_1Matrix::swiglu_pair(g, u) {
+                Ok(w) => Self::Fused(w),
+                Err((g, u)) => Self::Separate(Box::new((Linear::Q4_1(g), Linear::Q4_1(u)))),
+            },
+            (g, u) => Self::Separate(Box::new((g, u))),
+        }
+    }
+
+    /// `[m, intermediate]` activations.
+    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        match self {
+            Self::Fused(w) => Ok(w.matmul_swiglu(x, m)),
+            Self::Separate(parts) => {
+                let mut g = parts.0.forward(x, m)?;
+                let u = parts.1.forward(x, m)?;
+                for (g, u) in g.iter_mut().zip(&u) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+                Ok(g)
+            }
+        }
+    }
+}
+
 pub(super) struct Layer {
     pub(super) attn_norm: Vec<f32>,
     /// Q, K, V.
     pub(super) qkv: Group,
     pub(super) wo: Linear,
     pub(super) ffn_norm: Vec<f32>,
-    /// Gate, up.
-    pub(super) gate_up: Group,
+    /// Gate, up and the activation.
+    pub(super) gate_up: GateUp,
     pub(super) down: Linear,
 }
 
@@ -306,13 +341,7 @@ impl BatchModel {
             let o = layer.wo.forward(&att, total)?;
             add(&mut x, &o);
             let h = rms_norm(&x, &layer.ffn_norm, s.eps);
-            let mut gu = layer.gate_up.forward(&h, total)?.into_iter();
-            let (Some(mut g), Some(u)) = (gu.next(), gu.next()) else {
-                return Err(internal("feed-forward projections missing"));
-            };
-            for (g, u) in g.iter_mut().zip(&u) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            let g = layer.gate_up.forward(&h, total)?;
             let d = layer.down.forward(&g, total)?;
             add(&mut x, &d);
         }

@@ -197,26 +197,64 @@ impl Q4_1Matrix {
 
     /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.product(x, m, Epilogue::Plain)
+    }
+
+    /// Interleaves a feed-forward block's gate and up matrices four rows at a time, for
+    /// [`Self::matmul_swiglu`]; gives them back when their shapes differ or the row count
+    /// is not a multiple of four.
+    pub fn swiglu_pair(gate: Self, up: Self) -> Result<Self, (Self, Self)> {
+        if gate.n != up.n || gate.k != up.k || !gate.n.is_multiple_of(4) {
+            return Err((gate, up));
+        }
+        let (n, k) = (2 * gate.n, gate.k);
+        let kb = k / BLOCK;
+        match (gate.layout, up.layout) {
+            (Layout::Blocks(g), Layout::Blocks(u)) => Ok(Self {
+                layout: Layout::Blocks(interleave4(&g, &u, kb)),
+                n,
+                k,
+            }),
+            (Layout::Pairs(g), Layout::Pairs(u)) => Ok(Self {
+                layout: Layout::Pairs(interleave4(&g, &u, kb / 2)),
+                n,
+                k,
+            }),
+            (gl, ul) => Err((
+                Self {
+                    layout: gl,
+                    n: n / 2,
+                    k,
+                },
+                Self {
+                    layout: ul,
+                    n: n / 2,
+                    k,
+                },
+            )),
+        }
+    }
+
+    /// For a matrix built by [`Self::swiglu_pair`]: `[m, n / 2]` = `silu(x·Gᵀ) ⊙ (x·Uᵀ)`,
+    /// the activation computed by the workers as each tile of products is done.
+    pub fn matmul_swiglu(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.product(x, m, Epilogue::SwiGlu)
+    }
+
+    fn product(&self, x: &[f32], m: usize, epilogue: Epilogue) -> Vec<f32> {
         let kb = self.k / BLOCK;
         match &self.layout {
             Layout::Blocks(blocks) => {
                 let xq = quantize_rows(x, m, self.k);
-                tiled(self.n, m, |col, rows, out| {
-                    block_rows(
-                        &blocks[col * kb..(col + 1) * kb],
-                        &xq,
-                        kb,
-                        rows,
-                        out,
-                        dot_fn(),
-                        dot4,
-                    )
+                tiled(self.n, m, epilogue, |col, rows, out| {
+                    let w = &blocks[col * kb..(col + 1) * kb];
+                    block_rows(w, &xq, kb, rows, out, dot_fn(), dot4)
                 })
             }
             #[cfg(target_arch = "x86_64")]
             Layout::Pairs(pairs) => {
                 let (xq, kp) = (avx512::quantize(x, m, self.k), kb / 2);
-                tiled(self.n, m, |col, rows, out| {
+                tiled(self.n, m, epilogue, |col, rows, out| {
                     avx512::q4_1_rows(&pairs[col * kp..(col + 1) * kp], &xq, kp, rows, out)
                 })
             }
@@ -289,7 +327,7 @@ impl Q8_0Matrix {
         match &self.layout {
             Layout::Blocks(blocks) => {
                 let xq = quantize_rows(x, m, self.k);
-                tiled(self.n, m, |col, rows, out| {
+                tiled(self.n, m, Epilogue::Plain, |col, rows, out| {
                     let w = &blocks[col * kb..(col + 1) * kb];
                     block_rows(w, &xq, kb, rows, out, q8_dot_fn(), q8_dot4)
                 })
@@ -297,7 +335,7 @@ impl Q8_0Matrix {
             #[cfg(target_arch = "x86_64")]
             Layout::Pairs(pairs) => {
                 let (xq, kp) = (avx512::quantize(x, m, self.k), kb / 2);
-                tiled(self.n, m, |col, rows, out| {
+                tiled(self.n, m, Epilogue::Plain, |col, rows, out| {
                     avx512::q8_0_rows(&pairs[col * kp..(col + 1) * kp], &xq, kp, rows, out)
                 })
             }
@@ -307,11 +345,31 @@ impl Q8_0Matrix {
     }
 }
 
+/// What happens to a tile of products before it is written out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// Written as they are.
+    Plain,
+    /// Each group of eight weight rows is four gate rows then four up rows (see
+    /// [`Q4_1Matrix::swiglu_pair`]); `silu(gate) · up` is written, half as many columns.
+    SwiGlu,
+}
+
+/// Rows of `blocks` (each `row_len` long) of `a` and `b` alternating four at a time.
+fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
+    let quad = 4 * row_len;
+    a.chunks(quad)
+        .zip(b.chunks(quad))
+        .flat_map(|(x, y)| x.iter().chain(y).copied())
+        .collect()
+}
+
 /// The tiled product shared by the weight types and layouts: work items of (row tile,
 /// column group), row-tile major, so one item keeps a tile of activation rows and a group
 /// of weight rows in L1 and each weight row is read once per row tile. `col_rows(col, rows,
 /// out)` writes weight row `col`'s products with activation `rows` to `out[..rows.len()]`.
-fn tiled<F>(n: usize, m: usize, col_rows: F) -> Vec<f32>
+/// Each item writes its own cells of the `[m, n]` result (or `[m, n / 2]` after SwiGLU).
+fn tiled<F>(n: usize, m: usize, epilogue: Epilogue, col_rows: F) -> Vec<f32>
 where
     F: Fn(usize, Range<usize>, &mut [f32]) + Sync,
 {
@@ -319,23 +377,48 @@ where
     const TILE: usize = 16;
     let tiles = m.div_ceil(TILE);
     let groups = n.div_ceil(GROUP);
-    let mut blocks = vec![0f32; tiles * groups * GROUP * TILE];
-    par_chunks(&mut blocks, GROUP * TILE, |item, out| {
-        let (t, g) = (item / groups, item % groups);
-        let rows = t * TILE..(t * TILE + TILE).min(m);
-        for col in g * GROUP..(g * GROUP + GROUP).min(n) {
-            col_rows(col, rows.clone(), &mut out[(col - g * GROUP) * TILE..]);
-        }
-    });
-    let mut out = vec![0f32; m * n];
-    for (item, block) in blocks.chunks_exact(GROUP * TILE).enumerate() {
-        let (t, g) = (item / groups, item % groups);
-        for c in 0..GROUP.min(n - g * GROUP) {
-            for i in 0..TILE.min(m - t * TILE) {
-                out[(t * TILE + i) * n + g * GROUP + c] = block[c * TILE + i];
+    let width = match epilogue {
+        Epilogue::Plain => n,
+        Epilogue::SwiGlu => n / 2,
+    };
+    let mut out = vec![0f32; m * width];
+    let cells = SharedOut(out.as_mut_ptr());
+    let len = out.len();
+    candle_core::utils::barrier_pool().execute_chunked(tiles * groups, |items| {
+        let mut tile = [0f32; GROUP * TILE];
+        for item in items {
+            let (t, g) = (item / groups, item % groups);
+            let rows = t * TILE..(t * TILE + TILE).min(m);
+            let cols = g * GROUP..(g * GROUP + GROUP).min(n);
+            for col in cols.clone() {
+                col_rows(col, rows.clone(), &mut tile[(col - cols.start) * TILE..]);
+            }
+            let put = |row: usize, col: usize, v: f32| {
+                let at = row * width + col;
+                assert!(at < len);
+                // SAFETY: `at` is inside `out` (checked); item (t, g) alone writes rows of
+                // tile t and columns of group g (or, after SwiGLU, of its half-width group),
+                // so no two workers write one cell; the pool returns only when every item
+                // is done, and `out` is not touched meanwhile.
+                unsafe { *cells.ptr().add(at) = v };
+            };
+            for (i, row) in rows.enumerate() {
+                match epilogue {
+                    Epilogue::Plain => {
+                        for (c, col) in cols.clone().enumerate() {
+                            put(row, col, tile[c * TILE + i]);
+                        }
+                    }
+                    Epilogue::SwiGlu => {
+                        for c in 0..cols.len() / 2 {
+                            let (gate, up) = (tile[c * TILE + i], tile[(c + 4) * TILE + i]);
+                            put(row, g * GROUP / 2 + c, gate / (1.0 + (-gate).exp()) * up);
+                        }
+                    }
+                }
             }
         }
-    }
+    });
     out
 }
 

@@ -227,3 +227,24 @@ fn rejects_wrong_sizes() {
     assert!(Q4_1Matrix::from_bytes(&[0; 20], 1, 33).is_none());
     assert!(Q4_1Matrix::from_bytes(&[0; 19], 1, 32).is_none());
 }
+
+#[test]
+fn swiglu_product_is_silu_of_gate_times_up() {
+    let (n, k, m) = (12, 128, 9);
+    let gate_bytes = quantize_q4_1(&random(n * k, 29));
+    let up_bytes = quantize_q4_1(&random(n * k, 31));
+    let gate = Q4_1Matrix::from_bytes(&gate_bytes, n, k).unwrap();
+    let up = Q4_1Matrix::from_bytes(&up_bytes, n, k).unwrap();
+    let x = random(m * k, 37);
+    let (g, u) = (gate.matmul(&x, m), up.matmul(&x, m));
+    let fused = Q4_1Matrix::swiglu_pair(gate, up).expect("same shapes");
+    let h = fused.matmul_swiglu(&x, m);
+    assert_eq!(h.len(), m * n);
+    for (i, got) in h.iter().enumerate() {
+        let want = g[i] / (1.0 + (-g[i]).exp()) * u[i];
+        assert_eq!(got.to_bits(), want.to_bits(), "cell {i}: {got} vs {want}");
+    }
+    // Row counts that are not a multiple of four stay separate.
+    let odd = |seed| Q4_1Matrix::from_bytes(&quantize_q4_1(&random(6 * k, seed)), 6, k).unwrap();
+    assert!(Q4_1Matrix::swiglu_pair(odd(1), odd(2)).is_err());
+}
