@@ -66,6 +66,9 @@ pub struct XPair {
     unsigned_fix: [i32; 16],
 }
 
+/// How many pairs ahead the Q4_1 kernel prefetches weights.
+const PREFETCH: usize = 32;
+
 /// Lane → block index pattern `[0 ×4, 1 ×4, 0 ×4, 1 ×4]`, offset by `base`.
 #[target_feature(enable = "avx512f")]
 fn pattern(base: i32) -> __m512i {
@@ -259,6 +262,10 @@ fn q4_1_dot<const N: usize>(w: &[Q4_1Pair], x: [&[XPair]; N]) -> [f32; N] {
     let (d_lanes, m_lanes) = (pattern(0), pattern(2));
     let mut acc = [_mm512_setzero_ps(); N];
     for (p, wp) in w.iter().enumerate() {
+        // Weight rows stream from memory once per step; ask for the bytes a few pairs
+        // ahead (past the row's end is the next row of the matrix, or harmlessly nothing:
+        // a prefetch never faults).
+        _mm_prefetch::<_MM_HINT_T0>((wp as *const Q4_1Pair).wrapping_add(PREFETCH).cast());
         // SAFETY: `qs` holds 32 bytes and `dm` 8; unaligned loads are allowed.
         let (packed, dm) = unsafe {
             (
