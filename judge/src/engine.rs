@@ -251,7 +251,8 @@ impl Engine {
             .name("autoj-engine".into())
             .spawn(move || match thread_limits {
                 Some(limits) => match BatchModel::load(&spec.path) {
-                    Ok((model, tokenizer, info)) => {
+                    Ok((mut model, tokenizer, info)) => {
+                        model.shape.kv = limits.kv_type;
                         let per_token = model.shape.kv_bytes_per_token();
                         let _ = ready_tx.send(Ok((tokenizer.clone(), info, per_token)));
                         crate::batch::run(model, tokenizer, rx, &limits, chunk, &thread_stats);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use autoj_judge::batch::kv::SeqKv;
+use autoj_judge::batch::kv::{KvType, SeqKv};
 use autoj_judge::batch::{BatchLimits, BatchModel, StepInput, Want};
 use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling};
 use autoj_judge::fit::TruncationPolicy;
@@ -18,7 +18,16 @@ use candle_core::Device;
 use common::{engine_config, tiny_model, Kind};
 
 fn new_kv(m: &BatchModel) -> SeqKv {
-    SeqKv::new(m.shape.layers, m.shape.kv_heads * m.shape.head_dim)
+    m.new_kv()
+}
+
+/// A single-precision cache: the same numbers as candle's stock models keep.
+fn f32_kv(m: &BatchModel) -> SeqKv {
+    SeqKv::new(
+        m.shape.layers,
+        m.shape.kv_heads * m.shape.head_dim,
+        KvType::F32,
+    )
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -42,33 +51,45 @@ fn forward_matches_candle_for_gguf_and_hf() {
         .expect("candle load");
         let prompt = [5u32, 17, 3, 99, 42, 7, 11];
         let reference = stock.forward(&prompt, 0).unwrap().to_vec1::<f32>().unwrap();
-        let mut kv = new_kv(&model);
-        let ours = model
-            .forward(&mut [StepInput {
-                kv: &mut kv,
-                tokens: &prompt,
-                want: Want::Last,
-            }])
-            .unwrap()
-            .remove(0);
+        let mut kv = f32_kv(&model);
+        let mut half = new_kv(&model);
+        assert_eq!(
+            model.shape.kv,
+            KvType::F16,
+            "half-precision caches by default"
+        );
+        let step = |kv: &mut SeqKv, tokens: &[u32]| {
+            model
+                .forward(&mut [StepInput {
+                    kv,
+                    tokens,
+                    want: Want::Last,
+                }])
+                .unwrap()
+                .remove(0)
+        };
+        let ours = step(&mut kv, &prompt);
         let d = max_diff(&ours, &reference);
         assert!(d < 1e-3, "{kind:?}: prompt logits differ by {d}");
+        step(&mut half, &prompt);
         // One more token through each cache.
         let reference = stock
             .forward(&[23], prompt.len())
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
-        let ours = model
-            .forward(&mut [StepInput {
-                kv: &mut kv,
-                tokens: &[23],
-                want: Want::Last,
-            }])
-            .unwrap()
-            .remove(0);
+        let ours = step(&mut kv, &[23]);
         let d = max_diff(&ours, &reference);
         assert!(d < 1e-3, "{kind:?}: decode logits differ by {d}");
+        // A half-precision cache holds keys and values to 11 significant bits: close, and
+        // half the bytes.
+        let from_half = step(&mut half, &[23]);
+        let d = max_diff(&from_half, &reference);
+        assert!(
+            d < 2e-2,
+            "{kind:?}: decode logits from an f16 cache differ by {d}"
+        );
+        assert_eq!(2 * half.own_bytes(), kv.own_bytes());
     }
 }
 

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use autoj_judge::batch::kv::KvType;
 use autoj_judge::batch::BatchLimits;
 use autoj_judge::engine::{EngineConfig, PromptFormatChoice, Scheduling};
 use autoj_judge::model::{ModelSpec, WeightDType};
@@ -106,6 +107,29 @@ pub struct EngineArgs {
     /// Prompt positions the prefix cache keeps for reuse (0 turns it off).
     #[arg(long, env = "AUTOJ_PREFIX_CACHE_TOKENS", default_value_t = 16_384)]
     pub prefix_cache_tokens: usize,
+    /// How the batched engine's key/value caches store keys and values: `f16` (half the
+    /// memory per sequence and half the bytes attention reads) or `f32` (the same numbers
+    /// as the serial engine).
+    #[arg(long, env = "AUTOJ_KV_DTYPE", value_enum, default_value = "f16")]
+    pub kv_dtype: KvDTypeArg,
+}
+
+/// Element type of the key/value caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvDTypeArg {
+    /// Half precision.
+    F16,
+    /// Single precision.
+    F32,
+}
+
+impl From<KvDTypeArg> for KvType {
+    fn from(a: KvDTypeArg) -> Self {
+        match a {
+            KvDTypeArg::F16 => KvType::F16,
+            KvDTypeArg::F32 => KvType::F32,
+        }
+    }
 }
 
 /// How the engine shares the model between requests.
@@ -180,6 +204,7 @@ impl EngineArgs {
                         max_batch_tokens: self.max_batch_tokens,
                         kv_budget_bytes: self.kv_budget_mib << 20,
                         prefix_cache_tokens: self.prefix_cache_tokens,
+                        kv_type: self.kv_dtype.into(),
                     }),
                 },
             },

@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::attention::HeadKv;
+use super::attention::{HeadKv, KvValue};
 
 /// Whether [`attend_group`] can run `group` query heads of `head_dim` values on this CPU.
 pub fn supports(group: usize, head_dim: usize) -> bool {
@@ -24,9 +24,9 @@ pub fn supports(group: usize, head_dim: usize) -> bool {
 /// Causal attention of the query heads in `q` (`group × head_dim` values, heads side by
 /// side) over the first `len` positions of their shared key/value head; writes `out` (same
 /// shape). Only for shapes [`supports`] accepts.
-pub fn attend_group(
+pub fn attend_group<T: KvValue>(
     q: &[f32],
-    kv: &HeadKv<'_>,
+    kv: &HeadKv<'_, T>,
     len: usize,
     scale: f32,
     head_dim: usize,
@@ -36,12 +36,12 @@ pub fn attend_group(
     // SAFETY (every arm): AVX-512F was checked just above.
     unsafe {
         match (q.len() / head_dim, head_dim) {
-            (1, 64) => attend::<1, 4>(q, kv, len, scale, out),
-            (2, 64) => attend::<2, 4>(q, kv, len, scale, out),
-            (3, 64) => attend::<3, 4>(q, kv, len, scale, out),
-            (4, 64) => attend::<4, 4>(q, kv, len, scale, out),
-            (1, 128) => attend::<1, 8>(q, kv, len, scale, out),
-            (2, 128) => attend::<2, 8>(q, kv, len, scale, out),
+            (1, 64) => attend::<1, 4, T>(q, kv, len, scale, out),
+            (2, 64) => attend::<2, 4, T>(q, kv, len, scale, out),
+            (3, 64) => attend::<3, 4, T>(q, kv, len, scale, out),
+            (4, 64) => attend::<4, 4, T>(q, kv, len, scale, out),
+            (1, 128) => attend::<1, 8, T>(q, kv, len, scale, out),
+            (2, 128) => attend::<2, 8, T>(q, kv, len, scale, out),
             other => panic!("unsupported attention group (heads, head size) {other:?}"),
         }
     }
@@ -49,9 +49,9 @@ pub fn attend_group(
 
 /// `G` query heads of `L` sixteen-lane vectors each.
 #[target_feature(enable = "avx512f")]
-fn attend<const G: usize, const L: usize>(
+fn attend<const G: usize, const L: usize, T: KvValue>(
     q: &[f32],
-    kv: &HeadKv<'_>,
+    kv: &HeadKv<'_, T>,
     len: usize,
     scale: f32,
     out: &mut [f32],
@@ -74,7 +74,7 @@ fn attend<const G: usize, const L: usize>(
             let row = &k[at..at + d];
             // SAFETY: `row` holds L·16 values.
             let kr: [__m512; L] =
-                std::array::from_fn(|c| unsafe { _mm512_loadu_ps(row.as_ptr().add(c * 16)) });
+                std::array::from_fn(|c| unsafe { T::load16(row.as_ptr().add(c * 16)) });
             for g in 0..G {
                 let mut acc = _mm512_mul_ps(qv[g][0], kr[0]);
                 for c in 1..L {
@@ -131,7 +131,7 @@ fn attend<const G: usize, const L: usize>(
             let row = &v[at..at + d];
             // SAFETY: `row` holds L·16 values.
             let vr: [__m512; L] =
-                std::array::from_fn(|c| unsafe { _mm512_loadu_ps(row.as_ptr().add(c * 16)) });
+                std::array::from_fn(|c| unsafe { T::load16(row.as_ptr().add(c * 16)) });
             for g in 0..G {
                 let w = _mm512_set1_ps(scores[g * padded + p]);
                 for c in 0..L {
@@ -209,20 +209,22 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn grouped_heads_match_the_portable_loop() {
-        if !is_x86_feature_detected!("avx512f") {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
+    /// The grouped kernel against the portable loop, head by head, on caches of type `T`.
+    fn check<T: KvValue>(widen: fn(f32) -> T) {
         for (group, d, kvh) in [(3, 64, 3), (1, 64, 2), (4, 64, 1), (2, 128, 2), (1, 128, 1)] {
             let positions = 53;
             let width = kvh * d;
-            let k = random(positions * width, 3 + d as u32);
-            let v = random(positions * width, 5 + group as u32);
+            let k: Vec<T> = random(positions * width, 3 + d as u32)
+                .into_iter()
+                .map(widen)
+                .collect();
+            let v: Vec<T> = random(positions * width, 5 + group as u32)
+                .into_iter()
+                .map(widen)
+                .collect();
             let q = random(group * d, 7);
             // Two runs (a shared prefix and the sequence's own positions).
-            let runs: Vec<crate::batch::kv::Run<'_>> = vec![
+            let runs: Vec<crate::batch::kv::Run<'_, T>> = vec![
                 (&k[..20 * width], &v[..20 * width], 20),
                 (&k[20 * width..], &v[20 * width..], 33),
             ];
@@ -246,6 +248,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn grouped_heads_match_the_portable_loop() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        check::<f32>(|x| x);
+        check::<half::f16>(half::f16::from_f32);
     }
 
     #[test]

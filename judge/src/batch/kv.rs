@@ -8,20 +8,82 @@
 
 use std::sync::Arc;
 
+use half::f16;
+
+/// How a cache stores keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvType {
+    /// Half precision: half the memory and half the bytes attention reads per step; keys
+    /// and values are rounded to 11 significant bits (as GPU servers keep them).
+    #[default]
+    F16,
+    /// Single precision: the same numbers as candle's stock models.
+    F32,
+}
+
+impl KvType {
+    /// Bytes per stored value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// One layer's cached rows in the cache's element type.
+#[derive(Debug, Clone)]
+enum Rows {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Rows {
+    fn new(kind: KvType) -> Self {
+        match kind {
+            KvType::F16 => Self::F16(Vec::new()),
+            KvType::F32 => Self::F32(Vec::new()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::F16(v) => v.len(),
+            Self::F32(v) => v.len(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::F16(v) => v.len() * 2,
+            Self::F32(v) => v.len() * 4,
+        }
+    }
+
+    fn extend(&mut self, x: &[f32]) {
+        match self {
+            Self::F16(v) => v.extend(x.iter().map(|&x| f16::from_f32(x))),
+            Self::F32(v) => v.extend_from_slice(x),
+        }
+    }
+}
+
 /// Keys and values of consecutive positions for every layer, `[position][kv_heads * head_dim]`.
 #[derive(Debug, Clone)]
 pub struct Segment {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Rows>,
+    v: Vec<Rows>,
     width: usize,
+    kind: KvType,
 }
 
 impl Segment {
-    fn new(layers: usize, width: usize) -> Self {
+    fn new(layers: usize, width: usize, kind: KvType) -> Self {
         Self {
-            k: vec![Vec::new(); layers],
-            v: vec![Vec::new(); layers],
+            k: vec![Rows::new(kind); layers],
+            v: vec![Rows::new(kind); layers],
             width,
+            kind,
         }
     }
 
@@ -31,7 +93,7 @@ impl Segment {
     }
 
     fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|x| x.len() * 4).sum()
+        self.k.iter().chain(&self.v).map(Rows::bytes).sum()
     }
 }
 
@@ -46,22 +108,31 @@ pub struct SeqKv {
 }
 
 /// One contiguous run of cached positions of one layer: keys, values, position count.
-pub type Run<'a> = (&'a [f32], &'a [f32], usize);
+pub type Run<'a, T> = (&'a [T], &'a [T], usize);
+
+/// A layer's runs, oldest first, in the cache's element type.
+pub enum Runs<'a> {
+    /// Half-precision caches.
+    F16(Vec<Run<'a, f16>>),
+    /// Single-precision caches.
+    F32(Vec<Run<'a, f32>>),
+}
 
 impl SeqKv {
     /// An empty cache for a model with `layers` layers and `width` = kv heads × head size.
-    pub fn new(layers: usize, width: usize) -> Self {
+    pub fn new(layers: usize, width: usize, kind: KvType) -> Self {
         Self {
             chain: Vec::new(),
-            own: Segment::new(layers, width),
+            own: Segment::new(layers, width, kind),
         }
     }
 
-    /// A cache that starts with shared positions (from the prefix cache).
-    pub fn with_prefix(layers: usize, width: usize, chain: Vec<Link>) -> Self {
+    /// A cache that starts with shared positions (from the prefix cache, whose segments
+    /// were made by caches of the same type).
+    pub fn with_prefix(layers: usize, width: usize, kind: KvType, chain: Vec<Link>) -> Self {
         Self {
             chain,
-            own: Segment::new(layers, width),
+            own: Segment::new(layers, width, kind),
         }
     }
 
@@ -82,23 +153,37 @@ impl SeqKv {
 
     /// Appends positions to one layer; every layer receives the same count in one forward.
     pub fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) {
-        self.own.k[layer].extend_from_slice(k);
-        self.own.v[layer].extend_from_slice(v);
+        self.own.k[layer].extend(k);
+        self.own.v[layer].extend(v);
     }
 
     /// The runs of one layer, oldest first.
-    pub fn runs(&self, layer: usize) -> Vec<Run<'_>> {
+    pub fn runs(&self, layer: usize) -> Runs<'_> {
         let w = self.own.width;
-        let mut runs: Vec<Run<'_>> = self
+        let segments = self
             .chain
             .iter()
-            .map(|(s, n)| (&s.k[layer][..n * w], &s.v[layer][..n * w], *n))
-            .collect();
-        let n = self.own.k[layer].len() / w;
-        if n > 0 {
-            runs.push((&self.own.k[layer], &self.own.v[layer], n));
+            .map(|(s, n)| (&**s, *n))
+            .chain(std::iter::once((&self.own, self.own.k[layer].len() / w)))
+            .filter(|(_, n)| *n > 0);
+        match self.own.kind {
+            KvType::F16 => Runs::F16(
+                segments
+                    .filter_map(|(s, n)| match (&s.k[layer], &s.v[layer]) {
+                        (Rows::F16(k), Rows::F16(v)) => Some((&k[..n * w], &v[..n * w], n)),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            KvType::F32 => Runs::F32(
+                segments
+                    .filter_map(|(s, n)| match (&s.k[layer], &s.v[layer]) {
+                        (Rows::F32(k), Rows::F32(v)) => Some((&k[..n * w], &v[..n * w], n)),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
         }
-        runs
     }
 
     /// Freezes the own segment so it can be shared; later positions go to a new one.
@@ -107,7 +192,7 @@ impl SeqKv {
         if n == 0 {
             return;
         }
-        let fresh = Segment::new(self.own.k.len(), self.own.width);
+        let fresh = Segment::new(self.own.k.len(), self.own.width, self.own.kind);
         let seg = std::mem::replace(&mut self.own, fresh);
         self.chain.push((Arc::new(seg), n));
     }
@@ -121,7 +206,12 @@ impl SeqKv {
     /// A new cache sharing the first `upto` positions of this one.
     pub fn fork(&mut self, upto: usize) -> Self {
         self.freeze();
-        Self::with_prefix(self.own.k.len(), self.own.width, self.prefix(upto))
+        Self::with_prefix(
+            self.own.k.len(),
+            self.own.width,
+            self.own.kind,
+            self.prefix(upto),
+        )
     }
 }
 
@@ -264,7 +354,7 @@ mod tests {
     use super::*;
 
     fn filled(n: usize, base: f32) -> SeqKv {
-        let mut kv = SeqKv::new(2, 2);
+        let mut kv = SeqKv::new(2, 2, KvType::F32);
         for layer in 0..2 {
             let k: Vec<f32> = (0..n * 2).map(|i| base + i as f32).collect();
             kv.append(layer, &k, &k);
@@ -281,13 +371,17 @@ mod tests {
         b.append(0, &[9.0, 9.0], &[9.0, 9.0]);
         b.append(1, &[9.0, 9.0], &[9.0, 9.0]);
         assert_eq!(b.len(), 3);
-        let runs = b.runs(0);
+        let Runs::F32(runs) = b.runs(0) else {
+            panic!("an f32 cache gives f32 runs");
+        };
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[0].0, &[0.0, 1.0, 2.0, 3.0]);
         assert_eq!(runs[1].0, &[9.0, 9.0]);
         // The original still sees its own third position.
-        let total: usize = a.runs(0).iter().map(|r| r.2).sum();
-        assert_eq!(total, 3);
+        let Runs::F32(runs) = a.runs(0) else {
+            panic!("an f32 cache gives f32 runs");
+        };
+        assert_eq!(runs.iter().map(|r| r.2).sum::<usize>(), 3);
         a.freeze();
         assert_eq!(a.own_bytes(), 0);
     }

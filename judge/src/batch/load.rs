@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
+use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::error::Result;
 use crate::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
@@ -86,6 +87,7 @@ impl BatchModel {
             head_dim,
             vocab,
             eps: float("llama.attention.layer_norm_rms_epsilon", 1e-5),
+            kv: KvType::default(),
             rope: Rope::Interleaved,
         };
         let base = float("llama.rope.freq_base", 10_000.0);
@@ -174,6 +176,7 @@ impl BatchModel {
             head_dim: hidden / heads,
             vocab,
             eps: cfg.rms_norm_eps as f32,
+            kv: KvType::default(),
             rope: Rope::Halves,
         };
         let eos: Vec<u32> = match cfg.eos_token_id {

@@ -11,9 +11,11 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::attention::{attend, HeadKv};
+use half::f16;
+
+use super::attention::{attend, HeadKv, KvValue};
 use super::kernels::{par_chunks, Q4_1Matrix, Q8_0Matrix};
-use super::kv::SeqKv;
+use super::kv::{KvType, Run, Runs, SeqKv};
 use crate::error::{JudgeError, Result};
 
 /// How the rotary embedding pairs dimensions.
@@ -40,14 +42,16 @@ pub struct Shape {
     pub head_dim: usize,
     /// Vocabulary size (rows of the output layer).
     pub vocab: usize,
+    /// How caches made by [`BatchModel::new_kv`] store keys and values.
+    pub kv: KvType,
     pub(super) eps: f32,
     pub(super) rope: Rope,
 }
 
 impl Shape {
-    /// Bytes of key/value cache one position takes (f32 keys and values, all layers).
+    /// Bytes of key/value cache one position takes (keys and values, all layers).
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.layers * 2 * self.kv_heads * self.head_dim * 4
+        self.layers * 2 * self.kv_heads * self.head_dim * self.kv.bytes()
     }
 }
 
@@ -292,6 +296,12 @@ pub struct StepInput<'a> {
 }
 
 impl BatchModel {
+    /// An empty cache for one sequence, of the model's cache type.
+    pub fn new_kv(&self) -> SeqKv {
+        let s = &self.shape;
+        SeqKv::new(s.layers, s.kv_heads * s.head_dim, s.kv)
+    }
+
     /// Runs one step for several sequences; returns, per input, the logits it asked for.
     pub fn forward(&self, inputs: &mut [StepInput<'_>]) -> Result<Vec<Vec<f32>>> {
         let s = &self.shape;
@@ -337,7 +347,7 @@ impl BatchModel {
                 inp.kv.append(l, &k[span.clone()], &v[span]);
                 offset += n;
             }
-            let att = self.attention(inputs, &rows, &q, l);
+            let att = self.attention(inputs, &rows, &q, l)?;
             let o = layer.wo.forward(&att, total)?;
             add(&mut x, &o);
             let h = rms_norm(&x, &layer.ffn_norm, s.eps);
@@ -398,13 +408,44 @@ impl BatchModel {
         rows: &[(usize, usize)],
         q: &[f32],
         layer: usize,
+    ) -> Result<Vec<f32>> {
+        let runs: Vec<Runs<'_>> = inputs.iter().map(|i| i.kv.runs(layer)).collect();
+        if runs.iter().all(|r| matches!(r, Runs::F16(_))) {
+            let runs: Vec<&[Run<'_, f16>]> = runs
+                .iter()
+                .filter_map(|r| match r {
+                    Runs::F16(r) => Some(r.as_slice()),
+                    Runs::F32(_) => None,
+                })
+                .collect();
+            return Ok(self.attend_rows(&runs, rows, q));
+        }
+        if runs.iter().all(|r| matches!(r, Runs::F32(_))) {
+            let runs: Vec<&[Run<'_, f32>]> = runs
+                .iter()
+                .filter_map(|r| match r {
+                    Runs::F32(r) => Some(r.as_slice()),
+                    Runs::F16(_) => None,
+                })
+                .collect();
+            return Ok(self.attend_rows(&runs, rows, q));
+        }
+        Err(internal(
+            "sequences of one batch hold caches of different types",
+        ))
+    }
+
+    fn attend_rows<T: KvValue>(
+        &self,
+        runs: &[&[Run<'_, T>]],
+        rows: &[(usize, usize)],
+        q: &[f32],
     ) -> Vec<f32> {
         let s = &self.shape;
         let d = s.head_dim;
         let group = s.heads / s.kv_heads;
         let kv_width = s.kv_heads * d;
         let scale = 1.0 / (d as f32).sqrt();
-        let runs: Vec<_> = inputs.iter().map(|i| i.kv.runs(layer)).collect();
         let mut out = vec![0f32; rows.len() * s.heads * d];
         #[cfg(target_arch = "x86_64")]
         if super::attention_avx512::supports(group, d) {
@@ -414,7 +455,7 @@ impl BatchModel {
                 let (r, kvh) = (item / s.kv_heads, item % s.kv_heads);
                 let (input, pos) = rows[r];
                 let head_kv = HeadKv {
-                    runs: &runs[input],
+                    runs: runs[input],
                     offset: kvh * d,
                     stride: kv_width,
                 };
@@ -427,7 +468,7 @@ impl BatchModel {
             let (r, head) = (item / s.heads, item % s.heads);
             let (input, pos) = rows[r];
             let head_kv = HeadKv {
-                runs: &runs[input],
+                runs: runs[input],
                 offset: (head / group) * d,
                 stride: kv_width,
             };

@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
 use tokio::sync::mpsc;
 
-use super::kv::{common_prefix, PrefixCache, SeqKv};
+use super::kv::{common_prefix, KvType, PrefixCache, SeqKv};
 use super::model::{BatchModel, StepInput, Want};
 use crate::engine::{
     emit, force, verdict_of, EngineEvent, EngineStats, FinishReason, Job, UsageStats, VerdictSource,
@@ -41,6 +41,8 @@ pub struct BatchLimits {
     pub kv_budget_bytes: usize,
     /// Prompt positions the prefix cache keeps (0 turns it off).
     pub prefix_cache_tokens: usize,
+    /// How sequence caches store keys and values.
+    pub kv_type: KvType,
 }
 
 impl Default for BatchLimits {
@@ -50,6 +52,7 @@ impl Default for BatchLimits {
             max_batch_tokens: 512,
             kv_budget_bytes: 4 << 30,
             prefix_cache_tokens: 16_384,
+            kv_type: KvType::default(),
         }
     }
 }
@@ -145,10 +148,7 @@ pub(crate) fn run(
             }
             reserved += need;
             seqs.push(Seq {
-                kv: SeqKv::new(
-                    model.shape.layers,
-                    model.shape.kv_heads * model.shape.head_dim,
-                ),
+                kv: model.new_kv(),
                 prompt_done: 0,
                 looked_up: false,
                 reserved: need,
@@ -198,6 +198,7 @@ pub(crate) fn run(
                 s.kv = SeqKv::with_prefix(
                     model.shape.layers,
                     model.shape.kv_heads * model.shape.head_dim,
+                    model.shape.kv,
                     chain,
                 );
                 s.prompt_done = cached;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use crate::config::KvDTypeArg;
 use anyhow::Context;
 use autoj_judge::batch::kernels;
 use autoj_judge::batch::kv::SeqKv;
@@ -47,6 +48,9 @@ pub struct BenchArgs {
         default_value = "scripts/bench_llamacpp.py"
     )]
     pub llamacpp_script: PathBuf,
+    /// Key/value cache element type of the batched engine.
+    #[arg(long, env = "AUTOJ_BENCH_KV_DTYPE", value_enum, default_value = "f16")]
+    pub kv_dtype: KvDTypeArg,
     /// Concurrency levels for aggregate decode speed (empty: skip).
     #[arg(
         long,
@@ -90,18 +94,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs both engines and prints one JSON object per engine plus the ratios.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let (model, tokenizer, info) = BatchModel::load(&args.model)?;
+    let (mut model, tokenizer, info) = BatchModel::load(&args.model)?;
+    model.shape.kv = args.kv_dtype.into();
     let format = choose_format(PromptFormatChoice::Auto, &info, &tokenizer)?;
     let text = render(&sample_task(), Lang::En, &format)?;
     let ids = tokenizer.encode(&text, true)?;
     let n = ids.len();
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    let new_kv = || {
-        SeqKv::new(
-            model.shape.layers,
-            model.shape.kv_heads * model.shape.head_dim,
-        )
-    };
+    let new_kv = || model.new_kv();
     for run in 0..=args.repeat {
         let mut kv = new_kv();
         let t = Instant::now();
@@ -122,6 +122,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ours = json!({
         "engine": "autoj (batched engine, one sequence)", "threads": args.threads,
         "q4_1_kernel": kernels::kernel_name(), "prompt_tokens": n,
+        "kv_dtype": format!("{:?}", model.shape.kv).to_lowercase(),
         "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,
     });
     println!("{ours}");
@@ -157,6 +158,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.grpc_rows,
         args.grpc_concurrency,
         args.grpc_max_new_tokens,
+        args.kv_dtype.into(),
     ))?;
     for line in lines {
         println!("{line}");

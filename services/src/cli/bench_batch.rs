@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use autoj_judge::batch::kv::SeqKv;
+use autoj_judge::batch::kv::{KvType, SeqKv};
 use autoj_judge::batch::{BatchLimits, BatchModel, StepInput, Want};
 use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice, Scheduling};
 use autoj_judge::model::{ModelSpec, WeightDType};
@@ -35,8 +35,7 @@ pub fn concurrency(
     levels: &[usize],
     n_predict: usize,
 ) -> anyhow::Result<Vec<Value>> {
-    let s = &model.shape;
-    let mut base = SeqKv::new(s.layers, s.kv_heads * s.head_dim);
+    let mut base = model.new_kv();
     let first = model
         .forward(&mut [StepInput {
             kv: &mut base,
@@ -94,6 +93,7 @@ pub async fn grpc_judgments(
     rows: usize,
     concurrency: usize,
     max_new_tokens: u32,
+    kv_type: KvType,
 ) -> anyhow::Result<Vec<Value>> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -132,6 +132,7 @@ pub async fn grpc_judgments(
             scheduling: Scheduling::Batched(BatchLimits {
                 max_seqs: concurrency,
                 prefix_cache_tokens,
+                kv_type,
                 ..BatchLimits::default()
             }),
         };
