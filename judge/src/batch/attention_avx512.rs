@@ -198,14 +198,13 @@ fn exp(x: __m512) -> __m512 {
 mod tests {
     use super::*;
     use crate::batch::attention::attend_body;
+    use crate::batch::test_values;
 
+    /// Values in [-2, 2): wider than the shared helper's, for sharper softmaxes.
     fn random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
-            })
+        test_values::random(n, seed)
+            .into_iter()
+            .map(|x| 2.0 * x)
             .collect()
     }
 

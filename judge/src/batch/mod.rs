@@ -1,6 +1,8 @@
-//! The batched CPU engine: our own LLaMA forward over per-sequence caches ([`model`],
-//! [`load`], [`kv`]), the Q4_1 and Q8_0 kernels ([`kernels`]), attention over the caches
-//! ([`attention`]), and the continuous batching loop ([`scheduler`]).
+//! The batched CPU engine: our own LLaMA forward over per-sequence f16 or f32 caches
+//! ([`model`], [`load`], [`kv`]), the Q4_1 and Q8_0 kernels ([`kernels`]: AVX-512 VNNI,
+//! AVX-VNNI, AVX2 or portable, picked at run time), attention over the caches
+//! ([`attention`], and grouped-query AVX-512 attention), and the continuous batching loop
+//! ([`scheduler`]).
 
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
@@ -10,6 +12,8 @@ pub mod kv;
 pub mod load;
 pub mod model;
 pub mod scheduler;
+#[cfg(test)]
+mod test_values;
 
 pub use model::{BatchModel, StepInput, Want};
 pub(crate) use scheduler::run;

@@ -1,14 +1,5 @@
 use super::*;
-
-fn random(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
+use crate::batch::test_values::random;
 
 fn quantize_q4_1(w: &[f32]) -> Vec<u8> {
     let mut out = Vec::new();
