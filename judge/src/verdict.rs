@@ -2,7 +2,7 @@
 //!
 //! Auto-J ends a pairwise critique with "So, the final decision is Response 1 / Response 2 /
 //! Tie" (Chinese: "所以，最终决定是回应1/回应2/平局") and a single-response critique with
-//! "Rating: [[N]]" (Chinese: "评分: [[N]]"). Auto-J's own scripts find the *last* such phrase
+//! "Rating: \[\[N\]\]" (Chinese: "评分: \[\[N\]\]"). Auto-J's own scripts find the *last* such phrase
 //! and read what follows it; these functions do the same, so a parse here agrees with every
 //! parse Auto-J makes, and they resolve a few more texts Auto-J gives up on (case, full-width
 //! punctuation, quotes around the choice, Chinese). They also keep the sentence the verdict
@@ -10,7 +10,7 @@
 //! show why an answer was reached or that none was.
 //!
 //! Give these functions the generated critique only, not the prompt: Auto-J's templates quote
-//! the verdict formats themselves ("Rating: [[5]]", "final decision is Response 1 / ...").
+//! the verdict formats themselves ("Rating: \[\[5\]\]", "final decision is Response 1 / ...").
 //!
 //! Everything here indexes strings by byte offsets taken from the same string they index.
 //! Case-insensitive matching only folds ASCII letters, so a match found that way starts and

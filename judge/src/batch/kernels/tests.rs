@@ -1,5 +1,7 @@
 use super::*;
 use crate::batch::test_values::random;
+#[cfg(target_arch = "x86_64")]
+use blocks::{dot4_avx2_entry, dot4_vnni_entry, dot_avx2_entry, dot_vnni_entry};
 
 fn quantize_q4_1(w: &[f32]) -> Vec<u8> {
     let mut out = Vec::new();
