@@ -241,3 +241,26 @@ fn swiglu_product_is_silu_of_gate_times_up() {
     let odd = |seed| Q4_1Matrix::from_bytes(&quantize_q4_1(&random(6 * k, seed)), 6, k).unwrap();
     assert!(Q4_1Matrix::swiglu_pair(odd(1), odd(2)).is_err());
 }
+
+#[test]
+fn rows_of_long_inputs_do_not_depend_on_the_batch() {
+    // 70 rows (a prefill chunk): five row tiles, the last one partial.
+    let (n, k, m) = (16, 128, 70);
+    let q4 = Q4_1Matrix::from_bytes(&quantize_q4_1(&random(n * k, 41)), n, k).unwrap();
+    let q8 = Q8_0Matrix::from_bytes(&quantize_q8_0(&random(n * k, 43)), n, k).unwrap();
+    let x = random(m * k, 47);
+    let (all4, all8) = (q4.matmul(&x, m), q8.matmul(&x, m));
+    for row in [0, 37, 63, 64, 69] {
+        let xr = &x[row * k..(row + 1) * k];
+        assert_eq!(
+            &all4[row * n..(row + 1) * n],
+            q4.matmul(xr, 1).as_slice(),
+            "q4_1 row {row}"
+        );
+        assert_eq!(
+            &all8[row * n..(row + 1) * n],
+            q8.matmul(xr, 1).as_slice(),
+            "q8_0 row {row}"
+        );
+    }
+}
