@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use autoj_proto::observe::ChunkClock;
 use autoj_proto::v1 as pb;
 use futures::Stream;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -161,8 +162,8 @@ pub struct Observed<S> {
     call: Call,
     /// Counted in [`QUEUED`] until the first critique text (or the end).
     queued: bool,
-    /// When the last critique chunk of each order (original, swapped) was seen.
-    last_delta: [Option<Instant>; 2],
+    /// Times the critique chunks.
+    clock: ChunkClock,
     /// The call's trace span, closed when the stream is dropped.
     span: tracing::Span,
 }
@@ -172,9 +173,9 @@ pub fn observe<S>(inner: S, call: Call, span: tracing::Span) -> Observed<S> {
     gauge!(QUEUED).increment(1.0);
     Observed {
         inner,
+        clock: ChunkClock::new(call.started),
         call,
         queued: true,
-        last_delta: [None, None],
         span,
     }
 }
@@ -189,14 +190,13 @@ impl<S> Observed<S> {
     fn see(&mut self, ev: &pb::JudgeEvent) {
         use pb::judge_event::Event;
         if let Some(Event::CritiqueDelta(d)) = &ev.event {
-            let now = Instant::now();
-            if self.last_delta.iter().all(Option::is_none) {
-                histogram!(TTFT).record((now - self.call.started).as_secs_f64());
+            let (first, gap) = self.clock.chunk(d.order, Instant::now());
+            if let Some(ttft) = first {
+                histogram!(TTFT).record(ttft.as_secs_f64());
                 self.dequeue();
             }
-            let slot = &mut self.last_delta[usize::from(d.order != 0)];
-            if let Some(prev) = slot.replace(now) {
-                histogram!(INTER_TOKEN).record((now - prev).as_secs_f64());
+            if let Some(gap) = gap {
+                histogram!(INTER_TOKEN).record(gap.as_secs_f64());
             }
         }
     }
@@ -221,7 +221,7 @@ where
             Poll::Ready(Some(Ok(ev))) => this.see(ev),
             Poll::Ready(Some(Err(status))) => {
                 this.dequeue();
-                crate::trace::record_status(&this.span, status);
+                autoj_proto::observe::record_status(&this.span, status);
                 this.call.finish(status.code());
             }
             Poll::Ready(None) => {

@@ -513,7 +513,7 @@ fn observed(
         )))),
         Err(e) => {
             let status = status_of(&e);
-            crate::trace::record_status(&span, &status);
+            autoj_proto::observe::record_status(&span, &status);
             call.finish(status.code());
             Err(status)
         }
@@ -579,7 +579,7 @@ impl Judge for JudgeService {
         match &result {
             Ok(_) => call.finish(tonic::Code::Ok),
             Err(status) => {
-                crate::trace::record_status(&span, status);
+                autoj_proto::observe::record_status(&span, status);
                 call.finish(status.code());
             }
         }

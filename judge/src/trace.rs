@@ -32,12 +32,6 @@ pub fn call_span(rpc: &'static str, metadata: &MetadataMap) -> tracing::Span {
     span
 }
 
-/// Marks `span` as failed with `status` (an OK end leaves it unset, as OpenTelemetry asks).
-pub fn record_status(span: &tracing::Span, status: &tonic::Status) {
-    span.record("otel.status_code", "ERROR");
-    span.set_attribute("rpc.grpc.status_code", status.code() as i64);
-}
-
 /// Adds the engine's `queue`, `prefill` and `decode` spans under `parent`, laid end to end
 /// from `queued_at` (when the request entered the engine's queue) with the durations the
 /// engine measured.

@@ -1,15 +1,19 @@
 //! What the router and the judge share for observability: W3C trace context
 //! (`traceparent`, `tracestate`) carried in gRPC metadata, read and written the same way by
-//! both so one request is one trace across them, and the status-code label of metrics.
+//! both so one request is one trace across them, how a failed call marks its span, the
+//! status-code label of metrics, and the timing of critique chunks.
 //!
 //! Both directions go through the process's global text-map propagator. Telemetry set-up
 //! installs the W3C one only when traces are exported; until then the global propagator is
 //! the no-op one, so extracting and injecting cost nothing and change nothing.
 
+use std::time::{Duration, Instant};
+
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::Context;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::Code;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Reads propagation headers from request metadata.
 struct Reader<'a>(&'a MetadataMap);
@@ -81,9 +85,70 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// Marks `span` as failed with `status` (an OK end leaves it unset, as OpenTelemetry asks).
+/// The span must declare an empty `otel.status_code` field.
+pub fn record_status(span: &tracing::Span, status: &tonic::Status) {
+    span.record("otel.status_code", "ERROR");
+    span.set_attribute("rpc.grpc.status_code", status.code() as i64);
+}
+
+/// When a call started and when the last critique chunk of each order (original, swapped)
+/// arrived: what both services need for time to first chunk and the gaps between chunks.
+#[derive(Debug, Clone)]
+pub struct ChunkClock {
+    started: Instant,
+    last: [Option<Instant>; 2],
+}
+
+impl ChunkClock {
+    /// A clock for a call that arrived at `started`.
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last: [None, None],
+        }
+    }
+
+    /// Notes a chunk of `order` (0 original, else swapped) at `now`; returns the time since
+    /// the call started when it is the call's first chunk, and the gap since the previous
+    /// chunk of the same order.
+    pub fn chunk(&mut self, order: u32, now: Instant) -> (Option<Duration>, Option<Duration>) {
+        let first = self
+            .last
+            .iter()
+            .all(Option::is_none)
+            .then(|| now - self.started);
+        let gap = self.last[usize::from(order != 0)]
+            .replace(now)
+            .map(|prev| now - prev);
+        (first, gap)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_clock_times_the_first_chunk_and_gaps_per_order() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut clock = ChunkClock::new(t0);
+        assert_eq!(
+            clock.chunk(0, ms(50)),
+            (Some(Duration::from_millis(50)), None)
+        );
+        assert_eq!(
+            clock.chunk(0, ms(60)),
+            (None, Some(Duration::from_millis(10)))
+        );
+        // The swapped order's first chunk starts its own gaps, not a second first chunk.
+        assert_eq!(clock.chunk(1, ms(65)), (None, None));
+        assert_eq!(
+            clock.chunk(1, ms(85)),
+            (None, Some(Duration::from_millis(20)))
+        );
+    }
 
     #[test]
     fn code_names_follow_grpc_spelling() {

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use autoj_proto::observe::ChunkClock;
 use autoj_proto::v1::{judge_event, JudgeEvent};
 use futures::Stream;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -137,8 +138,8 @@ pub struct Observed<S> {
     inner: S,
     /// The call's accounting.
     call: Call,
-    /// When the last critique chunk of each order (original, swapped) was relayed.
-    last_delta: [Option<Instant>; 2],
+    /// Times the relayed critique chunks.
+    clock: ChunkClock,
     /// The call's trace span.
     span: tracing::Span,
 }
@@ -147,8 +148,8 @@ pub struct Observed<S> {
 pub fn observe<S>(inner: S, call: Call, span: tracing::Span) -> Observed<S> {
     Observed {
         inner,
+        clock: ChunkClock::new(call.started),
         call,
-        last_delta: [None, None],
         span,
     }
 }
@@ -157,15 +158,13 @@ impl<S> Observed<S> {
     fn see(&mut self, ev: &JudgeEvent) {
         match &ev.event {
             Some(judge_event::Event::CritiqueDelta(d)) => {
-                let now = Instant::now();
-                let pool = self.call.pool.clone();
-                if self.last_delta.iter().all(Option::is_none) {
-                    let ttft = (now - self.call.started).as_secs_f64();
-                    histogram!(TTFT, "pool" => pool.clone()).record(ttft);
+                let (first, gap) = self.clock.chunk(d.order, Instant::now());
+                let pool = &self.call.pool;
+                if let Some(ttft) = first {
+                    histogram!(TTFT, "pool" => pool.clone()).record(ttft.as_secs_f64());
                 }
-                let slot = &mut self.last_delta[usize::from(d.order != 0)];
-                if let Some(prev) = slot.replace(now) {
-                    histogram!(INTER_TOKEN, "pool" => pool).record((now - prev).as_secs_f64());
+                if let Some(gap) = gap {
+                    histogram!(INTER_TOKEN, "pool" => pool.clone()).record(gap.as_secs_f64());
                 }
             }
             Some(judge_event::Event::Usage(u)) => {
@@ -189,7 +188,7 @@ where
         match &next {
             Poll::Ready(Some(Ok(ev))) => this.see(ev),
             Poll::Ready(Some(Err(status))) => {
-                crate::trace::record_status(&this.span, status);
+                autoj_proto::observe::record_status(&this.span, status);
                 this.call.finish(status.code());
             }
             Poll::Ready(None) => this.call.finish(Code::Ok),

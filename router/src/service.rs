@@ -382,7 +382,7 @@ impl RouterService {
             }
             Err(e) => {
                 let status = e.into_status();
-                crate::trace::record_status(&span, &status);
+                autoj_proto::observe::record_status(&span, &status);
                 call.finish(status.code());
                 Err(status)
             }
@@ -428,7 +428,7 @@ impl Judge for RouterService {
         match &result {
             Ok(_) => call.finish(tonic::Code::Ok),
             Err(status) => {
-                crate::trace::record_status(&span, status);
+                autoj_proto::observe::record_status(&span, status);
                 call.finish(status.code());
             }
         }

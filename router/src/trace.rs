@@ -23,12 +23,6 @@ pub fn call_span(rpc: &'static str, metadata: &MetadataMap) -> tracing::Span {
     span
 }
 
-/// Marks `span` as failed with `status` (an OK end leaves it unset, as OpenTelemetry asks).
-pub fn record_status(span: &tracing::Span, status: &tonic::Status) {
-    span.record("otel.status_code", "ERROR");
-    span.set_attribute("rpc.grpc.status_code", status.code() as i64);
-}
-
 /// Puts the current span's context into the metadata of a call to a judge, so the judge's
 /// spans join this trace (for remote and in-process judges alike).
 pub fn inject_current(metadata: &mut MetadataMap) {
