@@ -5,7 +5,7 @@
 mod common;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, json_lines, run, Server};
+use common::{autoj, compare_json, run, Server};
 
 #[test]
 fn router_relays_a_remote_judge() {
@@ -20,40 +20,9 @@ fn router_relays_a_remote_judge() {
         "--model",
         model.to_str().unwrap(),
     ]);
-    let config = dir.path().join("router.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[classifier]\nenabled = false\n[routing]\ndefault_pool = \"general\"\n[[routing.pool]]\nname = \"general\"\nendpoints = [\"{}\"]\n",
-            judge.addr
-        ),
-    )
-    .unwrap();
-    let router = Server::spawn(&[
-        "router",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let router = Server::router_for(dir.path(), &judge.addr);
 
-    let out = run(autoj().args([
-        "compare",
-        "--addr",
-        &router.addr,
-        "--query",
-        "Sort a list in Rust",
-        "--response-1",
-        "v.sort()",
-        "--response-2",
-        "use a loop",
-        "--scenario",
-        "code_generation",
-        "--max-new-tokens",
-        "8",
-        "--json",
-    ]));
-    let events = json_lines(&out);
+    let events = compare_json(&router.addr);
     assert_eq!(events[0]["type"], "accepted");
     assert_eq!(events[0]["scenario"], "code_generation");
     assert_eq!(

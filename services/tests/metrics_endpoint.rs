@@ -5,29 +5,21 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, json_lines, run};
+use common::{autoj, compare_json, run, Server};
 use prometheus_parse::{Sample, Scrape, Value};
 
-/// The server process, killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `autoj serve` with metrics on a free port; its gRPC and metrics addresses.
-fn serve(model: &std::path::Path) -> (Killed, String, String) {
-    let mut child = autoj()
-        .args([
+fn serve(model: &std::path::Path) -> (Server, String, String) {
+    let mut cmd = autoj();
+    cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let mut server = Server::spawn_with(
+        cmd,
+        &[
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -36,33 +28,14 @@ fn serve(model: &std::path::Path) -> (Killed, String, String) {
             "--no-classifier",
             "--model",
             model.to_str().unwrap(),
-        ])
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn autoj serve");
-    let stdout = child.stdout.take().unwrap();
-    let server = Killed(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut grpc, mut metrics) = (None, None);
-    while grpc.is_none() || metrics.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("serve announced both addresses within 120 s");
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            grpc = Some(format!("http://{addr}"));
-        } else if let Some(url) = line.strip_prefix("metrics on http://") {
-            metrics = Some(url.trim_end_matches("/metrics").to_owned());
-        }
-    }
-    (server, grpc.unwrap(), metrics.unwrap())
+        ],
+    );
+    let metrics = server
+        .announced("metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let grpc = server.addr.clone();
+    (server, grpc, metrics)
 }
 
 /// `GET /metrics` over plain HTTP/1.1; the parsed body.
@@ -155,23 +128,7 @@ fn metrics_endpoint_parses_and_counts_a_request() {
         0.0
     );
 
-    let out = run(autoj().args([
-        "compare",
-        "--addr",
-        &grpc,
-        "--query",
-        "Sort a list in Rust",
-        "--response-1",
-        "v.sort()",
-        "--response-2",
-        "use a loop",
-        "--scenario",
-        "code_generation",
-        "--max-new-tokens",
-        "8",
-        "--json",
-    ]));
-    let events = json_lines(&out);
+    let events = compare_json(&grpc);
     assert_eq!(events.last().unwrap()["type"], "usage");
 
     let after = scrape(&metrics);

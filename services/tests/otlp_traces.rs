@@ -114,22 +114,7 @@ async fn router_and_judge_spans_form_one_trace() {
         "--model",
         model.to_str().unwrap(),
     ]);
-    let config = dir.path().join("router.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[classifier]\nenabled = false\n[routing]\ndefault_pool = \"general\"\n[[routing.pool]]\nname = \"general\"\nendpoints = [\"{}\"]\n",
-            judge.addr
-        ),
-    )
-    .unwrap();
-    let router = Server::spawn(&[
-        "router",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let router = Server::router_for(dir.path(), &judge.addr);
 
     // The client's own trace: the router must continue it, not start another.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -19,6 +19,9 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub addr: String,
+    /// Lines it printed before its address, then the rest as they come.
+    early: Vec<String>,
+    lines: mpsc::Receiver<String>,
 }
 
 impl Drop for Server {
@@ -76,22 +79,87 @@ impl Server {
             .spawn()
             .expect("spawn autoj");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
+        let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
+                let _ = tx.send(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("server printed its address within 120 s");
+        let mut early = Vec::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(120))
+                .expect("server printed its address within 120 s");
+            match line.strip_prefix("listening on ") {
+                Some(addr) => break addr.to_string(),
+                None => early.push(line),
+            }
+        };
         Self {
             child,
             addr: format!("http://{addr}"),
+            early,
+            lines,
         }
     }
+
+    /// The rest of the first line the server printed that starts with `prefix` (such as
+    /// `metrics on `), waiting up to 120 s for it.
+    pub fn announced(&mut self, prefix: &str) -> String {
+        if let Some(rest) = self.early.iter().find_map(|l| l.strip_prefix(prefix)) {
+            return rest.to_owned();
+        }
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("server printed `{prefix}...` within 120 s"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+
+    /// `autoj router` in front of the one judge at `judge_addr` (no classifier), its
+    /// configuration written in `dir`.
+    pub fn router_for(dir: &Path, judge_addr: &str) -> Self {
+        let config = dir.join("router.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[classifier]\nenabled = false\n[routing]\ndefault_pool = \"general\"\n[[routing.pool]]\nname = \"general\"\nendpoints = [\"{judge_addr}\"]\n"
+            ),
+        )
+        .unwrap();
+        Self::spawn(&[
+            "router",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+    }
+}
+
+/// A short pairwise judgment (`code_generation`, 8 new tokens) through `autoj compare
+/// --json` against `addr`; its events.
+pub fn compare_json(addr: &str) -> Vec<Value> {
+    json_lines(&run(autoj().args([
+        "compare",
+        "--addr",
+        addr,
+        "--query",
+        "Sort a list in Rust",
+        "--response-1",
+        "v.sort()",
+        "--response-2",
+        "use a loop",
+        "--scenario",
+        "code_generation",
+        "--max-new-tokens",
+        "8",
+        "--json",
+    ])))
 }
 
 /// Runs a command to completion and returns its output, failing on spawn errors.
