@@ -21,6 +21,26 @@ pub enum LangArg {
     Zh,
 }
 
+impl LangArg {
+    /// The request field's value.
+    pub fn proto(self) -> pb::Language {
+        match self {
+            Self::Auto => pb::Language::Auto,
+            Self::En => pb::Language::En,
+            Self::Zh => pb::Language::Zh,
+        }
+    }
+}
+
+/// The request's truncation policy for `--no-truncate`.
+pub fn truncation(no_truncate: bool) -> pb::Truncation {
+    if no_truncate {
+        pb::Truncation::Refuse
+    } else {
+        pb::Truncation::Auto
+    }
+}
+
 /// Options shared by the client commands.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -62,11 +82,7 @@ pub struct ClientArgs {
 impl ClientArgs {
     fn options(&self) -> pb::JudgeOptions {
         pb::JudgeOptions {
-            language: match self.language {
-                LangArg::Auto => pb::Language::Auto,
-                LangArg::En => pb::Language::En,
-                LangArg::Zh => pb::Language::Zh,
-            } as i32,
+            language: self.language.proto() as i32,
             scenario: self.scenario.clone(),
             swap_check: self.swap_check,
             generation: Some(pb::GenerationOptions {
@@ -76,11 +92,7 @@ impl ClientArgs {
                 seed: self.seed,
                 stop: Vec::new(),
             }),
-            truncation: if self.no_truncate {
-                pb::Truncation::Refuse
-            } else {
-                pb::Truncation::Auto
-            } as i32,
+            truncation: truncation(self.no_truncate) as i32,
         }
     }
 }

@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 use tonic::transport::Channel;
 
-use super::client::{event_json, LangArg, SecureClientArgs};
+use super::client::{event_json, truncation, LangArg, SecureClientArgs};
 use super::leaderboard::{pairwise, read_jsonl, single};
 
 /// Eval settings.
@@ -149,11 +149,7 @@ impl EvalArgs {
             _ => String::new(),
         };
         pb::JudgeOptions {
-            language: match self.language {
-                LangArg::Auto => pb::Language::Auto,
-                LangArg::En => pb::Language::En,
-                LangArg::Zh => pb::Language::Zh,
-            } as i32,
+            language: self.language.proto() as i32,
             scenario,
             swap_check: self.swap && matches!(row.task, Task::Pairwise { .. }),
             generation: Some(pb::GenerationOptions {
@@ -163,11 +159,7 @@ impl EvalArgs {
                 seed: self.seed,
                 stop: Vec::new(),
             }),
-            truncation: if self.no_truncate {
-                pb::Truncation::Refuse
-            } else {
-                pb::Truncation::Auto
-            } as i32,
+            truncation: truncation(self.no_truncate) as i32,
         }
     }
 
