@@ -5,7 +5,7 @@
 mod common;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, run, Server};
+use common::{autoj, label_of, run, Server};
 use serde_json::{json, Value};
 
 fn input() -> String {
@@ -31,15 +31,6 @@ fn input() -> String {
         json!({"prompt": "Say hi.", "response": "hi", "model": "sys-b", "id": "q1"}),
     ];
     rows.iter().map(|r| format!("{r}\n")).collect()
-}
-
-fn label_of(winner: &Value) -> Option<u64> {
-    match winner.as_str() {
-        Some("response_1") => Some(0),
-        Some("response_2") => Some(1),
-        Some("tie") => Some(2),
-        _ => None,
-    }
 }
 
 #[test]

@@ -5,17 +5,8 @@
 mod common;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, run, Server};
+use common::{autoj, label_of, run, Server};
 use serde_json::{json, Value};
-
-fn label_of(winner: &Value) -> Option<u64> {
-    match winner.as_str() {
-        Some("response_1") => Some(0),
-        Some("response_2") => Some(1),
-        Some("tie") => Some(2),
-        _ => None,
-    }
-}
 
 #[test]
 fn swap_gives_consistency() {

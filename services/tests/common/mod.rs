@@ -180,3 +180,13 @@ pub fn json_lines(out: &Output) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect()
 }
+
+/// Auto-J's label (0: response 1, 1: response 2, 2: tie) of an `eval` row's `winner`.
+pub fn label_of(winner: &Value) -> Option<u64> {
+    match winner.as_str() {
+        Some("response_1") => Some(0),
+        Some("response_2") => Some(1),
+        Some("tie") => Some(2),
+        _ => None,
+    }
+}
