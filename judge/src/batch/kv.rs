@@ -60,6 +60,20 @@ impl Rows {
         }
     }
 
+    fn f16(&self) -> Option<&[f16]> {
+        match self {
+            Self::F16(v) => Some(v),
+            Self::F32(_) => None,
+        }
+    }
+
+    fn f32(&self) -> Option<&[f32]> {
+        match self {
+            Self::F32(v) => Some(v),
+            Self::F16(_) => None,
+        }
+    }
+
     fn extend(&mut self, x: &[f32]) {
         match self {
             Self::F16(v) => v.extend(x.iter().map(|&x| f16::from_f32(x))),
@@ -116,6 +130,27 @@ pub enum Runs<'a> {
     F16(Vec<Run<'a, f16>>),
     /// Single-precision caches.
     F32(Vec<Run<'a, f32>>),
+    /// A chain whose segments differ in type (the engine never builds one; reading it is
+    /// an internal error rather than a silently shorter cache).
+    Mixed,
+}
+
+impl<'a> Runs<'a> {
+    /// The runs, when they are half precision.
+    pub fn f16(&self) -> Option<&[Run<'a, f16>]> {
+        match self {
+            Self::F16(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The runs, when they are single precision.
+    pub fn f32(&self) -> Option<&[Run<'a, f32>]> {
+        match self {
+            Self::F32(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 impl SeqKv {
@@ -166,24 +201,11 @@ impl SeqKv {
             .map(|(s, n)| (&**s, *n))
             .chain(std::iter::once((&self.own, self.own.k[layer].len() / w)))
             .filter(|(_, n)| *n > 0);
-        match self.own.kind {
-            KvType::F16 => Runs::F16(
-                segments
-                    .filter_map(|(s, n)| match (&s.k[layer], &s.v[layer]) {
-                        (Rows::F16(k), Rows::F16(v)) => Some((&k[..n * w], &v[..n * w], n)),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            KvType::F32 => Runs::F32(
-                segments
-                    .filter_map(|(s, n)| match (&s.k[layer], &s.v[layer]) {
-                        (Rows::F32(k), Rows::F32(v)) => Some((&k[..n * w], &v[..n * w], n)),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-        }
+        let runs = match self.own.kind {
+            KvType::F16 => layer_runs(segments, layer, w, Rows::f16).map(Runs::F16),
+            KvType::F32 => layer_runs(segments, layer, w, Rows::f32).map(Runs::F32),
+        };
+        runs.unwrap_or(Runs::Mixed)
     }
 
     /// Freezes the own segment so it can be shared; later positions go to a new one.
@@ -213,6 +235,19 @@ impl SeqKv {
             self.prefix(upto),
         )
     }
+}
+
+/// One layer's runs of `segments` (with the positions each contributes), read as `T` by
+/// `get`; `None` when a segment holds another type.
+fn layer_runs<'a, T>(
+    segments: impl Iterator<Item = (&'a Segment, usize)>,
+    layer: usize,
+    w: usize,
+    get: fn(&Rows) -> Option<&[T]>,
+) -> Option<Vec<Run<'a, T>>> {
+    segments
+        .map(|(s, n)| Some((&get(&s.k[layer])?[..n * w], &get(&s.v[layer])?[..n * w], n)))
+        .collect()
 }
 
 /// Prompts whose caches are kept for reuse, least recently used evicted first.
@@ -384,6 +419,18 @@ mod tests {
         assert_eq!(runs.iter().map(|r| r.2).sum::<usize>(), 3);
         a.freeze();
         assert_eq!(a.own_bytes(), 0);
+    }
+
+    #[test]
+    fn a_chain_of_mixed_types_is_reported_not_shortened() {
+        let mut half = SeqKv::new(2, 2, KvType::F16);
+        for layer in 0..2 {
+            half.append(layer, &[1.0, 2.0], &[3.0, 4.0]);
+        }
+        let same = half.fork(1);
+        assert!(matches!(same.runs(0), Runs::F16(r) if r.len() == 1));
+        let mixed = SeqKv::with_prefix(2, 2, KvType::F32, half.prefix(1));
+        assert!(matches!(mixed.runs(0), Runs::Mixed));
     }
 
     #[test]

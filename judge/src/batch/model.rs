@@ -11,8 +11,6 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use half::f16;
-
 use super::attention::{attend, HeadKv, KvValue};
 use super::kernels::{par_chunks, Q4_1Matrix, Q8_0Matrix};
 use super::kv::{KvType, Run, Runs, SeqKv};
@@ -410,28 +408,14 @@ impl BatchModel {
         layer: usize,
     ) -> Result<Vec<f32>> {
         let runs: Vec<Runs<'_>> = inputs.iter().map(|i| i.kv.runs(layer)).collect();
-        if runs.iter().all(|r| matches!(r, Runs::F16(_))) {
-            let runs: Vec<&[Run<'_, f16>]> = runs
-                .iter()
-                .filter_map(|r| match r {
-                    Runs::F16(r) => Some(r.as_slice()),
-                    Runs::F32(_) => None,
-                })
-                .collect();
-            return Ok(self.attend_rows(&runs, rows, q));
+        if let Some(half) = runs.iter().map(Runs::f16).collect::<Option<Vec<_>>>() {
+            return Ok(self.attend_rows(&half, rows, q));
         }
-        if runs.iter().all(|r| matches!(r, Runs::F32(_))) {
-            let runs: Vec<&[Run<'_, f32>]> = runs
-                .iter()
-                .filter_map(|r| match r {
-                    Runs::F32(r) => Some(r.as_slice()),
-                    Runs::F16(_) => None,
-                })
-                .collect();
-            return Ok(self.attend_rows(&runs, rows, q));
+        if let Some(single) = runs.iter().map(Runs::f32).collect::<Option<Vec<_>>>() {
+            return Ok(self.attend_rows(&single, rows, q));
         }
         Err(internal(
-            "sequences of one batch hold caches of different types",
+            "the batch's key/value caches are not all of one type",
         ))
     }
 
