@@ -12,7 +12,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend, HeadKv, KvValue};
-use super::kernels::{par_chunks, Q4_1Matrix, Q8_0Matrix};
+use super::kernels::{par_chunks, swiglu, Q4_1Matrix, Q8_0Matrix};
 use super::kv::{KvType, Run, Runs, SeqKv};
 use crate::error::{JudgeError, Result};
 
@@ -243,7 +243,7 @@ impl GateUp {
                 let mut g = parts.0.forward(x, m)?;
                 let u = parts.1.forward(x, m)?;
                 for (g, u) in g.iter_mut().zip(&u) {
-                    *g = *g / (1.0 + (-*g).exp()) * u;
+                    *g = swiglu(*g, *u);
                 }
                 Ok(g)
             }

@@ -362,6 +362,12 @@ enum Epilogue {
     SwiGlu,
 }
 
+/// `silu(gate) · up`, the feed-forward activation, computed the same way wherever it runs.
+#[inline]
+pub(super) fn swiglu(gate: f32, up: f32) -> f32 {
+    gate / (1.0 + (-gate).exp()) * up
+}
+
 /// Rows of `blocks` (each `row_len` long) of `a` and `b` alternating four at a time.
 fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
     let quad = 4 * row_len;
@@ -419,7 +425,7 @@ where
                     Epilogue::SwiGlu => {
                         for c in 0..cols.len() / 2 {
                             let (gate, up) = (tile[c * TILE + i], tile[(c + 4) * TILE + i]);
-                            put(row, g * GROUP / 2 + c, gate / (1.0 + (-gate).exp()) * up);
+                            put(row, g * GROUP / 2 + c, swiglu(gate, up));
                         }
                     }
                 }
