@@ -68,21 +68,8 @@ PY
     mv -f "$helm.part" "$helm"
 }
 
-# A virtual environment with the pinned tools; where python3 lacks venv/ensurepip (a bare
-# Debian without python3-venv), `pip install --target` into the same folder instead.
-python_env() {
-    local req="$root/helm/tests/requirements.txt" stamp="$venv/.requirements"
-    if [[ -f "$stamp" ]] && cmp -s "$req" "$stamp"; then return; fi
-    rm -rf "$venv"
-    if python3 -m venv "$venv" 2>/dev/null; then
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-    else
-        echo "python3 -m venv unavailable; installing with pip --target" >&2
-        rm -rf "$venv"  # a failed venv can leave a bin/python without pip behind
-        python3 -m pip install --quiet --disable-pip-version-check --target "$venv/site" -r "$req"
-    fi
-    cp "$req" "$stamp"
-}
+# shellcheck source=scripts/python-env.sh
+. "$root/scripts/python-env.sh"
 
 py() {
     if [[ -x "$venv/bin/python" ]]; then
@@ -93,7 +80,7 @@ py() {
 }
 
 fetch_helm
-python_env
+python_env "$venv" "$root/helm/tests/requirements.txt"
 autoj="${AUTOJ_BIN:-$root/target/debug/autoj}"
 # The router check below loads the classifier, like the router in the image.
 [[ -x "$autoj" ]] && router/fetch-onnxruntime.sh >/dev/null

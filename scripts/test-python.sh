@@ -21,17 +21,9 @@ if [[ -z "${AUTOJ_BIN:-}" && ! -x target/debug/autoj ]]; then
     cargo build --locked -p autoj-services
 fi
 
-if ! { [[ -f "$venv/.requirements" ]] && cmp -s "$req" "$venv/.requirements"; }; then
-    rm -rf "$venv"
-    if python3 -m venv "$venv" 2>/dev/null; then
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
-    else
-        echo "python3 -m venv unavailable; installing with pip --target" >&2
-        rm -rf "$venv"  # a failed venv can leave a bin/python without pip behind
-        python3 -m pip install --quiet --disable-pip-version-check --target "$venv/site" -r "$req"
-    fi
-    cp "$req" "$venv/.requirements"
-fi
+# shellcheck source=scripts/python-env.sh
+. "$root/scripts/python-env.sh"
+python_env "$venv" "$req"
 py() {
     if [[ -x "$venv/bin/python" ]]; then
         PYTHONPATH="$client/src" "$venv/bin/python" "$@"
