@@ -71,6 +71,7 @@ fn attend<const G: usize, const L: usize, T: KvValue>(
     for &(k, _, n) in kv.runs {
         for i in 0..n.min(left) {
             let at = i * kv.stride + kv.offset;
+            prefetch_row(k, at + AHEAD * kv.stride, d);
             let row = &k[at..at + d];
             // SAFETY: `row` holds L·16 values.
             let kr: [__m512; L] =
@@ -128,6 +129,7 @@ fn attend<const G: usize, const L: usize, T: KvValue>(
     for &(_, v, n) in kv.runs {
         for i in 0..n.min(left) {
             let at = i * kv.stride + kv.offset;
+            prefetch_row(v, at + AHEAD * kv.stride, d);
             let row = &v[at..at + d];
             // SAFETY: `row` holds L·16 values.
             let vr: [__m512; L] =
@@ -147,6 +149,29 @@ fn attend<const G: usize, const L: usize, T: KvValue>(
             // SAFETY: `out` holds G·L·16 values.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(g * d + c * 16), *v) };
         }
+    }
+}
+
+/// How many positions ahead the key and value rows are prefetched: a head's rows are a
+/// fraction of each cached position (the other heads' rows lie between), a stride the
+/// hardware prefetchers follow too late, and the loops stall on the loads without this.
+const AHEAD: usize = 8;
+
+/// Asks for the cache lines of `row[at..at + len]` (nothing when past the run's end; a
+/// prefetch never faults, but the address is kept inside the slice anyway).
+#[inline(always)]
+fn prefetch_row<T>(row: &[T], at: usize, len: usize) {
+    if at + len <= row.len() {
+        let p = row[at..].as_ptr().cast::<i8>();
+        let bytes = len * std::mem::size_of::<T>();
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: `p + off` lies inside `row` (checked above); prefetching reads nothing.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+            off += 64;
+        }
+        // SAFETY: as above, the row's last byte.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(bytes - 1)) };
     }
 }
 

@@ -229,7 +229,10 @@ impl GateUp {
         match (gate, up) {
             (Linear::Q4_1(g), Linear::Q4_1(u)) => match Q4_1Matrix::swiglu_pair(g, u) {
                 Ok(w) => Self::Fused(w),
-                Err((g, u)) => Self::Separate(Box::new((Linear::Q4_1(g), Linear::Q4_1(u)))),
+                Err(parts) => {
+                    let (g, u) = *parts;
+                    Self::Separate(Box::new((Linear::Q4_1(g), Linear::Q4_1(u))))
+                }
             },
             (g, u) => Self::Separate(Box::new((g, u))),
         }

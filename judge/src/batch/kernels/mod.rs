@@ -87,7 +87,7 @@ fn read_q8_0(bytes: &[u8]) -> Vec<BlockQ8_0> {
 
 /// A Q4_1 weight matrix of `n` rows (outputs) by `k` columns (inputs).
 pub struct Q4_1Matrix {
-    layout: Layout<BlockQ4_1, Q4_1Pair>,
+    layout: Layout<BlockQ4_1, Q4_1Pairs>,
     n: usize,
     k: usize,
 }
@@ -97,20 +97,44 @@ pub struct Q4_1Matrix {
 enum Layout<B, P> {
     Blocks(Vec<B>),
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Pairs(Vec<P>),
+    Pairs(P),
 }
 
 #[cfg(target_arch = "x86_64")]
-use avx512::{Q4_1Pair, Q8_0Pair};
+use avx512::{Q4_1Pairs, Q8_0Pair};
 /// Stand-ins where the AVX-512 kernels do not exist.
 #[cfg(not(target_arch = "x86_64"))]
-type Q4_1Pair = ();
+type Q4_1Pairs = Vec<()>;
 #[cfg(not(target_arch = "x86_64"))]
 type Q8_0Pair = ();
 
-impl<B, P> Layout<B, P> {
+/// A repacked matrix (rows of pairs of blocks), as the layout code needs to handle it.
+trait Packed: Sized {
+    /// Rows of the parts one after another.
+    fn concat(parts: Vec<Self>) -> Self;
+    /// Rows of `a` and `b` alternating four at a time (`kb` blocks per row).
+    fn interleave4(a: &Self, b: &Self, kb: usize) -> Self;
+    /// Bytes held.
+    fn bytes(&self) -> usize;
+}
+
+impl<T: Copy> Packed for Vec<T> {
+    fn concat(parts: Vec<Self>) -> Self {
+        parts.concat()
+    }
+
+    fn interleave4(a: &Self, b: &Self, kb: usize) -> Self {
+        interleave4(a, b, kb / 2)
+    }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of_val(self.as_slice())
+    }
+}
+
+impl<B, P: Packed> Layout<B, P> {
     /// Stores `blocks` (rows of `kb` blocks) in the layout the chosen kernels read.
-    fn new(blocks: Vec<B>, kb: usize, pack: impl FnOnce(&[B]) -> Vec<P>) -> Self {
+    fn new(blocks: Vec<B>, kb: usize, pack: impl FnOnce(&[B]) -> P) -> Self {
         if uses_pairs() && kb.is_multiple_of(2) {
             Self::Pairs(pack(&blocks))
         } else {
@@ -127,11 +151,11 @@ impl<B, P> Layout<B, P> {
             return Ok(Self::Blocks(all.collect()));
         }
         if parts.iter().all(|p| matches!(p, Self::Pairs(_))) {
-            let all = parts.into_iter().flat_map(|p| match p {
-                Self::Pairs(b) => b,
-                Self::Blocks(_) => Vec::new(),
+            let all = parts.into_iter().filter_map(|p| match p {
+                Self::Pairs(b) => Some(b),
+                Self::Blocks(_) => None,
             });
-            return Ok(Self::Pairs(all.collect()));
+            return Ok(Self::Pairs(P::concat(all.collect())));
         }
         Err(parts)
     }
@@ -139,7 +163,7 @@ impl<B, P> Layout<B, P> {
     fn bytes(&self) -> usize {
         match self {
             Self::Blocks(b) => std::mem::size_of_val(b.as_slice()),
-            Self::Pairs(p) => std::mem::size_of_val(p.as_slice()),
+            Self::Pairs(p) => p.bytes(),
         }
     }
 }
@@ -210,9 +234,9 @@ impl Q4_1Matrix {
     /// Interleaves a feed-forward block's gate and up matrices four rows at a time, for
     /// [`Self::matmul_swiglu`]; gives them back when their shapes differ or the row count
     /// is not a multiple of four.
-    pub fn swiglu_pair(gate: Self, up: Self) -> Result<Self, (Self, Self)> {
+    pub fn swiglu_pair(gate: Self, up: Self) -> Result<Self, Box<(Self, Self)>> {
         if gate.n != up.n || gate.k != up.k || !gate.n.is_multiple_of(4) {
-            return Err((gate, up));
+            return Err(Box::new((gate, up)));
         }
         let (n, k) = (2 * gate.n, gate.k);
         let kb = k / BLOCK;
@@ -223,11 +247,11 @@ impl Q4_1Matrix {
                 k,
             }),
             (Layout::Pairs(g), Layout::Pairs(u)) => Ok(Self {
-                layout: Layout::Pairs(interleave4(&g, &u, kb / 2)),
+                layout: Layout::Pairs(Packed::interleave4(&g, &u, kb)),
                 n,
                 k,
             }),
-            (gl, ul) => Err((
+            (gl, ul) => Err(Box::new((
                 Self {
                     layout: gl,
                     n: n / 2,
@@ -238,7 +262,7 @@ impl Q4_1Matrix {
                     n: n / 2,
                     k,
                 },
-            )),
+            ))),
         }
     }
 
@@ -260,9 +284,10 @@ impl Q4_1Matrix {
             }
             #[cfg(target_arch = "x86_64")]
             Layout::Pairs(pairs) => {
-                let (xq, kp) = (avx512::quantize(x, m, self.k), kb / 2);
+                let xq = avx512::quantize(x, m, self.k);
                 tiled(self.n, m, epilogue, |col, rows, out| {
-                    avx512::q4_1_rows(&pairs[col * kp..(col + 1) * kp], &xq, kp, rows, out)
+                    let (w, mins) = pairs.row(col, kb);
+                    avx512::q4_1_rows(w, mins, &xq, rows, out)
                 })
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -295,7 +320,7 @@ impl Q4_1Matrix {
 /// candle has an AVX2 kernel for it, but one that reads the weights again for every row of
 /// a batch; this one shares each weight block among four rows.
 pub struct Q8_0Matrix {
-    layout: Layout<BlockQ8_0, Q8_0Pair>,
+    layout: Layout<BlockQ8_0, Vec<Q8_0Pair>>,
     n: usize,
     k: usize,
 }
@@ -343,7 +368,7 @@ impl Q8_0Matrix {
             Layout::Pairs(pairs) => {
                 let (xq, kp) = (avx512::quantize(x, m, self.k), kb / 2);
                 tiled(self.n, m, Epilogue::Plain, |col, rows, out| {
-                    avx512::q8_0_rows(&pairs[col * kp..(col + 1) * kp], &xq, kp, rows, out)
+                    avx512::q8_0_rows(&pairs[col * kp..(col + 1) * kp], &xq, rows, out)
                 })
             }
             #[cfg(not(target_arch = "x86_64"))]
