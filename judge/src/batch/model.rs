@@ -328,18 +328,25 @@ impl BatchModel {
         }
         let q_width = s.heads * s.head_dim;
         let kv_width = s.kv_heads * s.head_dim;
+        // Every row's rotary angles, computed once for all layers.
+        let half = self.inv_freq.len();
+        let angles: Vec<(f32, f32)> = rows
+            .iter()
+            .flat_map(|&(_, pos)| {
+                self.inv_freq
+                    .iter()
+                    .map(move |f| (pos as f32 * f).sin_cos())
+            })
+            .collect();
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, s.eps);
             let mut qkv = layer.qkv.forward(&h, total)?.into_iter();
             let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
                 return Err(internal("attention projections missing"));
             };
-            let mut angles = Vec::with_capacity(self.inv_freq.len());
-            for (r, &(_, pos)) in rows.iter().enumerate() {
-                angles.clear();
-                angles.extend(self.inv_freq.iter().map(|f| (pos as f32 * f).sin_cos()));
-                self.rope(&mut q[r * q_width..(r + 1) * q_width], &angles);
-                self.rope(&mut k[r * kv_width..(r + 1) * kv_width], &angles);
+            for (r, angles) in angles.chunks_exact(half.max(1)).enumerate().take(total) {
+                self.rope(&mut q[r * q_width..(r + 1) * q_width], angles);
+                self.rope(&mut k[r * kv_width..(r + 1) * kv_width], angles);
             }
             let mut offset = 0;
             for inp in inputs.iter_mut() {

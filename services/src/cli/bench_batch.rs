@@ -18,12 +18,16 @@ use candle_core::Device;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-/// The greedy choice: index of the largest logit.
+/// The greedy choice: index of the largest logit (the first of equals). A plain compare
+/// loop: the `total_cmp` fold took 2% of an eight-sequence decode step.
 pub fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i as u32)
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &x) in v.iter().enumerate() {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.0 as u32
 }
 
 /// Decode tokens per second summed over `b` sequences stepping together, for each level,

@@ -132,6 +132,7 @@ pub struct XRows {
 
 impl XRows {
     /// Rows `r..r + n`: their pairs, block sums and corrections, each row's after the last.
+    #[inline]
     fn rows(&self, r: usize, n: usize) -> (&[XPair], &[Sums16], &[UnsignedFix]) {
         let (kp, ks) = (self.kp, sum_groups(self.kp));
         (
