@@ -5,7 +5,7 @@
 // `unsafe`: AVX2 / AVX-VNNI intrinsics, each with its SAFETY argument.
 #![allow(unsafe_code)]
 
-use super::{uses_pairs, BlockQ4_1, BlockQ8_0, BlockQ8_1, BLOCK};
+use super::{uses_avx512, BlockQ4_1, BlockQ8_0, BlockQ8_1, BLOCK};
 
 /// Quantizes `m` rows of `k` values to Q8_1 blocks.
 pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8_1> {
@@ -78,7 +78,7 @@ pub(crate) fn uses_simd() -> bool {
 
 /// The kernel in use, for benchmark reports.
 pub fn kernel_name() -> &'static str {
-    if uses_pairs() {
+    if uses_avx512() {
         return "avx512-vnni";
     }
     let f = dot_fn() as *const ();

@@ -17,9 +17,9 @@
 use half::f16;
 use std::ops::Range;
 
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 mod blocks;
+#[cfg(target_arch = "x86_64")]
+mod tiles16;
 
 use blocks::{dot4, dot_fn, q8_dot4, q8_dot_fn};
 pub use blocks::{dot_scalar, kernel_name, q8_dot_scalar, quantize_rows};
@@ -87,58 +87,62 @@ fn read_q8_0(bytes: &[u8]) -> Vec<BlockQ8_0> {
 
 /// A Q4_1 weight matrix of `n` rows (outputs) by `k` columns (inputs).
 pub struct Q4_1Matrix {
-    layout: Layout<BlockQ4_1, Q4_1Pairs>,
+    layout: Layout<BlockQ4_1, Q4_1Tiles>,
     n: usize,
     k: usize,
 }
 
 /// How a matrix's blocks are stored: as GGUF stores them (the 256-bit and portable
-/// kernels), or repacked two by two for the AVX-512 kernels (chosen once, at load).
-enum Layout<B, P> {
+/// kernels), or interleaved sixteen rows at a time for the AVX-512 kernels (chosen once, at
+/// load, where the CPU has them and the row count is a multiple of 16).
+enum Layout<B, T> {
     Blocks(Vec<B>),
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Pairs(P),
+    Tiles(T),
 }
 
 #[cfg(target_arch = "x86_64")]
-use avx512::{Q4_1Pairs, Q8_0Pair};
-/// Stand-ins where the AVX-512 kernels do not exist.
+use tiles16::{Q4_1Tiles, Q8_0Tiles};
+/// Stand-in where the AVX-512 kernels do not exist (never built).
 #[cfg(not(target_arch = "x86_64"))]
-type Q4_1Pairs = Vec<()>;
+struct NoTiles;
 #[cfg(not(target_arch = "x86_64"))]
-type Q8_0Pair = ();
+type Q4_1Tiles = NoTiles;
+#[cfg(not(target_arch = "x86_64"))]
+type Q8_0Tiles = NoTiles;
+#[cfg(not(target_arch = "x86_64"))]
+impl Packed for NoTiles {
+    fn concat(_: Vec<Self>) -> Self {
+        NoTiles
+    }
+    fn interleave4(_: &Self, _: &Self) -> Option<Self> {
+        None
+    }
+    fn bytes(&self) -> usize {
+        0
+    }
+}
 
-/// A repacked matrix (rows of pairs of blocks), as the layout code needs to handle it.
+/// A repacked matrix, as the layout code needs to handle it.
 trait Packed: Sized {
     /// Rows of the parts one after another.
     fn concat(parts: Vec<Self>) -> Self;
-    /// Rows of `a` and `b` alternating four at a time (`kb` blocks per row).
-    fn interleave4(a: &Self, b: &Self, kb: usize) -> Self;
+    /// Rows of `a` and `b` alternating four at a time; `None` when the result cannot be
+    /// repacked (its row count is not a multiple of the layout's group).
+    fn interleave4(a: &Self, b: &Self) -> Option<Self>;
     /// Bytes held.
     fn bytes(&self) -> usize;
 }
 
-impl<T: Copy> Packed for Vec<T> {
-    fn concat(parts: Vec<Self>) -> Self {
-        parts.concat()
-    }
-
-    fn interleave4(a: &Self, b: &Self, kb: usize) -> Self {
-        interleave4(a, b, kb / 2)
-    }
-
-    fn bytes(&self) -> usize {
-        std::mem::size_of_val(self.as_slice())
-    }
-}
-
-impl<B, P: Packed> Layout<B, P> {
-    /// Stores `blocks` (rows of `kb` blocks) in the layout the chosen kernels read.
-    fn new(blocks: Vec<B>, kb: usize, pack: impl FnOnce(&[B]) -> P) -> Self {
-        if uses_pairs() && kb.is_multiple_of(2) {
-            Self::Pairs(pack(&blocks))
-        } else {
-            Self::Blocks(blocks)
+impl<B, T: Packed> Layout<B, T> {
+    /// Stores `blocks` (`n` rows of `kb` blocks) in the layout the chosen kernels read.
+    fn new(blocks: Vec<B>, pack: impl FnOnce(&[B]) -> Option<T>) -> Self {
+        if !uses_avx512() {
+            return Self::Blocks(blocks);
+        }
+        match pack(&blocks) {
+            Some(t) => Self::Tiles(t),
+            None => Self::Blocks(blocks),
         }
     }
 
@@ -146,16 +150,16 @@ impl<B, P: Packed> Layout<B, P> {
         if parts.iter().all(|p| matches!(p, Self::Blocks(_))) {
             let all = parts.into_iter().flat_map(|p| match p {
                 Self::Blocks(b) => b,
-                Self::Pairs(_) => Vec::new(),
+                Self::Tiles(_) => Vec::new(),
             });
             return Ok(Self::Blocks(all.collect()));
         }
-        if parts.iter().all(|p| matches!(p, Self::Pairs(_))) {
+        if parts.iter().all(|p| matches!(p, Self::Tiles(_))) {
             let all = parts.into_iter().filter_map(|p| match p {
-                Self::Pairs(b) => Some(b),
+                Self::Tiles(t) => Some(t),
                 Self::Blocks(_) => None,
             });
-            return Ok(Self::Pairs(P::concat(all.collect())));
+            return Ok(Self::Tiles(T::concat(all.collect())));
         }
         Err(parts)
     }
@@ -163,19 +167,14 @@ impl<B, P: Packed> Layout<B, P> {
     fn bytes(&self) -> usize {
         match self {
             Self::Blocks(b) => std::mem::size_of_val(b.as_slice()),
-            Self::Pairs(p) => p.bytes(),
+            Self::Tiles(t) => t.bytes(),
         }
     }
 }
 
-/// Whether the AVX-512 kernels run (attention follows the matrix kernels' choice).
+/// Whether the AVX-512 VNNI kernels run: when the CPU has them and `AUTOJ_Q4_1_KERNEL` does
+/// not ask for a 256-bit kernel (`avx2` or `avx-vnni`). Attention follows the same choice.
 pub(super) fn uses_avx512() -> bool {
-    uses_pairs()
-}
-
-/// Whether matrices are repacked for the AVX-512 VNNI kernels: when the CPU has them and
-/// `AUTOJ_Q4_1_KERNEL` does not ask for a 256-bit kernel (`avx2` or `avx-vnni`).
-fn uses_pairs() -> bool {
     use std::sync::OnceLock;
     static CHOSEN: OnceLock<bool> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
@@ -183,7 +182,7 @@ fn uses_pairs() -> bool {
         {
             let forced =
                 std::env::var("AUTOJ_Q4_1_KERNEL").is_ok_and(|v| v == "avx2" || v == "avx-vnni");
-            avx512::available() && !forced
+            tiles16::available() && !forced
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
@@ -203,11 +202,11 @@ impl Q4_1Matrix {
         if !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * Q4_1_SIZE {
             return None;
         }
-        let blocks = read_q4_1(bytes);
+        let (blocks, kb) = (read_q4_1(bytes), k / BLOCK);
         #[cfg(target_arch = "x86_64")]
-        let layout = Layout::new(blocks, k / BLOCK, avx512::pack_q4_1);
+        let layout = Layout::new(blocks, |b| Q4_1Tiles::from_fn(n, kb, |r, c| b[r * kb + c]));
         #[cfg(not(target_arch = "x86_64"))]
-        let layout = Layout::new(blocks, k / BLOCK, |_| Vec::new());
+        let layout = Layout::new(blocks, |_| None);
         Some(Self { layout, n, k })
     }
 
@@ -246,11 +245,25 @@ impl Q4_1Matrix {
                 n,
                 k,
             }),
-            (Layout::Pairs(g), Layout::Pairs(u)) => Ok(Self {
-                layout: Layout::Pairs(Packed::interleave4(&g, &u, kb)),
-                n,
-                k,
-            }),
+            (Layout::Tiles(g), Layout::Tiles(u)) => match Packed::interleave4(&g, &u) {
+                Some(t) => Ok(Self {
+                    layout: Layout::Tiles(t),
+                    n,
+                    k,
+                }),
+                None => Err(Box::new((
+                    Self {
+                        layout: Layout::Tiles(g),
+                        n: n / 2,
+                        k,
+                    },
+                    Self {
+                        layout: Layout::Tiles(u),
+                        n: n / 2,
+                        k,
+                    },
+                ))),
+            },
             (gl, ul) => Err(Box::new((
                 Self {
                     layout: gl,
@@ -277,21 +290,26 @@ impl Q4_1Matrix {
         match &self.layout {
             Layout::Blocks(blocks) => {
                 let xq = quantize_rows(x, m, self.k);
-                tiled(self.n, m, epilogue, |col, rows, out| {
-                    let w = &blocks[col * kb..(col + 1) * kb];
-                    block_rows(w, &xq, kb, rows, out, dot_fn(), dot4)
-                })
+                tiled(
+                    self.n,
+                    m,
+                    GROUP,
+                    epilogue,
+                    by_column(self.n, |col, rows, out| {
+                        let w = &blocks[col * kb..(col + 1) * kb];
+                        block_rows(w, &xq, kb, rows, out, dot_fn(), dot4)
+                    }),
+                )
             }
             #[cfg(target_arch = "x86_64")]
-            Layout::Pairs(pairs) => {
-                let xq = avx512::quantize(x, m, self.k);
-                tiled(self.n, m, epilogue, |col, rows, out| {
-                    let (w, mins) = pairs.row(col, kb);
-                    avx512::q4_1_rows(w, mins, &xq, rows, out)
+            Layout::Tiles(t) => {
+                let xq = tiles16::quantize(x, m, self.k);
+                tiled(self.n, m, tiles16::ROWS, epilogue, |g, rows, out| {
+                    t.group_rows(g, &xq, rows, out)
                 })
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Layout::Pairs(_) => unreachable!("pairs are built only on x86_64"),
+            Layout::Tiles(_) => unreachable!("tiles are built only on x86_64"),
         }
     }
 
@@ -320,7 +338,7 @@ impl Q4_1Matrix {
 /// candle has an AVX2 kernel for it, but one that reads the weights again for every row of
 /// a batch; this one shares each weight block among four rows.
 pub struct Q8_0Matrix {
-    layout: Layout<BlockQ8_0, Vec<Q8_0Pair>>,
+    layout: Layout<BlockQ8_0, Q8_0Tiles>,
     n: usize,
     k: usize,
 }
@@ -347,9 +365,9 @@ impl Q8_0Matrix {
         }
         let blocks = read_q8_0(bytes);
         #[cfg(target_arch = "x86_64")]
-        let layout = Layout::new(blocks, k / BLOCK, avx512::pack_q8_0);
+        let layout = Layout::new(blocks, |b| Q8_0Tiles::new(b, n, k / BLOCK));
         #[cfg(not(target_arch = "x86_64"))]
-        let layout = Layout::new(blocks, k / BLOCK, |_| Vec::new());
+        let layout = Layout::new(blocks, |_| None);
         Some(Self { layout, n, k })
     }
 
@@ -359,20 +377,27 @@ impl Q8_0Matrix {
         match &self.layout {
             Layout::Blocks(blocks) => {
                 let xq = quantize_rows(x, m, self.k);
-                tiled(self.n, m, Epilogue::Plain, |col, rows, out| {
-                    let w = &blocks[col * kb..(col + 1) * kb];
-                    block_rows(w, &xq, kb, rows, out, q8_dot_fn(), q8_dot4)
-                })
+                let plain = Epilogue::Plain;
+                tiled(
+                    self.n,
+                    m,
+                    GROUP,
+                    plain,
+                    by_column(self.n, |col, rows, out| {
+                        let w = &blocks[col * kb..(col + 1) * kb];
+                        block_rows(w, &xq, kb, rows, out, q8_dot_fn(), q8_dot4)
+                    }),
+                )
             }
             #[cfg(target_arch = "x86_64")]
-            Layout::Pairs(pairs) => {
-                let (xq, kp) = (avx512::quantize(x, m, self.k), kb / 2);
-                tiled(self.n, m, Epilogue::Plain, |col, rows, out| {
-                    avx512::q8_0_rows(&pairs[col * kp..(col + 1) * kp], &xq, rows, out)
+            Layout::Tiles(t) => {
+                let xq = tiles16::quantize(x, m, self.k);
+                tiled(self.n, m, tiles16::ROWS, Epilogue::Plain, |g, rows, out| {
+                    t.group_rows(g, &xq, rows, out)
                 })
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Layout::Pairs(_) => unreachable!("pairs are built only on x86_64"),
+            Layout::Tiles(_) => unreachable!("tiles are built only on x86_64"),
         }
     }
 }
@@ -402,19 +427,23 @@ fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
         .collect()
 }
 
+/// Output columns per work item for the per-column (256-bit and portable) kernels.
+const GROUP: usize = 8;
+/// Activation rows per work item.
+const TILE: usize = 16;
+
 /// The tiled product shared by the weight types and layouts: work items of (row tile,
 /// column group), row-tile major, so one item keeps a tile of activation rows and a group
-/// of weight rows in L1 and each weight row is read once per row tile. `col_rows(col, rows,
-/// out)` writes weight row `col`'s products with activation `rows` to `out[..rows.len()]`.
-/// Each item writes its own cells of the `[m, n]` result (or `[m, n / 2]` after SwiGLU).
-fn tiled<F>(n: usize, m: usize, epilogue: Epilogue, col_rows: F) -> Vec<f32>
+/// of weight rows in L1 and each weight row is read once per row tile. `fill(g, rows, out)`
+/// writes group `g`'s products with activation `rows`, row by row: `out[i · group + c]` for
+/// the `i`-th row and the group's `c`-th column. Each item writes its own cells of the
+/// `[m, n]` result (or `[m, n / 2]` after SwiGLU).
+fn tiled<F>(n: usize, m: usize, group: usize, epilogue: Epilogue, fill: F) -> Vec<f32>
 where
     F: Fn(usize, Range<usize>, &mut [f32]) + Sync,
 {
-    const GROUP: usize = 8;
-    const TILE: usize = 16;
     let tiles = m.div_ceil(TILE);
-    let groups = n.div_ceil(GROUP);
+    let groups = n.div_ceil(group);
     let width = match epilogue {
         Epilogue::Plain => n,
         Epilogue::SwiGlu => n / 2,
@@ -423,14 +452,12 @@ where
     let cells = SharedOut(out.as_mut_ptr());
     let len = out.len();
     candle_core::utils::barrier_pool().execute_chunked(tiles * groups, |items| {
-        let mut tile = [0f32; GROUP * TILE];
+        let mut tile = vec![0f32; group * TILE];
         for item in items {
             let (t, g) = (item / groups, item % groups);
             let rows = t * TILE..(t * TILE + TILE).min(m);
-            let cols = g * GROUP..(g * GROUP + GROUP).min(n);
-            for col in cols.clone() {
-                col_rows(col, rows.clone(), &mut tile[(col - cols.start) * TILE..]);
-            }
+            let cols = g * group..(g * group + group).min(n);
+            fill(g, rows.clone(), &mut tile[..rows.len() * group]);
             let put = |row: usize, col: usize, v: f32| {
                 let at = row * width + col;
                 assert!(at < len);
@@ -441,16 +468,19 @@ where
                 unsafe { *cells.ptr().add(at) = v };
             };
             for (i, row) in rows.enumerate() {
+                let line = &tile[i * group..(i + 1) * group];
                 match epilogue {
                     Epilogue::Plain => {
                         for (c, col) in cols.clone().enumerate() {
-                            put(row, col, tile[c * TILE + i]);
+                            put(row, col, line[c]);
                         }
                     }
                     Epilogue::SwiGlu => {
+                        // Every eight columns are four gate rows, then their four up rows.
                         for c in 0..cols.len() / 2 {
-                            let (gate, up) = (tile[c * TILE + i], tile[(c + 4) * TILE + i]);
-                            put(row, g * GROUP / 2 + c, swiglu(gate, up));
+                            let (unit, lane) = (c / 4, c % 4);
+                            let (gate, up) = (line[unit * 8 + lane], line[unit * 8 + 4 + lane]);
+                            put(row, g * group / 2 + c, swiglu(gate, up));
                         }
                     }
                 }
@@ -458,6 +488,23 @@ where
         }
     });
     out
+}
+
+/// Adapts a per-column kernel (`col_rows(col, rows, out)` writes weight row `col`'s products
+/// with activation `rows` to `out[..rows.len()]`) to [`tiled`]'s groups of [`GROUP`] columns.
+fn by_column<F>(n: usize, col_rows: F) -> impl Fn(usize, Range<usize>, &mut [f32]) + Sync
+where
+    F: Fn(usize, Range<usize>, &mut [f32]) + Sync,
+{
+    move |g, rows, out| {
+        let mut column = [0f32; TILE];
+        for (c, col) in (g * GROUP..(g * GROUP + GROUP).min(n)).enumerate() {
+            col_rows(col, rows.clone(), &mut column[..rows.len()]);
+            for (i, v) in column[..rows.len()].iter().enumerate() {
+                out[i * GROUP + c] = *v;
+            }
+        }
+    }
 }
 
 /// One weight row (`kb` blocks as stored) against activation `rows` quantized to Q8_1:

@@ -47,8 +47,11 @@ fn dequantize_q4_1(bytes: &[u8]) -> Vec<f32> {
 /// The activations as the chosen kernels quantize them.
 fn quantized_activations(x: &[f32], m: usize, k: usize) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if uses_pairs() {
-        return avx512::quantize(x, m, k).values();
+    if uses_avx512() {
+        return tiles16::quantize(x, m, k)
+            .iter()
+            .flat_map(|b| b.to_q8_1().qs.map(|q| b.to_q8_1().d * q as f32))
+            .collect();
     }
     quantize_rows(x, m, k)
         .iter()
@@ -139,63 +142,6 @@ fn simd_variants_give_identical_bits() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[test]
-fn avx512_pairs_match_the_portable_kernels() {
-    if !avx512::available() {
-        eprintln!("skipped: this CPU has no AVX-512 VNNI");
-        return;
-    }
-    // 6 blocks per row (offsets in one masked pass) and 40 (two full passes and a tail).
-    for (n, k, m) in [(3, 192, 13), (2, 1280, 9)] {
-        pairs_match_portable(n, k, m);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn pairs_match_portable(n: usize, k: usize, m: usize) {
-    let kb = k / BLOCK;
-    let x = random(m * k, 17);
-    let xq = avx512::quantize(&x, m, k);
-    // The portable kernels on the same quantized activations (as Q8_1 blocks).
-    let q8_1 = quantize_rows(&xq.values(), m, k);
-    let q4 = quantize_q4_1(&random(n * k, 19));
-    let q8 = quantize_q8_0(&random(n * k, 23));
-    let (b4, b8) = (read_q4_1(&q4), read_q8_0(&q8));
-    let (p4, p8) = (avx512::pack_q4_1(&b4), avx512::pack_q8_0(&b8));
-    for col in 0..n {
-        let mut y4 = vec![0f32; m];
-        let mut y8 = vec![0f32; m];
-        let ((w4, mins), w8) = (p4.row(col, kb), &p8[col * kb / 2..(col + 1) * kb / 2]);
-        avx512::q4_1_rows(w4, mins, &xq, 0..m, &mut y4);
-        avx512::q8_0_rows(w8, &xq, 0..m, &mut y8);
-        for row in 0..m {
-            let x = &q8_1[row * kb..(row + 1) * kb];
-            let (e4, e8) = (
-                dot_scalar(&b4[col * kb..(col + 1) * kb], x),
-                q8_dot_scalar(&b8[col * kb..(col + 1) * kb], x),
-            );
-            let tol = 1e-3 * (1.0 + e4.abs().max(e8.abs()));
-            assert!(
-                (y4[row] - e4).abs() < tol,
-                "q4_1 k={k} ({row},{col}) {} vs {e4}",
-                y4[row]
-            );
-            assert!(
-                (y8[row] - e8).abs() < tol,
-                "q8_0 k={k} ({row},{col}) {} vs {e8}",
-                y8[row]
-            );
-            // Alone, a row gives the same bits as in a pass of eight or four.
-            let mut alone = [0f32; 1];
-            avx512::q4_1_rows(w4, mins, &xq, row..row + 1, &mut alone);
-            assert_eq!(alone[0].to_bits(), y4[row].to_bits(), "q4_1 row {row}");
-            avx512::q8_0_rows(w8, &xq, row..row + 1, &mut alone);
-            assert_eq!(alone[0].to_bits(), y8[row].to_bits(), "q8_0 row {row}");
-        }
-    }
-}
-
 #[test]
 fn q8_0_matmul_matches_its_dequantized_weights() {
     let (n, k, m) = (12, 64, 6);
@@ -263,5 +209,81 @@ fn rows_of_long_inputs_do_not_depend_on_the_batch() {
             q8.matmul(xr, 1).as_slice(),
             "q8_0 row {row}"
         );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn sixteen_row_tiles_match_the_portable_kernels() {
+    if !tiles16::available() {
+        eprintln!("skipped: this CPU has no AVX-512 VNNI");
+        return;
+    }
+    // 6 and 40 blocks per row; 13 rows = a pass of eight, one of four and one alone.
+    for (n, k, m) in [(32, 192, 13), (16, 1280, 9)] {
+        let kb = k / BLOCK;
+        let xq = tiles16::quantize(&random(m * k, 17), m, k);
+        let q8_1: Vec<BlockQ8_1> = xq.iter().map(|b| b.to_q8_1()).collect();
+        let b4 = read_q4_1(&quantize_q4_1(&random(n * k, 19)));
+        let b8 = read_q8_0(&quantize_q8_0(&random(n * k, 23)));
+        let t4 = tiles16::Q4_1Tiles::from_fn(n, kb, |r, b| b4[r * kb + b]).expect("n % 16 == 0");
+        let t8 = tiles16::Q8_0Tiles::new(&b8, n, kb).expect("n % 16 == 0");
+        for g in 0..n / tiles16::ROWS {
+            let mut y4 = vec![0f32; m * tiles16::ROWS];
+            let mut y8 = vec![0f32; m * tiles16::ROWS];
+            t4.group_rows(g, &xq, 0..m, &mut y4);
+            t8.group_rows(g, &xq, 0..m, &mut y8);
+            for row in 0..m {
+                let x = &q8_1[row * kb..(row + 1) * kb];
+                for i in 0..tiles16::ROWS {
+                    let col = g * tiles16::ROWS + i;
+                    let w4 = &b4[col * kb..(col + 1) * kb];
+                    let w8 = &b8[col * kb..(col + 1) * kb];
+                    let (e4, e8) = (dot_scalar(w4, x), q8_dot_scalar(w8, x));
+                    let (g4, g8) = (y4[row * tiles16::ROWS + i], y8[row * tiles16::ROWS + i]);
+                    let tol = 1e-3 * (1.0 + e4.abs().max(e8.abs()));
+                    assert!(
+                        (g4 - e4).abs() < tol,
+                        "q4_1 k={k} ({row},{col}) {g4} vs {e4}"
+                    );
+                    assert!(
+                        (g8 - e8).abs() < tol,
+                        "q8_0 k={k} ({row},{col}) {g8} vs {e8}"
+                    );
+                }
+                // Alone, a row gives the same bits as in its pass of eight or four.
+                let mut alone = [0f32; tiles16::ROWS];
+                let here = row * tiles16::ROWS..(row + 1) * tiles16::ROWS;
+                t4.group_rows(g, &xq, row..row + 1, &mut alone);
+                assert_eq!(
+                    alone.map(f32::to_bits),
+                    y4[here.clone()]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                        .as_slice()
+                );
+                t8.group_rows(g, &xq, row..row + 1, &mut alone);
+                assert_eq!(
+                    alone.map(f32::to_bits),
+                    y8[here]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                        .as_slice()
+                );
+            }
+        }
+        // The interleaved matrix gives its blocks back unchanged.
+        for r in 0..n {
+            for b in 0..kb {
+                let (got, want) = (t4.block(r, b), b4[r * kb + b]);
+                assert_eq!(
+                    (got.d, got.m, got.qs),
+                    (want.d, want.m, want.qs),
+                    "block ({r},{b})"
+                );
+            }
+        }
     }
 }
