@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use super::bench_batch::median;
 use crate::config::KvDTypeArg;
 use anyhow::Context;
 use autoj_judge::batch::kernels;
@@ -31,7 +32,8 @@ pub struct BenchArgs {
     /// Tokens to generate per run (EOS ignored, so every run decodes exactly this many).
     #[arg(long, env = "AUTOJ_BENCH_N_PREDICT", default_value_t = 64)]
     pub n_predict: usize,
-    /// Timed runs per engine (after one warm-up run); medians are reported.
+    /// Timed runs per engine (after one warm-up run), and rounds of the concurrency levels
+    /// (taking turns); medians are reported.
     #[arg(long, env = "AUTOJ_BENCH_REPEAT", default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub repeat: usize,
     /// Python with llama-cpp-python; skip the comparison when it is missing.
@@ -87,11 +89,6 @@ fn sample_task() -> Task {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Runs both engines and prints one JSON object per engine plus the ratios.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let (mut model, tokenizer, info) = BatchModel::load(&args.model)?;
@@ -128,7 +125,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("{ours}");
     llamacpp(args, &text, &ours)?;
     if !args.concurrency.is_empty() {
-        for line in bench_batch::concurrency(&model, &ids, &args.concurrency, args.n_predict)? {
+        let levels = &args.concurrency;
+        let lines = bench_batch::concurrency(&model, &ids, levels, args.n_predict, args.repeat)?;
+        for line in lines {
             println!("{line}");
         }
         println!(

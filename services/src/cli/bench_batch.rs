@@ -32,12 +32,15 @@ pub fn argmax(v: &[f32]) -> u32 {
 
 /// Decode tokens per second summed over `b` sequences stepping together, for each level,
 /// plus each level's ratio to one sequence. Every sequence starts from the same prefilled
-/// prompt (forked caches) and then owns its cache.
+/// prompt (forked caches) and then owns its cache. The levels take turns `repeat` times
+/// (1, 4, 8, 16, 1, 4, ...) and each reports its median, so a change in the machine's load
+/// during the run moves every level alike instead of skewing the ratios.
 pub fn concurrency(
     model: &BatchModel,
     prompt: &[u32],
     levels: &[usize],
     n_predict: usize,
+    repeat: usize,
 ) -> anyhow::Result<Vec<Value>> {
     let mut base = model.new_kv();
     let first = model
@@ -47,37 +50,56 @@ pub fn concurrency(
             want: Want::Last,
         }])?
         .remove(0);
-    let mut out = Vec::new();
-    let mut single = None;
-    for &b in levels {
-        let mut kvs: Vec<SeqKv> = (0..b).map(|_| base.fork(prompt.len())).collect();
-        let mut next = vec![argmax(&first); b];
-        let t = Instant::now();
-        for _ in 0..n_predict {
-            let tokens: Vec<[u32; 1]> = next.iter().map(|&n| [n]).collect();
-            let mut inputs: Vec<StepInput<'_>> = kvs
-                .iter_mut()
-                .zip(&tokens)
-                .map(|(kv, t)| StepInput {
-                    kv,
-                    tokens: t,
-                    want: Want::Last,
-                })
-                .collect();
-            let logits = model.forward(&mut inputs)?;
-            next = logits.iter().map(|l| argmax(l)).collect();
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
+    let mut kv_bytes = vec![0; levels.len()];
+    for _ in 0..repeat.max(1) {
+        for (level, &b) in levels.iter().enumerate() {
+            let mut kvs: Vec<SeqKv> = (0..b).map(|_| base.fork(prompt.len())).collect();
+            let mut next = vec![argmax(&first); b];
+            let t = Instant::now();
+            for _ in 0..n_predict {
+                let tokens: Vec<[u32; 1]> = next.iter().map(|&n| [n]).collect();
+                let mut inputs: Vec<StepInput<'_>> = kvs
+                    .iter_mut()
+                    .zip(&tokens)
+                    .map(|(kv, t)| StepInput {
+                        kv,
+                        tokens: t,
+                        want: Want::Last,
+                    })
+                    .collect();
+                let logits = model.forward(&mut inputs)?;
+                next = logits.iter().map(|l| argmax(l)).collect();
+            }
+            runs[level].push((b * n_predict) as f64 / t.elapsed().as_secs_f64());
+            kv_bytes[level] = kvs.iter().map(|kv| kv.own_bytes()).sum::<usize>() / b.max(1);
         }
-        let tok_s = (b * n_predict) as f64 / t.elapsed().as_secs_f64();
-        let single_tok_s = *single.get_or_insert(tok_s);
-        let kv_bytes = kvs.iter().map(|kv| kv.own_bytes()).sum::<usize>() / b;
-        out.push(json!({
-            "concurrent_sequences": b,
-            "aggregate_decode_tok_s": tok_s,
-            "ratio_to_one_sequence": tok_s / single_tok_s,
-            "kv_bytes_per_sequence_generated": kv_bytes,
-        }));
     }
-    Ok(out)
+    let medians: Vec<f64> = runs.into_iter().map(median).collect();
+    let single = levels
+        .iter()
+        .position(|&b| b == 1)
+        .map_or(medians[0], |i| medians[i]);
+    Ok(levels
+        .iter()
+        .zip(&medians)
+        .zip(kv_bytes)
+        .map(|((&b, &tok_s), kv)| {
+            json!({
+                "concurrent_sequences": b,
+                "aggregate_decode_tok_s": tok_s,
+                "ratio_to_one_sequence": tok_s / single,
+                "runs": repeat.max(1),
+                "kv_bytes_per_sequence_generated": kv,
+            })
+        })
+        .collect())
+}
+
+/// The middle value (the upper one of an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.

@@ -350,7 +350,7 @@ fn quantize_block(v: &[f32]) -> XBlock {
 /// How many blocks ahead the kernels prefetch weights. Threads take the groups in chunks,
 /// so each chunk starts cold for the hardware prefetchers; past the group's end this asks
 /// for the next group's first blocks, which the same thread usually takes next.
-const AHEAD: usize = 4;
+const AHEAD: usize = 8;
 
 /// Asks for `n` cache lines from `p` on (a prefetch never faults, whatever the address).
 #[inline(always)]
