@@ -458,29 +458,26 @@ where
             let rows = t * TILE..(t * TILE + TILE).min(m);
             let cols = g * group..(g * group + group).min(n);
             fill(g, rows.clone(), &mut tile[..rows.len() * group]);
-            let put = |row: usize, col: usize, v: f32| {
-                let at = row * width + col;
-                assert!(at < len);
-                // SAFETY: `at` is inside `out` (checked); item (t, g) alone writes rows of
-                // tile t and columns of group g (or, after SwiGLU, of its half-width group),
-                // so no two workers write one cell; the pool returns only when every item
-                // is done, and `out` is not touched meanwhile.
-                unsafe { *cells.ptr().add(at) = v };
+            let (at, n_out) = match epilogue {
+                Epilogue::Plain => (cols.start, cols.len()),
+                Epilogue::SwiGlu => (cols.start / 2, cols.len() / 2),
             };
             for (i, row) in rows.enumerate() {
                 let line = &tile[i * group..(i + 1) * group];
+                let start = row * width + at;
+                assert!(start + n_out <= len);
+                // SAFETY: `start..start + n_out` is inside `out` (checked); item (t, g) alone
+                // writes rows of tile t and the columns of group g (or, after SwiGLU, of its
+                // half-width group), so no two workers write one cell; the pool returns only
+                // when every item is done, and `out` is not touched meanwhile.
+                let dst = unsafe { std::slice::from_raw_parts_mut(cells.ptr().add(start), n_out) };
                 match epilogue {
-                    Epilogue::Plain => {
-                        for (c, col) in cols.clone().enumerate() {
-                            put(row, col, line[c]);
-                        }
-                    }
+                    Epilogue::Plain => dst.copy_from_slice(&line[..n_out]),
                     Epilogue::SwiGlu => {
                         // Every eight columns are four gate rows, then their four up rows.
-                        for c in 0..cols.len() / 2 {
+                        for (c, d) in dst.iter_mut().enumerate() {
                             let (unit, lane) = (c / 4, c % 4);
-                            let (gate, up) = (line[unit * 8 + lane], line[unit * 8 + 4 + lane]);
-                            put(row, g * group / 2 + c, swiglu(gate, up));
+                            *d = swiglu(line[unit * 8 + lane], line[unit * 8 + 4 + lane]);
                         }
                     }
                 }
