@@ -472,12 +472,28 @@ impl BatchModel {
     }
 }
 
+/// Each row scaled to unit root-mean-square, times `w`. The sum of squares runs in sixteen
+/// independent lanes (one serial chain of additions was 1-2% of a batched decode step, spent
+/// on the main thread while the pool's workers wait).
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(w.len()) {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+    const LANES: usize = 16;
+    let mut out = vec![0f32; x.len()];
+    for (row, dst) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        let mut lanes = [0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l += v * v;
+            }
+        }
+        for (l, v) in lanes.iter_mut().zip(chunks.remainder()) {
+            *l += v * v;
+        }
+        let ms = lanes.iter().sum::<f32>() / w.len() as f32;
         let inv = 1.0 / (ms + eps).sqrt();
-        out.extend(row.iter().zip(w).map(|(v, w)| v * inv * w));
+        for ((d, v), w) in dst.iter_mut().zip(row).zip(w) {
+            *d = v * inv * w;
+        }
     }
     out
 }
