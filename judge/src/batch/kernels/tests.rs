@@ -170,19 +170,28 @@ fn rejects_wrong_sizes() {
 
 #[test]
 fn swiglu_product_is_silu_of_gate_times_up() {
-    let (n, k, m) = (12, 128, 9);
-    let gate_bytes = quantize_q4_1(&random(n * k, 29));
-    let up_bytes = quantize_q4_1(&random(n * k, 31));
-    let gate = Q4_1Matrix::from_bytes(&gate_bytes, n, k).unwrap();
-    let up = Q4_1Matrix::from_bytes(&up_bytes, n, k).unwrap();
-    let x = random(m * k, 37);
-    let (g, u) = (gate.matmul(&x, m), up.matmul(&x, m));
-    let fused = Q4_1Matrix::swiglu_pair(gate, up).expect("same shapes");
-    let h = fused.matmul_swiglu(&x, m);
-    assert_eq!(h.len(), m * n);
-    for (i, got) in h.iter().enumerate() {
-        let want = g[i] / (1.0 + (-g[i]).exp()) * u[i];
-        assert_eq!(got.to_bits(), want.to_bits(), "cell {i}: {got} vs {want}");
+    // 12 rows stay in GGUF blocks; 16 and 32 are interleaved sixteen rows at a time where the
+    // AVX-512 kernels run (gate and up rows then share tiles).
+    let k = 128;
+    for n in [12, 16, 32] {
+        let m = 9;
+        let gate_bytes = quantize_q4_1(&random(n * k, 29));
+        let up_bytes = quantize_q4_1(&random(n * k, 31));
+        let gate = Q4_1Matrix::from_bytes(&gate_bytes, n, k).unwrap();
+        let up = Q4_1Matrix::from_bytes(&up_bytes, n, k).unwrap();
+        let x = random(m * k, 37);
+        let (g, u) = (gate.matmul(&x, m), up.matmul(&x, m));
+        let fused = Q4_1Matrix::swiglu_pair(gate, up).expect("same shapes");
+        let h = fused.matmul_swiglu(&x, m);
+        assert_eq!(h.len(), m * n);
+        for (i, got) in h.iter().enumerate() {
+            let want = g[i] / (1.0 + (-g[i]).exp()) * u[i];
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "n={n} cell {i}: {got} vs {want}"
+            );
+        }
     }
     // Row counts that are not a multiple of four stay separate.
     let odd = |seed| Q4_1Matrix::from_bytes(&quantize_q4_1(&random(6 * k, seed)), 6, k).unwrap();
