@@ -155,7 +155,7 @@ fn attend<const G: usize, const L: usize, T: KvValue>(
 /// How many positions ahead the key and value rows are prefetched: a head's rows are a
 /// fraction of each cached position (the other heads' rows lie between), a stride the
 /// hardware prefetchers follow too late, and the loops stall on the loads without this.
-const AHEAD: usize = 8;
+const AHEAD: usize = 16;
 
 /// Asks for the cache lines of `row[at..at + len]` (nothing when past the run's end; a
 /// prefetch never faults, but the address is kept inside the slice anyway).

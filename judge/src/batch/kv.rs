@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// How a cache stores keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,7 +77,13 @@ impl Rows {
 
     fn extend(&mut self, x: &[f32]) {
         match self {
-            Self::F16(v) => v.extend(x.iter().map(|&x| f16::from_f32(x))),
+            Self::F16(v) => {
+                // The whole slice at once (F16C eight values per instruction where the CPU
+                // has it); one call per value was 2% of a batched decode step.
+                let at = v.len();
+                v.resize(at + x.len(), f16::ZERO);
+                v[at..].convert_from_f32_slice(x);
+            }
             Self::F32(v) => v.extend_from_slice(x),
         }
     }
