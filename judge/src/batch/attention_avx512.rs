@@ -204,7 +204,7 @@ fn sum16(v: &[__m512; 16]) -> __m512 {
 /// `e^x` for sixteen lanes (x ≤ 0 here): `2^(x·log2 e)` split into a power of two and a
 /// degree-6 Taylor polynomial of `2^f` for `|f| ≤ 1/2` (relative error about 1e-7).
 #[target_feature(enable = "avx512f")]
-fn exp(x: __m512) -> __m512 {
+pub(crate) fn exp(x: __m512) -> __m512 {
     let t = _mm512_mul_ps(
         _mm512_max_ps(x, _mm512_set1_ps(-126.0)),
         _mm512_set1_ps(std::f32::consts::LOG2_E),

@@ -243,12 +243,11 @@ impl GateUp {
         match self {
             Self::Fused(w) => Ok(w.matmul_swiglu(x, m)),
             Self::Separate(parts) => {
-                let mut g = parts.0.forward(x, m)?;
+                let g = parts.0.forward(x, m)?;
                 let u = parts.1.forward(x, m)?;
-                for (g, u) in g.iter_mut().zip(&u) {
-                    *g = swiglu(*g, *u);
-                }
-                Ok(g)
+                let mut h = vec![0f32; g.len()];
+                swiglu(&g, &u, &mut h);
+                Ok(h)
             }
         }
     }

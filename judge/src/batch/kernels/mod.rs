@@ -412,10 +412,19 @@ enum Epilogue {
     SwiGlu,
 }
 
-/// `silu(gate) · up`, the feed-forward activation, computed the same way wherever it runs.
-#[inline]
-pub(super) fn swiglu(gate: f32, up: f32) -> f32 {
-    gate / (1.0 + (-gate).exp()) * up
+/// `out[i] = silu(gate[i]) · up[i]`, the feed-forward activation, computed the same way
+/// wherever it runs (the fused kernel's epilogue and the separate-matrix path): with the
+/// AVX-512 vector `exp` where those kernels run, else libm's.
+pub(super) fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if uses_avx512() {
+        // SAFETY: `uses_avx512` holds only where the CPU has AVX-512F.
+        unsafe { tiles16::swiglu(gate, up, out) };
+        return;
+    }
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
 }
 
 /// Rows of `blocks` (each `row_len` long) of `a` and `b` alternating four at a time.
@@ -453,6 +462,7 @@ where
     let len = out.len();
     candle_core::utils::barrier_pool().execute_chunked(tiles * groups, |items| {
         let mut tile = vec![0f32; group * TILE];
+        let (mut gate, mut up, mut act) = (tile.clone(), tile.clone(), tile.clone());
         for item in items {
             let (t, g) = (item / groups, item % groups);
             let rows = t * TILE..(t * TILE + TILE).min(m);
@@ -462,8 +472,24 @@ where
                 Epilogue::Plain => (cols.start, cols.len()),
                 Epilogue::SwiGlu => (cols.start / 2, cols.len() / 2),
             };
+            if epilogue == Epilogue::SwiGlu {
+                // Every eight columns are four gate rows, then their four up rows; the whole
+                // tile's activations in one call (vector lanes stay full).
+                let cells = rows.len() * n_out;
+                for (i, line) in tile.chunks_exact(group).take(rows.len()).enumerate() {
+                    for c in 0..n_out {
+                        let (unit, lane) = (c / 4, c % 4);
+                        gate[i * n_out + c] = line[unit * 8 + lane];
+                        up[i * n_out + c] = line[unit * 8 + 4 + lane];
+                    }
+                }
+                swiglu(&gate[..cells], &up[..cells], &mut act[..cells]);
+            }
             for (i, row) in rows.enumerate() {
-                let line = &tile[i * group..(i + 1) * group];
+                let src = match epilogue {
+                    Epilogue::Plain => &tile[i * group..i * group + n_out],
+                    Epilogue::SwiGlu => &act[i * n_out..(i + 1) * n_out],
+                };
                 let start = row * width + at;
                 assert!(start + n_out <= len);
                 // SAFETY: `start..start + n_out` is inside `out` (checked); item (t, g) alone
@@ -471,16 +497,7 @@ where
                 // half-width group), so no two workers write one cell; the pool returns only
                 // when every item is done, and `out` is not touched meanwhile.
                 let dst = unsafe { std::slice::from_raw_parts_mut(cells.ptr().add(start), n_out) };
-                match epilogue {
-                    Epilogue::Plain => dst.copy_from_slice(&line[..n_out]),
-                    Epilogue::SwiGlu => {
-                        // Every eight columns are four gate rows, then their four up rows.
-                        for (c, d) in dst.iter_mut().enumerate() {
-                            let (unit, lane) = (c / 4, c % 4);
-                            *d = swiglu(line[unit * 8 + lane], line[unit * 8 + 4 + lane]);
-                        }
-                    }
-                }
+                dst.copy_from_slice(src);
             }
         }
     });
