@@ -115,9 +115,6 @@ impl Packed for NoTiles {
     fn concat(_: Vec<Self>) -> Self {
         NoTiles
     }
-    fn interleave4(_: &Self, _: &Self) -> Option<Self> {
-        None
-    }
     fn bytes(&self) -> usize {
         0
     }
@@ -128,8 +125,11 @@ trait Packed: Sized {
     /// Rows of the parts one after another.
     fn concat(parts: Vec<Self>) -> Self;
     /// Rows of `a` and `b` alternating four at a time; `None` when the result cannot be
-    /// repacked (its row count is not a multiple of the layout's group).
-    fn interleave4(a: &Self, b: &Self) -> Option<Self>;
+    /// repacked (its row count is not a multiple of the layout's group) or the layout does
+    /// not interleave (only Q4_1 feed-forward matrices are).
+    fn interleave4(_a: &Self, _b: &Self) -> Option<Self> {
+        None
+    }
     /// Bytes held.
     fn bytes(&self) -> usize;
 }

@@ -228,21 +228,6 @@ impl Q8_0Tiles {
         Some(out)
     }
 
-    /// Row `r`'s block `b` as GGUF stores it.
-    pub fn block(&self, r: usize, b: usize) -> BlockQ8_0 {
-        let (cell, i) = ((r / ROWS) * self.kb + b, r % ROWS);
-        let mut qs = [0i8; BLOCK];
-        for (k, step) in self.tiles[cell].0.iter().enumerate() {
-            for t in 0..4 {
-                qs[4 * k + t] = (step[4 * i + t] ^ 0x80) as i8;
-            }
-        }
-        BlockQ8_0 {
-            d: half::f16::from_bits(self.d[cell].0[i]),
-            qs,
-        }
-    }
-
     /// As [`Q4_1Tiles::group_rows`].
     pub fn group_rows(&self, g: usize, xq: &[XBlock], rows: Range<usize>, out: &mut [f32]) {
         let cells = g * self.kb..(g + 1) * self.kb;
@@ -273,22 +258,6 @@ impl Packed for Q8_0Tiles {
             out.d.extend(p.d);
         }
         out
-    }
-
-    fn interleave4(a: &Self, b: &Self) -> Option<Self> {
-        let n = a.d.len() / a.kb.max(1) * ROWS;
-        if a.kb != b.kb || a.d.len() != b.d.len() {
-            return None;
-        }
-        let blocks: Vec<BlockQ8_0> = (0..2 * n)
-            .flat_map(|r| {
-                (0..a.kb).map(move |blk| match interleaved(r) {
-                    (true, row) => a.block(row, blk),
-                    (false, row) => b.block(row, blk),
-                })
-            })
-            .collect();
-        Self::new(&blocks, 2 * n, a.kb)
     }
 
     fn bytes(&self) -> usize {
