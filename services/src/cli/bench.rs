@@ -53,11 +53,12 @@ pub struct BenchArgs {
     /// Key/value cache element type of the batched engine.
     #[arg(long, env = "AUTOJ_BENCH_KV_DTYPE", value_enum, default_value = "f16")]
     pub kv_dtype: KvDTypeArg,
-    /// Concurrency levels for aggregate decode speed (empty: skip).
+    /// Concurrency levels for aggregate decode speed (`--concurrency` with no value: skip).
     #[arg(
         long,
         env = "AUTOJ_BENCH_CONCURRENCY",
         value_delimiter = ',',
+        num_args = 0..,
         default_value = "1,4,8,16"
     )]
     pub concurrency: Vec<usize>,
