@@ -4,9 +4,9 @@
 //! dot product is scalar, and Q4_1 is the type of most weights in the default model file.
 //! This module holds our Q4_1 and Q8_0 matrices and their products: activations quantized
 //! to 8 bits per 32-value block (as llama.cpp does), the weights stored as GGUF has them
-//! for the 256-bit and portable kernels (`blocks`) or repacked in pairs of blocks for the
-//! AVX-512 VNNI ones (`avx512`), chosen once at run time; and a tiled loop that reads each
-//! weight row once for every activation row of the batch (that reuse is where batching
+//! for the 256-bit and portable kernels (`blocks`) or interleaved sixteen rows at a time for
+//! the AVX-512 VNNI ones (`tiles16`), chosen once at run time; and a tiled loop that reads
+//! each weight row once for every activation row of the batch (that reuse is where batching
 //! gains on a memory-bound CPU).
 
 // `unsafe` here: handing disjoint parts of one output buffer to the pool's workers

@@ -1,9 +1,10 @@
 //! AVX-512 VNNI kernels over weights interleaved sixteen rows at a time.
 //!
-//! The pair kernels (`avx512.rs`) give each 512-bit lane four values of one weight row, so a
-//! row's 32-value block is spread over eight lanes and every block costs a conversion, a
-//! multiply and two multiply-adds per activation row: with eight activation rows those
-//! floating-point steps, not the byte products, fill the multiply pipes. Here the lanes are
+//! Giving each 512-bit lane four values of one weight row (this module's predecessor paired
+//! two blocks per vector) spreads a row's 32-value block over eight lanes, and every block
+//! costs a conversion, a multiply and two multiply-adds per activation row: with eight
+//! activation rows those floating-point steps, not the byte products, fill the multiply
+//! pipes. Here the lanes are
 //! sixteen *rows*: lane `i` of the vector for step `k` holds values `4k..4k + 4` of row `i`'s
 //! block, and the activation's matching four bytes are broadcast to every lane. Eight byte
 //! dot products then leave each lane with its row's whole block product, and the block's
