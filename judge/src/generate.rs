@@ -55,6 +55,33 @@ impl GenerationParams {
     }
 }
 
+/// The greedy choice, picked exactly as candle's `argmax` picks it (the first of equal
+/// maxima; a NaN never wins unless it comes first), straight from the logits: candle's
+/// sampler copies them into a tensor and back and compares one value at a time, which the
+/// batched engine's single thread did for every sequence of every step. The maximum is
+/// found sixteen lanes at a time, then its first position.
+pub fn argmax(logits: &[f32]) -> u32 {
+    const LANES: usize = 16;
+    match logits.first() {
+        None => return 0,
+        Some(x) if x.is_nan() => return 0,
+        Some(_) => {}
+    }
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = logits.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a });
+    logits.iter().position(|&x| x == max).unwrap_or(0) as u32
+}
+
 /// Turns generated ids into text a piece at a time. It decodes a short window of recent ids
 /// and only releases text once it no longer ends in a partial character (U+FFFD), so a
 /// multi-byte character split across tokens is emitted whole.

@@ -23,7 +23,7 @@ use crate::engine::{
     emit, force, verdict_of, EngineEvent, EngineStats, FinishReason, Job, UsageStats, VerdictSource,
 };
 use crate::error::{JudgeError, Result};
-use crate::generate::{Detokenizer, StopMatcher};
+use crate::generate::{argmax, Detokenizer, StopMatcher};
 use crate::prompt::Lang;
 use crate::scoring::{
     at_verdict_position, candidates, choice_scores, forced_prefix, log_softmax, ChoiceScores,
@@ -331,7 +331,8 @@ fn reservation(job: &Job, per_token: usize) -> usize {
 
 /// Samples the next token from `logits` and moves the sequence on.
 fn advance(s: &mut Seq, tok: &TextTokenizer, logits: &[f32]) -> Progress {
-    let next = match sample(&mut s.sampler, logits) {
+    let greedy = s.job.params.temperature <= 0.0;
+    let next = match sample(&mut s.sampler, greedy, logits) {
         Ok(n) => n,
         Err(e) => {
             let _ = s.job.events.blocking_send(Err(e));
@@ -366,7 +367,12 @@ fn advance(s: &mut Seq, tok: &TextTokenizer, logits: &[f32]) -> Progress {
     Progress::Running
 }
 
-fn sample(sampler: &mut LogitsProcessor, logits: &[f32]) -> Result<u32> {
+/// The next token: greedy straight from the logits (the same choice as candle's sampler
+/// makes), else through the request's sampler.
+fn sample(sampler: &mut LogitsProcessor, greedy: bool, logits: &[f32]) -> Result<u32> {
+    if greedy {
+        return Ok(argmax(logits));
+    }
     let t = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
     Ok(sampler.sample(&t)?)
 }

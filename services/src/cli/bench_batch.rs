@@ -18,25 +18,7 @@ use candle_core::Device;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-/// The greedy choice: index of the largest logit (the first of equals). The maximum is
-/// found sixteen lanes at a time, then its first position (a serial compare-and-keep loop,
-/// or a `total_cmp` fold, took 1-2% of an eight-sequence decode step).
-pub fn argmax(v: &[f32]) -> u32 {
-    const LANES: usize = 16;
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = v.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l = if x > *l { x } else { *l };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a });
-    v.iter().position(|&x| x == max).unwrap_or(0) as u32
-}
+pub use autoj_judge::generate::argmax;
 
 /// Decode tokens per second summed over `b` sequences stepping together, for each level,
 /// plus each level's ratio to one sequence. Every sequence starts from the same prefilled
@@ -236,25 +218,4 @@ pub async fn grpc_judgments(
         results.push(json!({ "prefix_cache_speedup": r }));
     }
     Ok(results)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::argmax;
-
-    #[test]
-    fn argmax_finds_the_first_largest_anywhere() {
-        // 37 values: two full chunks of sixteen and a remainder of five.
-        for at in [0, 5, 15, 16, 31, 32, 36] {
-            let mut v: Vec<f32> = (0..37).map(|i| (i % 7) as f32 - 10.0).collect();
-            v[at] = 3.5;
-            assert_eq!(argmax(&v), at as u32, "max at {at}");
-            // A later equal value does not win.
-            if at + 1 < v.len() {
-                v[at + 1] = 3.5;
-                assert_eq!(argmax(&v), at as u32, "tie after {at}");
-            }
-        }
-        assert_eq!(argmax(&[-1.0, -0.5, -2.0]), 1);
-    }
 }
