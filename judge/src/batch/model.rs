@@ -343,7 +343,7 @@ impl BatchModel {
             let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
                 return Err(internal("attention projections missing"));
             };
-            for (r, angles) in angles.chunks_exact(half.max(1)).enumerate().take(total) {
+            for (r, angles) in angles.chunks_exact(half.max(1)).enumerate() {
                 self.rope(&mut q[r * q_width..(r + 1) * q_width], angles);
                 self.rope(&mut k[r * kv_width..(r + 1) * kv_width], angles);
             }

@@ -115,26 +115,26 @@ impl Packed for NoTiles {
     fn concat(_: Vec<Self>) -> Self {
         NoTiles
     }
+    fn interleave4(_: &Self, _: &Self) -> Option<Self> {
+        None
+    }
     fn bytes(&self) -> usize {
         0
     }
 }
 
-/// A repacked matrix, as the layout code needs to handle it.
+/// A repacked Q4_1 matrix, as stacking (Q, K, V) and the gate/up interleave need it.
 trait Packed: Sized {
     /// Rows of the parts one after another.
     fn concat(parts: Vec<Self>) -> Self;
     /// Rows of `a` and `b` alternating four at a time; `None` when the result cannot be
-    /// repacked (its row count is not a multiple of the layout's group) or the layout does
-    /// not interleave (only Q4_1 feed-forward matrices are).
-    fn interleave4(_a: &Self, _b: &Self) -> Option<Self> {
-        None
-    }
+    /// repacked (its row count is not a multiple of the layout's group).
+    fn interleave4(a: &Self, b: &Self) -> Option<Self>;
     /// Bytes held.
     fn bytes(&self) -> usize;
 }
 
-impl<B, T: Packed> Layout<B, T> {
+impl<B, T> Layout<B, T> {
     /// Stores `blocks` (`n` rows of `kb` blocks) in the layout the chosen kernels read.
     fn new(blocks: Vec<B>, pack: impl FnOnce(&[B]) -> Option<T>) -> Self {
         if !uses_avx512() {
@@ -145,7 +145,9 @@ impl<B, T: Packed> Layout<B, T> {
             None => Self::Blocks(blocks),
         }
     }
+}
 
+impl<B, T: Packed> Layout<B, T> {
     fn concat(parts: Vec<Self>) -> Result<Self, Vec<Self>> {
         if parts.iter().all(|p| matches!(p, Self::Blocks(_))) {
             let all = parts.into_iter().flat_map(|p| match p {
@@ -440,6 +442,8 @@ fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
 const GROUP: usize = 8;
 /// Activation rows per work item.
 const TILE: usize = 16;
+/// The widest column group a layout uses (the sixteen-row tiles).
+const MAX_GROUP: usize = 16;
 
 /// The tiled product shared by the weight types and layouts: work items of (row tile,
 /// column group), row-tile major, so one item keeps a tile of activation rows and a group
@@ -457,12 +461,17 @@ where
         Epilogue::Plain => n,
         Epilogue::SwiGlu => n / 2,
     };
+    assert!(group <= MAX_GROUP);
     let mut out = vec![0f32; m * width];
     let cells = SharedOut(out.as_mut_ptr());
     let len = out.len();
     candle_core::utils::barrier_pool().execute_chunked(tiles * groups, |items| {
-        let mut tile = vec![0f32; group * TILE];
-        let (mut gate, mut up, mut act) = (tile.clone(), tile.clone(), tile.clone());
+        let mut tile = [0f32; MAX_GROUP * TILE];
+        let (mut gate, mut up, mut act) = (
+            [0f32; MAX_GROUP * TILE / 2],
+            [0f32; MAX_GROUP * TILE / 2],
+            [0f32; MAX_GROUP * TILE / 2],
+        );
         for item in items {
             let (t, g) = (item / groups, item % groups);
             let rows = t * TILE..(t * TILE + TILE).min(m);
@@ -475,7 +484,7 @@ where
             if epilogue == Epilogue::SwiGlu {
                 // Every eight columns are four gate rows, then their four up rows; the whole
                 // tile's activations in one call (vector lanes stay full).
-                let cells = rows.len() * n_out;
+                let count = rows.len() * n_out;
                 for (i, line) in tile.chunks_exact(group).take(rows.len()).enumerate() {
                     for c in 0..n_out {
                         let (unit, lane) = (c / 4, c % 4);
@@ -483,7 +492,7 @@ where
                         up[i * n_out + c] = line[unit * 8 + 4 + lane];
                     }
                 }
-                swiglu(&gate[..cells], &up[..cells], &mut act[..cells]);
+                swiglu(&gate[..count], &up[..count], &mut act[..count]);
             }
             for (i, row) in rows.enumerate() {
                 let src = match epilogue {

@@ -4,9 +4,9 @@
 //! two blocks per vector) spreads a row's 32-value block over eight lanes, and every block
 //! costs a conversion, a multiply and two multiply-adds per activation row: with eight
 //! activation rows those floating-point steps, not the byte products, fill the multiply
-//! pipes. Here the lanes are
-//! sixteen *rows*: lane `i` of the vector for step `k` holds values `4k..4k + 4` of row `i`'s
-//! block, and the activation's matching four bytes are broadcast to every lane. Eight byte
+//! pipes. Here the lanes are sixteen *rows*: lane `i` of the vector for step `k` holds values
+//! `4k..4k + 4` of row `i`'s block, and the activation's matching four bytes are broadcast
+//! to every lane. Eight byte
 //! dot products then leave each lane with its row's whole block product, and the block's
 //! scaling (one conversion, one multiply, two multiply-adds) is paid once per sixteen rows
 //! instead of once per row: about 11 multiply-pipe instructions per 512 products and
@@ -32,13 +32,6 @@ pub fn available() -> bool {
         && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("f16c")
         && is_x86_feature_detected!("fma")
-}
-
-/// Row `r` of `a` and `b` interleaved four rows at a time: rows `8q..8q + 4` are `a`'s
-/// `4q..4q + 4`, rows `8q + 4..8q + 8` are `b`'s.
-fn interleaved(r: usize) -> (bool, usize) {
-    let (quad, lane) = (r / 8, r % 8);
-    (lane < 4, 4 * quad + lane % 4)
 }
 
 /// One activation block quantized to 8 bits in natural order, with its scale and sums.
@@ -111,6 +104,13 @@ impl Q4_1Tiles {
         Some(out)
     }
 
+    /// Every block as GGUF stores them, row-major.
+    fn blocks(&self) -> Vec<BlockQ4_1> {
+        (0..self.n)
+            .flat_map(|r| (0..self.kb).map(move |b| self.block(r, b)))
+            .collect()
+    }
+
     /// Row `r`'s block `b` as GGUF stores it.
     pub fn block(&self, r: usize, b: usize) -> BlockQ4_1 {
         let (cell, i) = ((r / ROWS) * self.kb + b, r % ROWS);
@@ -134,8 +134,7 @@ impl Q4_1Tiles {
             &self.d[cells.clone()],
             &self.m[cells],
         );
-        passes(rows, out, |r, n, out| {
-            let x = &xq[r * self.kb..(r + n) * self.kb];
+        passes(xq, self.kb, rows, out, |x, n, out| {
             // SAFETY (each arm): these layouts are built only where `available()` holds.
             match n {
                 8 => unsafe { q4_1_group::<8>(w, x, out) },
@@ -171,10 +170,8 @@ impl Packed for Q4_1Tiles {
         if a.n != b.n || a.kb != b.kb {
             return None;
         }
-        Self::from_fn(2 * a.n, a.kb, |r, blk| match interleaved(r) {
-            (true, row) => a.block(row, blk),
-            (false, row) => b.block(row, blk),
-        })
+        let rows = super::interleave4(&a.blocks(), &b.blocks(), a.kb);
+        Self::from_fn(2 * a.n, a.kb, |r, blk| rows[r * a.kb + blk])
     }
 
     fn bytes(&self) -> usize {
@@ -233,8 +230,7 @@ impl Q8_0Tiles {
     pub fn group_rows(&self, g: usize, xq: &[XBlock], rows: Range<usize>, out: &mut [f32]) {
         let cells = g * self.kb..(g + 1) * self.kb;
         let w = (&self.tiles[cells.clone()], &self.d[cells]);
-        passes(rows, out, |r, n, out| {
-            let x = &xq[r * self.kb..(r + n) * self.kb];
+        passes(xq, self.kb, rows, out, |x, n, out| {
             // SAFETY (each arm): these layouts are built only where `available()` holds.
             match n {
                 8 => unsafe { q8_0_group::<8>(w, x, out) },
@@ -245,30 +241,15 @@ impl Q8_0Tiles {
     }
 }
 
-impl Packed for Q8_0Tiles {
-    fn concat(parts: Vec<Self>) -> Self {
-        let kb = parts.first().map_or(0, |p| p.kb);
-        let mut out = Self {
-            tiles: Vec::new(),
-            d: Vec::new(),
-            kb,
-        };
-        for p in parts {
-            assert_eq!(p.kb, kb, "stacked matrices share their input size");
-            out.tiles.extend(p.tiles);
-            out.d.extend(p.d);
-        }
-        out
-    }
-
-    fn bytes(&self) -> usize {
-        std::mem::size_of_val(self.tiles.as_slice()) + std::mem::size_of_val(self.d.as_slice())
-    }
-}
-
-/// Splits `rows` into passes of eight, then four, then one, handing each its start, size and
-/// output slice (sixteen values per row).
-fn passes(rows: Range<usize>, out: &mut [f32], mut pass: impl FnMut(usize, usize, &mut [f32])) {
+/// Splits `rows` into passes of eight, then four, then one, handing each its activation
+/// blocks (`kb` per row), size and output slice (sixteen values per row).
+fn passes(
+    xq: &[XBlock],
+    kb: usize,
+    rows: Range<usize>,
+    out: &mut [f32],
+    mut pass: impl FnMut(&[XBlock], usize, &mut [f32]),
+) {
     let mut r = rows.start;
     while r < rows.end {
         let n = match rows.end - r {
@@ -277,7 +258,7 @@ fn passes(rows: Range<usize>, out: &mut [f32], mut pass: impl FnMut(usize, usize
             _ => 1,
         };
         let at = (r - rows.start) * ROWS;
-        pass(r, n, &mut out[at..at + n * ROWS]);
+        pass(&xq[r * kb..(r + n) * kb], n, &mut out[at..at + n * ROWS]);
         r += n;
     }
 }
