@@ -6,7 +6,7 @@
 
 use std::io::Cursor;
 
-use autoj_judge::tokenizer::TextTokenizer;
+use autoj_judge::engine::tokenizer::TextTokenizer;
 use candle_core::quantized::gguf_file;
 use candle_transformers::models::quantized_llama;
 use candle_core::Device;
@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut file = Cursor::new(data);
-    if autoj_judge::gguf_guard::check(&mut file).is_err() {
+    if autoj_judge::engine::gguf_guard::check(&mut file).is_err() {
         return;
     }
     let Ok(content) = gguf_file::Content::read(&mut file) else {

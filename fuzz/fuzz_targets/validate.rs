@@ -2,8 +2,8 @@
 //! router's and the judge's validation never panic on whatever decodes.
 #![no_main]
 
-use autoj_judge::prompt::Task;
-use autoj_judge::service::{validate_request, ServiceLimits};
+use autoj_judge::protocol::prompt::Task;
+use autoj_judge::grpc::validate::{validate_request, ServiceLimits};
 use autoj_proto::v1::{CompareRequest, CritiqueRequest, ScoreRequest};
 use autoj_router::LimitsConfig;
 use libfuzzer_sys::fuzz_target;

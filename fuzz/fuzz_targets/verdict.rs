@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let _ = autoj_judge::verdict::parse_pairwise(&text);
-    let single = autoj_judge::verdict::parse_single(&text);
+    let _ = autoj_judge::protocol::verdict::parse_pairwise(&text);
+    let single = autoj_judge::protocol::verdict::parse_single(&text);
     let _ = format!("{single:?}");
 });

@@ -1,10 +1,12 @@
 //! The one error type of the judge crate.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Everything that can go wrong in the judge engine and its service. The service maps each
-/// variant to a gRPC status in exactly one place (`service::status_of`).
-#[derive(Debug, thiserror::Error)]
+/// variant to a gRPC status in exactly one place (`grpc::status::status_of`). It is `Clone`
+/// so that one failed batched step reaches every sequence in it as the same typed error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JudgeError {
     /// The model file or directory could not be read or understood.
     #[error("cannot load model from {path}: {reason}")]
@@ -20,9 +22,10 @@ pub enum JudgeError {
     /// A chat template could not be parsed or rendered.
     #[error("chat template: {0}")]
     Template(String),
-    /// A tensor operation failed during generation.
+    /// A tensor operation failed during generation (shared: a batched step's one error
+    /// fails every sequence in it).
     #[error("model computation failed: {0}")]
-    Compute(#[from] candle_core::Error),
+    Compute(Arc<candle_core::Error>),
     /// A request field or option is invalid; the message names the field.
     #[error("{0}")]
     InvalidArgument(String),
@@ -45,6 +48,12 @@ pub enum JudgeError {
     /// The engine thread has stopped (shutdown or a fatal error).
     #[error("the judge engine is not running")]
     EngineStopped,
+}
+
+impl From<candle_core::Error> for JudgeError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Compute(Arc::new(e))
+    }
 }
 
 /// Shorthand used across the crate.

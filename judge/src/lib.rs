@@ -1,39 +1,23 @@
-//! The autoj judge: an Auto-J-family model served with candle.
+//! The autoj judge: an Auto-J-family model served with candle. Three halves, one folder
+//! each, in the order a request passes through them:
 //!
-//! - [`gguf_guard`]: refuses hostile GGUF headers before candle parses them.
-//! - [`model`]: loads a LLaMA-family judge from GGUF or a Hugging Face directory.
-//! - [`tokenizer`]: text ⇄ ids, including tokenizers rebuilt from GGUF metadata.
-//! - [`prompt`]: Auto-J's exact templates and the model's own chat template.
-//! - [`fit`]: fits input into the context, truncating from the middle when allowed.
-//! - [`generate`]: sampling settings, incremental detokenising, stop strings.
-//! - [`verdict`]: extracts the verdict from a critique, as Auto-J does and better.
-//! - [`scoring`]: verdict probabilities from the logits, and forced verdicts.
-//! - [`batch`]: continuous batching on the CPU: own forward pass, per-sequence caches, prefix cache.
-//! - [`engine`]: the thread that owns the model, behind a bounded queue (no gRPC here).
-//! - [`metrics`] and [`trace`]: what an operator sees of each call (Prometheus metrics,
-//!   OpenTelemetry spans continuing the caller's trace).
-//! - [`service`] and [`server`]: the `autoj.v1.Judge` gRPC service over the engine;
-//!   [`swap`]: both orders of a pair and their consistency; [`evaluate`]: bulk items
-//!   through Compare / Critique, a bounded window at a time.
+//! - [`grpc`]: the `autoj.v1.Judge` service (the only module that knows tonic or the
+//!   proto): request validation, the one error-to-status mapping, swap checks, bulk
+//!   Evaluate, metrics and trace spans, and the server with health and reflection.
+//! - [`engine`]: the thread that owns the model behind a bounded queue: model and tokenizer
+//!   loading, generation, the serial scheduler, and [`engine::batch`], continuous batching
+//!   on the CPU with our own forward pass, caches and kernels.
+//! - [`protocol`]: Auto-J itself as pure functions: the exact prompts, truncation to fit the
+//!   context, verdict parsing, and the forced-choice arithmetic.
+//!
+//! [`error`] holds the crate's one error type; [`testkit`] (feature `testkit`) writes tiny
+//! random models for tests.
 
-pub mod batch;
 pub mod engine;
 pub mod error;
-pub mod evaluate;
-pub mod fit;
-pub mod generate;
-pub mod gguf_guard;
-pub mod metrics;
-pub mod model;
-pub mod prompt;
-pub mod scoring;
-pub(crate) mod serial;
-pub mod server;
-pub mod service;
-pub mod swap;
+pub mod grpc;
+pub mod protocol;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
-pub mod tokenizer;
-pub mod trace;
-pub mod verdict;
 
 pub use error::JudgeError;

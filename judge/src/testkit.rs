@@ -52,6 +52,9 @@ pub struct TinySpec {
     pub context: usize,
     /// Weight seed.
     pub seed: u64,
+    /// Multiplies the output matrix: 1 for a working model; NaN makes every logit NaN (a
+    /// corrupt model, for tests of what happens when sampling cannot work).
+    pub output_scale: f32,
 }
 
 impl Default for TinySpec {
@@ -63,6 +66,7 @@ impl Default for TinySpec {
             kv_heads: 2,
             context: 4096,
             seed: 7,
+            output_scale: 1.0,
         }
     }
 }
@@ -212,6 +216,9 @@ fn random_weights(spec: &TinySpec, vocab: usize, gguf_names: bool) -> Result<Wei
         ],
         0,
     )?;
+    if spec.output_scale != 1.0 {
+        out = out.affine(f64::from(spec.output_scale), 0.0)?;
+    }
     t.push((name("lm_head.weight", "output.weight"), out));
     Ok(Weights { tensors: t })
 }

@@ -4,13 +4,13 @@
 
 mod common;
 
-use autoj_judge::batch::kv::{KvType, SeqKv};
-use autoj_judge::batch::{BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::batch::kv::{KvType, SeqKv};
+use autoj_judge::engine::batch::{BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::generate::GenerationParams;
+use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
 use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling};
-use autoj_judge::fit::TruncationPolicy;
-use autoj_judge::generate::GenerationParams;
-use autoj_judge::model::{JudgeModel, ModelSpec, WeightDType};
-use autoj_judge::prompt::Task;
+use autoj_judge::protocol::fit::TruncationPolicy;
+use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::{self, TinySpec};
 use autoj_judge::JudgeError;
 use candle_core::quantized::GgmlDType;

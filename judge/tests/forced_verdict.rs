@@ -3,7 +3,7 @@
 
 mod common;
 
-use autoj_judge::service::ServiceLimits;
+use autoj_judge::grpc::validate::ServiceLimits;
 use autoj_judge::testkit::TinySpec;
 use autoj_proto::v1 as pb;
 use common::{collect, compare, critique, within, Kind, TestServer};

@@ -1,7 +1,7 @@
 //! The batched engine's greedy pick, read straight from the logits, chooses exactly the
 //! token candle's greedy sampler chooses: ties, NaN, infinities and signed zeros included.
 
-use autoj_judge::generate::{argmax, GenerationParams};
+use autoj_judge::engine::generate::{argmax, GenerationParams};
 use candle_core::{Device, Tensor};
 
 /// candle's choice, through the sampler the request would otherwise use.

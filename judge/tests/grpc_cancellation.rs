@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use autoj_judge::service::ServiceLimits;
+use autoj_judge::grpc::validate::ServiceLimits;
 use autoj_judge::testkit::TinySpec;
 use autoj_proto::v1 as pb;
 use common::{collect, compare, within, Kind, TestServer};

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use autoj_judge::tokenizer::TextTokenizer;
+use autoj_judge::engine::tokenizer::TextTokenizer;
 use candle_core::quantized::gguf_file;
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use autoj_judge::tokenizer::TextTokenizer;
+use autoj_judge::engine::tokenizer::TextTokenizer;
 use candle_core::quantized::gguf_file::{Content, Value, VersionedMagic};
 
 /// (token, score, type): 1 normal, 2 unknown, 3 control, 6 byte.

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use autoj_judge::verdict::{parse_pairwise, parse_single};
+use autoj_judge::protocol::verdict::{parse_pairwise, parse_single};
 use serde_json::Value;
 
 /// Where Auto-J's release lies: `../shared/autoj/` relative to the workspace root.

@@ -1,7 +1,7 @@
 //! Verdicts read from whole critiques written in Auto-J's layouts, English and Chinese, and
 //! from critiques that go wrong: several ratings, no verdict, a verdict the judge hedged.
 
-use autoj_judge::verdict::{parse_pairwise, parse_single, PairwiseParse, Winner};
+use autoj_judge::protocol::verdict::{parse_pairwise, parse_single, PairwiseParse, Winner};
 
 /// A pairwise critique laid out as Auto-J 13B writes them.
 const EN_PAIRWISE: &str = "\

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataMap;
+use tonic::Request;
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
@@ -31,6 +32,16 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 pub fn deadline_of(metadata: &MetadataMap) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     parse_grpc_timeout(value).map(|d| Instant::now() + d)
+}
+
+/// `request` with `grpc-timeout` set to what is left until `deadline` (at least 1 ms, so
+/// a call made after the deadline fails at once instead of waiting without one).
+pub fn with_remaining<M>(mut request: Request<M>, deadline: Option<Instant>) -> Request<M> {
+    if let Some(at) = deadline {
+        let left = at.saturating_duration_since(Instant::now());
+        request.set_timeout(left.max(Duration::from_millis(1)));
+    }
+    request
 }
 
 #[cfg(test)]

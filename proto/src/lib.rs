@@ -5,9 +5,13 @@
 
 #![allow(missing_docs)] // generated code carries the .proto comments as docs
 
+pub mod calls;
 pub mod codec;
 pub mod deadline;
+pub mod evaluate;
 pub mod observe;
+pub mod reflection;
+pub mod stream;
 
 /// Generated messages, clients and servers of package `autoj.v1`.
 pub mod v1 {

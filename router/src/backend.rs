@@ -3,14 +3,13 @@
 //! ([`LocalBackend`], the one-process mode). Both take and give the same tonic types, so the
 //! pool, failover and relay code cannot tell them apart.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use autoj_proto::v1::judge_client::JudgeClient;
 use autoj_proto::v1::judge_server::Judge;
 use autoj_proto::v1::{CompareRequest, CritiqueRequest, JudgeEvent, ScoreRequest, ScoreResponse};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -21,7 +20,7 @@ use tonic_health::pb::HealthCheckRequest;
 use crate::error::RouterError;
 
 /// A judge's event stream, type-erased so remote and in-process replicas look the same.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<JudgeEvent, Status>> + Send + 'static>>;
+pub use autoj_proto::stream::EventStream;
 
 /// A judge replica the router can send requests to.
 #[tonic::async_trait]

@@ -165,7 +165,7 @@ pub enum RouterError {
         /// Its status, code and message intact.
         status: Status,
     },
-    /// The RPC exists in the contract but not yet in the router.
+    /// The RPC needs a part this router runs without (a classifier for `Classify`).
     #[error("{0}")]
     Unimplemented(&'static str),
     /// The gRPC server failed (bind, accept, reflection set-up).

@@ -1,19 +1,16 @@
 //! The router's Prometheus metrics: names, help texts and the hooks the service calls.
 //!
 //! Recording goes through the `metrics` facade: until a binary installs a recorder (the
-//! `--metrics-listen` endpoint) every hook is a no-op. A judging call is a [`Call`]; its
-//! relayed stream is watched by [`observe`], which also keeps the call's trace span open
-//! until the stream ends.
+//! `--metrics-listen` endpoint) every hook is a no-op. A judging call is a [`Call`] metered
+//! by [`RouterCall`]; its relayed stream is watched by `autoj_proto::calls::observe`, which
+//! also keeps the call's trace span open until the stream ends.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use autoj_proto::observe::ChunkClock;
+use autoj_proto::calls::CallRecorder;
 use autoj_proto::v1::{judge_event, JudgeEvent};
-use futures::Stream;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use tonic::{Code, Status};
+use tonic::Code;
 
 /// Final status of calls, by `rpc`, `code`, `scenario_group` and `pool`.
 pub const REQUESTS: &str = "autoj_router_requests_total";
@@ -69,33 +66,30 @@ pub fn record_classifier(took: std::time::Duration) {
     histogram!(CLASSIFIER).record(took.as_secs_f64());
 }
 
-/// One call from arrival to end: in flight while open, its final status recorded once
-/// with the scenario group and pool it was routed to.
+/// A call of the router service, metered through the shared lifecycle.
+pub type Call = autoj_proto::calls::Call<RouterCall>;
+
+/// What the router records of one call: in flight while open, the relayed chunk timings and
+/// generated tokens by pool, and its final status with the scenario group and pool it was
+/// routed to.
 #[derive(Debug)]
-pub struct Call {
+pub struct RouterCall {
     /// The RPC's name (`Compare`, `Critique`, `Score`).
     rpc: &'static str,
-    /// When it arrived.
-    started: Instant,
     /// Scenario group, once routed.
     group: String,
     /// Judge pool, once routed.
     pool: String,
-    /// Whether its final status has been recorded.
-    finished: bool,
 }
 
-impl Call {
+impl RouterCall {
     /// A call of `rpc` arriving now.
-    pub fn start(rpc: &'static str) -> Self {
-        gauge!(IN_FLIGHT).increment(1.0);
-        Self {
+    pub fn start(rpc: &'static str) -> Call {
+        Call::start(Self {
             rpc,
-            started: Instant::now(),
             group: NONE.to_owned(),
             pool: NONE.to_owned(),
-            finished: false,
-        }
+        })
     }
 
     /// Labels the call with where it was routed.
@@ -103,97 +97,41 @@ impl Call {
         self.group = group.unwrap_or(NONE).to_owned();
         self.pool = pool.to_owned();
     }
-
-    /// Records the call's final status.
-    pub fn finish(&mut self, code: Code) {
-        if !self.finished {
-            self.finished = true;
-            counter!(
-                REQUESTS,
-                "rpc" => self.rpc,
-                "code" => autoj_proto::observe::code_name(code),
-                "scenario_group" => self.group.clone(),
-                "pool" => self.pool.clone()
-            )
-            .increment(1);
-        }
-    }
 }
 
-impl Drop for Call {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Dropped before its end: the client cancelled or went away.
+impl CallRecorder for RouterCall {
+    fn open(&mut self) {
+        gauge!(IN_FLIGHT).increment(1.0);
+    }
+
+    fn event(&mut self, event: &JudgeEvent, first: Option<Duration>, gap: Option<Duration>) {
+        if let Some(ttft) = first {
+            histogram!(TTFT, "pool" => self.pool.clone()).record(ttft.as_secs_f64());
+        }
+        if let Some(gap) = gap {
+            histogram!(INTER_TOKEN, "pool" => self.pool.clone()).record(gap.as_secs_f64());
+        }
+        if let Some(judge_event::Event::Usage(u)) = &event.event {
+            counter!(GENERATED_TOKENS, "pool" => self.pool.clone())
+                .increment(u64::from(u.completion_tokens));
+        }
+    }
+
+    fn end(&mut self, code: Code, dropped: bool) {
+        if dropped {
             counter!(DROPPED, "rpc" => self.rpc, "pool" => self.pool.clone()).increment(1);
-            self.finish(Code::Cancelled);
         }
+        counter!(
+            REQUESTS,
+            "rpc" => self.rpc,
+            "code" => autoj_proto::observe::code_name(code),
+            "scenario_group" => self.group.clone(),
+            "pool" => self.pool.clone()
+        )
+        .increment(1);
+    }
+
+    fn close(&mut self) {
         gauge!(IN_FLIGHT).decrement(1.0);
-    }
-}
-
-/// A relayed stream as watched for metrics: time to first critique text, the gaps between
-/// chunks, tokens generated, the final status; `span` stays open until the stream ends.
-pub struct Observed<S> {
-    /// The relayed events.
-    inner: S,
-    /// The call's accounting.
-    call: Call,
-    /// Times the relayed critique chunks.
-    clock: ChunkClock,
-    /// The call's trace span.
-    span: tracing::Span,
-}
-
-/// Wraps `inner`, the relayed stream of `call`, keeping `span` open until it ends.
-pub fn observe<S>(inner: S, call: Call, span: tracing::Span) -> Observed<S> {
-    Observed {
-        inner,
-        clock: ChunkClock::new(call.started),
-        call,
-        span,
-    }
-}
-
-impl<S> Observed<S> {
-    fn see(&mut self, ev: &JudgeEvent) {
-        match &ev.event {
-            Some(judge_event::Event::CritiqueDelta(d)) => {
-                let (first, gap) = self.clock.chunk(d.order, Instant::now());
-                let pool = &self.call.pool;
-                if let Some(ttft) = first {
-                    histogram!(TTFT, "pool" => pool.clone()).record(ttft.as_secs_f64());
-                }
-                if let Some(gap) = gap {
-                    histogram!(INTER_TOKEN, "pool" => pool.clone()).record(gap.as_secs_f64());
-                }
-            }
-            Some(judge_event::Event::Usage(u)) => {
-                counter!(GENERATED_TOKENS, "pool" => self.call.pool.clone())
-                    .increment(u64::from(u.completion_tokens));
-            }
-            _ => {}
-        }
-    }
-}
-
-impl<S> Stream for Observed<S>
-where
-    S: Stream<Item = Result<JudgeEvent, Status>> + Unpin,
-{
-    type Item = Result<JudgeEvent, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let next = Pin::new(&mut this.inner).poll_next(cx);
-        match &next {
-            Poll::Ready(Some(Ok(ev))) => this.see(ev),
-            Poll::Ready(Some(Err(status))) => {
-                autoj_proto::observe::record_status(&this.span, status);
-                this.call.finish(status.code());
-            }
-            Poll::Ready(None) => this.call.finish(Code::Ok),
-            Poll::Pending => {}
-        }
-        next
     }
 }

@@ -5,22 +5,15 @@
 //! Dropping the relay (the client cancelled or went away) drops the upstream stream, which
 //! resets the HTTP/2 stream to a remote judge or drops the in-process judge's receiver: the
 //! judge sees the cancellation and stops generating.
-//!
-//! [`evaluate`] is the bulk RPC: each item relayed through the router's own Compare /
-//! Critique, a bounded window at a time.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use autoj_proto::v1::judge_server::Judge;
-use autoj_proto::v1::{
-    evaluate_item, judge_event, EvaluateItem, EvaluateResult, JudgeEvent, ScenarioSource,
-};
+use autoj_proto::v1::{judge_event, JudgeEvent, ScenarioSource};
 use futures::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
-use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
 use crate::backend::EventStream;
 use crate::pool::InFlight;
@@ -135,100 +128,4 @@ impl Stream for Relay {
             }
         }
     }
-}
-
-/// Items of one `Evaluate` stream relayed at once.
-pub(crate) const EVALUATE_WINDOW: usize = 8;
-
-/// The `Evaluate` response stream.
-pub(crate) type ResultStream =
-    Pin<Box<dyn Stream<Item = Result<EvaluateResult, Status>> + Send + 'static>>;
-
-/// Bulk evaluation: each item of the request's stream goes through `router`'s own `Compare`
-/// / `Critique` (validation, classification and pool choice per item, the admission limit
-/// included), [`EVALUATE_WINDOW`] at a time; results come back as each finishes, tagged with
-/// the item's id, a failed item as its status. Every item's call carries the stream's
-/// metadata (API key, trace context) and what is left of the stream's deadline. A
-/// client-side stream error ends the results with that status.
-pub(crate) fn evaluate<J, S>(router: J, request: Request<S>) -> ResultStream
-where
-    J: Judge + Clone,
-    S: Stream<Item = Result<EvaluateItem, Status>> + Send + 'static,
-{
-    let (metadata, _, items) = request.into_parts();
-    let deadline = autoj_proto::deadline::deadline_of(&metadata);
-    let results = items
-        .map(move |item| {
-            let router = router.clone();
-            let metadata = metadata.clone();
-            async move { Ok(evaluate_item(&router, &metadata, deadline, item?).await) }
-        })
-        .buffer_unordered(EVALUATE_WINDOW);
-    Box::pin(results)
-}
-
-/// One item's result: its events, or its status after the events that came before it.
-async fn evaluate_item<J: Judge>(
-    router: &J,
-    metadata: &MetadataMap,
-    deadline: Option<std::time::Instant>,
-    item: EvaluateItem,
-) -> EvaluateResult {
-    let outcome = match item.request {
-        Some(evaluate_item::Request::Compare(r)) => {
-            match router.compare(item_call(metadata, r, deadline)).await {
-                Ok(response) => drain(response.into_inner()).await,
-                Err(status) => (Vec::new(), Some(status)),
-            }
-        }
-        Some(evaluate_item::Request::Critique(r)) => {
-            match router.critique(item_call(metadata, r, deadline)).await {
-                Ok(response) => drain(response.into_inner()).await,
-                Err(status) => (Vec::new(), Some(status)),
-            }
-        }
-        None => (
-            Vec::new(),
-            Some(Status::invalid_argument(
-                "the item holds neither `compare` nor `critique`",
-            )),
-        ),
-    };
-    let (events, error) = outcome;
-    EvaluateResult {
-        id: item.id,
-        events,
-        error_code: error.as_ref().map_or(0, |s| s.code() as i32),
-        error_message: error.map(|s| s.message().to_owned()).unwrap_or_default(),
-    }
-}
-
-/// An item's call: the stream's metadata and the rest of its deadline.
-fn item_call<M>(
-    metadata: &MetadataMap,
-    msg: M,
-    deadline: Option<std::time::Instant>,
-) -> Request<M> {
-    let mut request = Request::from_parts(metadata.clone(), Default::default(), msg);
-    if let Some(at) = deadline {
-        let left = at.saturating_duration_since(std::time::Instant::now());
-        request.set_timeout(left.max(std::time::Duration::from_millis(1)));
-    }
-    request
-}
-
-/// Reads a judgment's events to the end, stopping at the first error.
-async fn drain<S>(stream: S) -> (Vec<JudgeEvent>, Option<Status>)
-where
-    S: Stream<Item = Result<JudgeEvent, Status>>,
-{
-    let mut stream = std::pin::pin!(stream);
-    let mut events = Vec::new();
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(event) => events.push(event),
-            Err(status) => return (events, Some(status)),
-        }
-    }
-    (events, None)
 }

@@ -98,54 +98,10 @@ impl RouterBuilder {
                 "`limits.max_in_flight` and `limits.max_new_tokens` must be at least 1".into(),
             ));
         }
-        let mut local = self.local;
-        let mut pools = HashMap::new();
-        let connect = Connect {
-            timeout: table.connect_timeout(),
-            tls: match &self.config.judge_tls {
-                Some(tls) => Some(crate::tls::client_config(tls)?),
-                None => None,
-            },
-        };
-        for spec in table.pools() {
-            let pool = match &spec.source {
-                PoolSource::Endpoints(urls) => Pool::endpoints(&spec.name, urls, &connect)?,
-                PoolSource::Dns(host_port) => {
-                    Pool::dns(&spec.name, host_port, table.dns_refresh(), &connect).await
-                }
-                PoolSource::Local => {
-                    let backend = local.remove(&spec.name).ok_or_else(|| {
-                        RouterError::Routing(format!(
-                            "pool `{}` is `local` but this binary supplied no in-process judge for it",
-                            spec.name
-                        ))
-                    })?;
-                    Pool::fixed(&spec.name, vec![("local".to_owned(), backend)])
-                }
-            };
-            pools.insert(spec.name.clone(), pool);
-        }
-        if let Some(extra) = local.keys().next() {
-            return Err(RouterError::Routing(format!(
-                "an in-process judge was supplied for pool `{extra}`, which is not a `local` pool"
-            )));
-        }
-
+        let pools = build_pools(&table, &self.config, self.local).await?;
         let classifier = match self.classifier {
             Some(classifier) => Some(classifier),
-            None if self.config.classifier.enabled => {
-                let c = &self.config.classifier;
-                let model_dir = c.model_dir.clone();
-                let dylib = c.dylib();
-                // Loading parses a model and dlopens a library: keep it off the reactor.
-                let loaded =
-                    tokio::task::spawn_blocking(move || OnnxClassifier::load(&model_dir, &dylib))
-                        .await
-                        .map_err(|e| {
-                            RouterError::Server(format!("classifier loader panicked: {e}"))
-                        })??;
-                Some(Box::new(loaded) as Box<dyn Classifier>)
-            }
+            None if self.config.classifier.enabled => Some(load_classifier(&self.config).await?),
             None => None,
         };
         let handle = match classifier {
@@ -174,6 +130,58 @@ impl RouterBuilder {
             tls: self.tls,
         })
     }
+}
+
+/// One pool per routing-table entry: fixed endpoints, DNS-resolved replicas (refreshed in
+/// the background), or the in-process judges in `local`, each of which must be used.
+async fn build_pools(
+    table: &RoutingTable,
+    config: &RouterConfig,
+    mut local: HashMap<String, Arc<dyn JudgeBackend>>,
+) -> Result<HashMap<String, Arc<Pool>>, RouterError> {
+    let connect = Connect {
+        timeout: table.connect_timeout(),
+        tls: match &config.judge_tls {
+            Some(tls) => Some(crate::tls::client_config(tls)?),
+            None => None,
+        },
+    };
+    let mut pools = HashMap::new();
+    for spec in table.pools() {
+        let pool = match &spec.source {
+            PoolSource::Endpoints(urls) => Pool::endpoints(&spec.name, urls, &connect)?,
+            PoolSource::Dns(host_port) => {
+                Pool::dns(&spec.name, host_port, table.dns_refresh(), &connect).await
+            }
+            PoolSource::Local => {
+                let backend = local.remove(&spec.name).ok_or_else(|| {
+                    RouterError::Routing(format!(
+                        "pool `{}` is `local` but this binary supplied no in-process judge for it",
+                        spec.name
+                    ))
+                })?;
+                Pool::fixed(&spec.name, vec![("local".to_owned(), backend)])
+            }
+        };
+        pools.insert(spec.name.clone(), pool);
+    }
+    if let Some(extra) = local.keys().next() {
+        return Err(RouterError::Routing(format!(
+            "an in-process judge was supplied for pool `{extra}`, which is not a `local` pool"
+        )));
+    }
+    Ok(pools)
+}
+
+/// The configured ONNX classifier. Loading parses a model and dlopens a library: it runs off
+/// the reactor.
+async fn load_classifier(config: &RouterConfig) -> Result<Box<dyn Classifier>, RouterError> {
+    let model_dir = config.classifier.model_dir.clone();
+    let dylib = config.classifier.dylib();
+    let loaded = tokio::task::spawn_blocking(move || OnnxClassifier::load(&model_dir, &dylib))
+        .await
+        .map_err(|e| RouterError::Server(format!("classifier loader panicked: {e}")))??;
+    Ok(Box::new(loaded))
 }
 
 /// A built router, ready to serve.
@@ -242,10 +250,7 @@ impl Router {
     {
         let (health, health_service) = tonic_health::server::health_reporter();
         set_health(&health, ServingStatus::NotServing).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(autoj_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
+        let (reflection, reflection_alpha) = autoj_proto::reflection::services()
             .map_err(|e| RouterError::Server(format!("reflection: {e}")))?;
         let pools = self.pools;
         let drain = async move {
@@ -265,6 +270,7 @@ impl Router {
         server
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_alpha)
             .add_service(JudgeServer::with_interceptor(
                 self.service.clone(),
                 self.auth.clone(),

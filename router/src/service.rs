@@ -2,19 +2,17 @@
 //! `Scenarios` (classify, list, criteria).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use autoj_proto::v1::judge_server::Judge;
 use autoj_proto::v1::scenarios_server::Scenarios;
 use autoj_proto::v1::{
     Classification, ClassifyRequest, ClassifyResponse, CompareRequest, CritiqueRequest,
-    EvaluateItem, EvaluateResult, GetCriteriaRequest, GetCriteriaResponse, ListScenariosRequest,
+    EvaluateItem, GetCriteriaRequest, GetCriteriaResponse, ListScenariosRequest,
     ListScenariosResponse, ScenarioScore, ScenarioSource, ScoreRequest, ScoreResponse,
 };
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
@@ -25,7 +23,7 @@ use crate::classifier::ClassifierHandle;
 use crate::config::LimitsConfig;
 use crate::error::RouterError;
 use crate::language::Lang;
-use crate::metrics::Call;
+use crate::metrics::{Call, RouterCall};
 use crate::pool::Pool;
 use crate::relay::{peek, Relay, Stamp};
 use crate::routing::{RouteKey, RoutingTable};
@@ -168,7 +166,8 @@ impl Inner {
         let metadata = forwarded_metadata(request.metadata());
         let mut msg = request.into_inner();
         let route = self.route(&mut msg).await?;
-        call.routed(route.group.as_deref(), route.pool.name());
+        call.recorder_mut()
+            .routed(route.group.as_deref(), route.pool.name());
         let served = route
             .pool
             .call(deadline, |backend| {
@@ -213,7 +212,8 @@ impl Inner {
         let metadata = forwarded_metadata(request.metadata());
         let mut msg = request.into_inner();
         let route = self.route(&mut msg).await?;
-        call.routed(route.group.as_deref(), route.pool.name());
+        call.recorder_mut()
+            .routed(route.group.as_deref(), route.pool.name());
         let served = route
             .pool
             .call(deadline, |backend| {
@@ -350,14 +350,8 @@ fn forward_span() -> tracing::Span {
 fn outbound<M>(metadata: &MetadataMap, msg: M, deadline: Option<Instant>) -> Request<M> {
     let mut metadata = metadata.clone();
     crate::trace::inject_current(&mut metadata);
-    let mut request = Request::from_parts(metadata, Default::default(), msg);
-    if let Some(at) = deadline {
-        request.set_timeout(
-            at.saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        );
-    }
-    request
+    let request = Request::from_parts(metadata, Default::default(), msg);
+    autoj_proto::deadline::with_remaining(request, deadline.map(Instant::into_std))
 }
 
 impl RouterService {
@@ -369,35 +363,29 @@ impl RouterService {
         request: Request<M>,
     ) -> Result<Response<EventStream>, Status> {
         let span = crate::trace::call_span(rpc, request.metadata());
-        let mut call = Call::start(rpc);
+        let mut call = RouterCall::start(rpc);
         let started = self
             .inner
             .stream(request, &mut call)
             .instrument(span.clone())
             .await;
         match started {
-            Ok(response) => {
-                Ok(response
-                    .map(|s| Box::pin(crate::metrics::observe(s, call, span)) as EventStream))
-            }
+            Ok(response) => Ok(response
+                .map(|s| Box::pin(autoj_proto::calls::observe(s, call, span)) as EventStream)),
             Err(e) => {
-                let status = e.into_status();
-                autoj_proto::observe::record_status(&span, &status);
-                call.finish(status.code());
-                Err(status)
+                let failed = Err(e.into_status());
+                call.settle(&span, &failed);
+                failed
             }
         }
     }
 }
 
-/// The `Evaluate` stream type.
-type EvaluateStream = Pin<Box<dyn Stream<Item = Result<EvaluateResult, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl Judge for RouterService {
     type CompareStream = EventStream;
     type CritiqueStream = EventStream;
-    type EvaluateStream = EvaluateStream;
+    type EvaluateStream = autoj_proto::stream::ResultStream;
 
     async fn compare(
         &self,
@@ -418,28 +406,25 @@ impl Judge for RouterService {
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, Status> {
         let span = crate::trace::call_span("Score", request.metadata());
-        let mut call = Call::start("Score");
+        let mut call = RouterCall::start("Score");
         let result = self
             .inner
             .score(request, &mut call)
             .instrument(span.clone())
             .await
             .map_err(RouterError::into_status);
-        match &result {
-            Ok(_) => call.finish(tonic::Code::Ok),
-            Err(status) => {
-                autoj_proto::observe::record_status(&span, status);
-                call.finish(status.code());
-            }
-        }
+        call.settle(&span, &result);
         result
     }
 
     async fn evaluate(
         &self,
         request: Request<Streaming<EvaluateItem>>,
-    ) -> Result<Response<EvaluateStream>, Status> {
-        Ok(Response::new(crate::relay::evaluate(self.clone(), request)))
+    ) -> Result<Response<Self::EvaluateStream>, Status> {
+        Ok(Response::new(autoj_proto::evaluate::evaluate(
+            self.clone(),
+            request,
+        )))
     }
 }
 

@@ -1,15 +1,18 @@
 //! Command-line and environment configuration, validated once into typed settings.
 //!
-//! Every flag has an `AUTOJ_*` environment variable; each default is declared here only.
+//! Every flag has an `AUTOJ_*` environment variable. A default the judge library also uses
+//! (engine, batching and service limits) is taken from the library's own `Default` or
+//! constant, so each number is declared once; `--help` shows it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use autoj_judge::batch::kv::KvType;
-use autoj_judge::batch::BatchLimits;
+use autoj_judge::engine::batch::kv::KvType;
+use autoj_judge::engine::batch::BatchLimits;
+use autoj_judge::engine::handle::{DEFAULT_PREFILL_CHUNK, DEFAULT_QUEUE_CAPACITY};
+use autoj_judge::engine::model::{ModelSpec, WeightDType};
 use autoj_judge::engine::{EngineConfig, PromptFormatChoice, Scheduling};
-use autoj_judge::model::{ModelSpec, WeightDType};
-use autoj_judge::service::ServiceLimits;
+use autoj_judge::grpc::validate::ServiceLimits;
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 
@@ -76,41 +79,41 @@ pub struct EngineArgs {
     #[arg(long, env = "AUTOJ_THREADS", default_value_t = 0)]
     pub threads: usize,
     /// Requests that may wait for the engine; more get RESOURCE_EXHAUSTED.
-    #[arg(long, env = "AUTOJ_QUEUE_CAPACITY", default_value_t = 64)]
+    #[arg(long, env = "AUTOJ_QUEUE_CAPACITY", default_value_t = DEFAULT_QUEUE_CAPACITY)]
     pub queue_capacity: usize,
     /// Prompt tokens per forward pass during prefill (bounds attention memory).
-    #[arg(long, env = "AUTOJ_PREFILL_CHUNK", default_value_t = 512)]
+    #[arg(long, env = "AUTOJ_PREFILL_CHUNK", default_value_t = DEFAULT_PREFILL_CHUNK)]
     pub prefill_chunk: usize,
     /// Largest query or response accepted, in bytes.
-    #[arg(long, env = "AUTOJ_MAX_FIELD_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "AUTOJ_MAX_FIELD_BYTES", default_value_t = ServiceLimits::default().max_field_bytes)]
     pub max_field_bytes: usize,
     /// Largest max_new_tokens a client may ask for.
-    #[arg(long, env = "AUTOJ_MAX_NEW_TOKENS_LIMIT", default_value_t = 4096)]
+    #[arg(long, env = "AUTOJ_MAX_NEW_TOKENS_LIMIT", default_value_t = ServiceLimits::default().max_new_tokens_limit)]
     pub max_new_tokens_limit: usize,
     /// max_new_tokens when a request leaves it unset (Auto-J uses 1024).
-    #[arg(long, env = "AUTOJ_DEFAULT_MAX_NEW_TOKENS", default_value_t = 1024)]
+    #[arg(long, env = "AUTOJ_DEFAULT_MAX_NEW_TOKENS", default_value_t = ServiceLimits::default().default_max_new_tokens)]
     pub default_max_new_tokens: usize,
     /// `batched`: continuous batching with per-sequence caches and a prefix cache (CPU;
     /// other devices run serially); `serial`: one request at a time (the baseline).
     #[arg(long, env = "AUTOJ_SCHEDULER", value_enum, default_value = "batched")]
     pub scheduler: SchedulerArg,
     /// Sequences that run in one batch.
-    #[arg(long, env = "AUTOJ_MAX_SEQS", default_value_t = 16)]
+    #[arg(long, env = "AUTOJ_MAX_SEQS", default_value_t = BatchLimits::default().max_seqs)]
     pub max_seqs: usize,
     /// Tokens in one forward pass (generating sequences' tokens plus prompt chunks).
-    #[arg(long, env = "AUTOJ_MAX_BATCH_TOKENS", default_value_t = 512)]
+    #[arg(long, env = "AUTOJ_MAX_BATCH_TOKENS", default_value_t = BatchLimits::default().max_batch_tokens)]
     pub max_batch_tokens: usize,
     /// Key/value cache the running sequences may reserve, in MiB; a request needing more
     /// than all of it is refused with FAILED_PRECONDITION.
-    #[arg(long, env = "AUTOJ_KV_BUDGET_MIB", default_value_t = 4096)]
+    #[arg(long, env = "AUTOJ_KV_BUDGET_MIB", default_value_t = BatchLimits::default().kv_budget_bytes >> 20)]
     pub kv_budget_mib: usize,
     /// Prompt positions the prefix cache keeps for reuse (0 turns it off).
-    #[arg(long, env = "AUTOJ_PREFIX_CACHE_TOKENS", default_value_t = 16_384)]
+    #[arg(long, env = "AUTOJ_PREFIX_CACHE_TOKENS", default_value_t = BatchLimits::default().prefix_cache_tokens)]
     pub prefix_cache_tokens: usize,
     /// How the batched engine's key/value caches store keys and values: `f16` (half the
     /// memory per sequence and half the bytes attention reads) or `f32` (the same numbers
     /// as the serial engine).
-    #[arg(long, env = "AUTOJ_KV_DTYPE", value_enum, default_value = "f16")]
+    #[arg(long, env = "AUTOJ_KV_DTYPE", value_enum, default_value_t = KvType::default().into())]
     pub kv_dtype: KvDTypeArg,
 }
 
@@ -121,6 +124,15 @@ pub enum KvDTypeArg {
     F16,
     /// Single precision.
     F32,
+}
+
+impl From<KvType> for KvDTypeArg {
+    fn from(t: KvType) -> Self {
+        match t {
+            KvType::F16 => KvDTypeArg::F16,
+            KvType::F32 => KvDTypeArg::F32,
+        }
+    }
 }
 
 impl From<KvDTypeArg> for KvType {

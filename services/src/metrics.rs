@@ -3,7 +3,7 @@
 //! judging traffic for the gRPC listener.
 //!
 //! The router and the judge record through the `metrics` facade (see
-//! `autoj_router::metrics` and `autoj_judge::metrics` for the families); [`start`] installs
+//! `autoj_router::metrics` and `autoj_judge::grpc::metrics` for the families); [`start`] installs
 //! the process's Prometheus recorder behind that facade. Without `--metrics-listen` no
 //! recorder is installed and every recording call is a no-op.
 
@@ -51,7 +51,7 @@ pub async fn start(listen: Option<SocketAddr>) -> anyhow::Result<Option<MetricsE
     };
     let handle = recorder()?;
     autoj_router::metrics::describe();
-    autoj_judge::metrics::describe();
+    autoj_judge::grpc::metrics::describe();
     let _ = COLLECTORS.set(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -84,7 +84,7 @@ fn recorder() -> anyhow::Result<PrometheusHandle> {
     let mut builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?;
     for name in [
-        autoj_judge::metrics::INTER_TOKEN,
+        autoj_judge::grpc::metrics::INTER_TOKEN,
         autoj_router::metrics::INTER_TOKEN,
     ] {
         builder =
@@ -114,7 +114,7 @@ pub fn watch_engine(engine: &Engine) {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(move || {
-                autoj_judge::metrics::sample_engine(engine.stats())
+                autoj_judge::grpc::metrics::sample_engine(engine.stats())
             }));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autoj_judge::engine::Engine;
-use autoj_judge::service::JudgeService;
+use autoj_judge::grpc::service::JudgeService;
 use autoj_judge::JudgeError;
 use autoj_router::{LocalBackend, Router, RouterConfig};
 use clap::Args;
@@ -82,8 +82,14 @@ pub async fn run_judge(
         Ok(JudgeService::new(engine, settings.limits, replica))
     };
     with_grace(signal, grace, |shutdown| async move {
-        autoj_judge::server::serve_loading(listener, tls, load, move || announce(addr), shutdown)
-            .await?;
+        autoj_judge::grpc::server::serve_loading(
+            listener,
+            tls,
+            load,
+            move || announce(addr),
+            shutdown,
+        )
+        .await?;
         Ok(())
     })
     .await

@@ -3,8 +3,8 @@
 
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 
+use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
-use crate::tokenizer::TextTokenizer;
 
 /// Auto-J's default generation length.
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 1024;

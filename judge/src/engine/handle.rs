@@ -1,28 +1,29 @@
-//! The engine: one dedicated thread owns the model and serves requests from a bounded
-//! queue (batched on the CPU, `crate::batch`; one at a time elsewhere, `crate::serial`).
-//! Callers get events through a channel; a caller that drops its receiver stops its
-//! generation before the next decode step.
-//!
-//! No gRPC types here: the service translates, and the one-process mode and benchmarks call
-//! the engine directly.
+//! The engine handle: [`Engine::start`] loads the model on a dedicated thread that then
+//! serves requests from a bounded queue (batched on the CPU, [`super::batch`]; one at a time
+//! elsewhere, [`super::serial`]); [`Engine::submit`] builds the prompt, refuses what can
+//! never fit, and queues the request without waiting.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use candle_core::Device;
 use tokio::sync::mpsc;
 
-use crate::batch::{BatchLimits, BatchModel};
+use super::batch::{BatchLimits, BatchModel};
+use super::job::{Admission, EngineStats, Job, JudgeRequest, Submission};
+use super::model::{JudgeModel, ModelInfo, ModelSpec};
+use super::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
-use crate::fit::{prepare, TruncationPolicy};
-use crate::generate::GenerationParams;
-use crate::model::{JudgeModel, ModelInfo, ModelSpec};
-use crate::prompt::{detect_language, Lang, PromptFormat, Task};
-use crate::scoring::{forced_prefix, ChoiceScores, VERDICT_RESERVE};
-use crate::tokenizer::TextTokenizer;
-use crate::verdict::{parse_pairwise, parse_single, PairwiseParse, SingleParse, Winner};
+use crate::protocol::fit::{prepare, Room};
+use crate::protocol::prompt::{detect_language, Lang, PromptFormat, Task};
+use crate::protocol::scoring::VERDICT_RESERVE;
+
+/// Requests that may wait in the engine's queue unless configured otherwise.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
+
+/// Prompt tokens per forward pass during prefill unless configured otherwise.
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
 
 /// Which prompt wrapper to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,146 +66,6 @@ impl Default for Scheduling {
     fn default() -> Self {
         Self::Batched(BatchLimits::default())
     }
-}
-
-/// One judging request.
-#[derive(Debug, Clone)]
-pub struct JudgeRequest {
-    /// The task and its input.
-    pub task: Task,
-    /// Template language; `None` detects it from the query.
-    pub language: Option<Lang>,
-    /// Sampling and length.
-    pub params: GenerationParams,
-    /// What to do when the input does not fit.
-    pub truncation: TruncationPolicy,
-    /// When the client stops waiting (from `grpc-timeout`); a request still queued at that
-    /// moment is never started and fails with `DeadlineExceeded`.
-    pub deadline: Option<Instant>,
-}
-
-/// What the engine knew when it admitted a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admission {
-    /// Prompt tokens after truncation.
-    pub prompt_tokens: usize,
-    /// Input tokens cut to fit (0 when none).
-    pub truncated_tokens: usize,
-    /// Template language used.
-    pub language: Lang,
-}
-
-/// How a verdict was obtained.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerdictSource {
-    /// Parsed from the text.
-    Parsed,
-    /// The text had no verdict; the verdict phrase was appended and the most probable legal
-    /// continuation chosen.
-    Forced,
-    /// The text had no verdict and none could be forced.
-    Unresolved,
-}
-
-/// The protocol-specific verdict.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Pairwise.
-    Pairwise(PairwiseParse),
-    /// Single.
-    Single(SingleParse),
-}
-
-/// The verdict event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JudgeVerdict {
-    /// The result.
-    pub outcome: Outcome,
-    /// Parsed or unresolved.
-    pub source: VerdictSource,
-    /// The verdict sentence, or the whole text when unresolved.
-    pub raw_text: String,
-    /// Probabilities of the legal verdicts at the verdict position.
-    pub scores: Option<ChoiceScores>,
-}
-
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// End-of-sequence token.
-    Eos,
-    /// `max_new_tokens` reached.
-    Length,
-    /// A stop string appeared.
-    Stop,
-}
-
-/// Token counts and timings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageStats {
-    /// Prompt tokens.
-    pub prompt_tokens: usize,
-    /// Generated tokens.
-    pub completion_tokens: usize,
-    /// Time in the queue.
-    pub queue: Duration,
-    /// Prompt processing time.
-    pub prefill: Duration,
-    /// Generation time.
-    pub decode: Duration,
-    /// Why it stopped.
-    pub finish: FinishReason,
-}
-
-/// Events after admission, in order: `Delta*`, `Verdict`, `Usage`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineEvent {
-    /// A chunk of critique text.
-    Delta(String),
-    /// The verdict.
-    Verdict(JudgeVerdict),
-    /// Counts and timings; the last event.
-    Usage(UsageStats),
-}
-
-/// The receiving end of a request's events; drop it to cancel the request.
-pub type EventReceiver = mpsc::Receiver<Result<EngineEvent>>;
-
-/// An admitted request: what was admitted and its event stream.
-#[derive(Debug)]
-pub struct Submission {
-    /// Admission facts, for the `Accepted` event.
-    pub admission: Admission,
-    /// The events.
-    pub events: EventReceiver,
-}
-
-/// A queued request as the engine thread sees it.
-pub(crate) struct Job {
-    pub(crate) prompt_ids: Vec<u32>,
-    pub(crate) pairwise: bool,
-    pub(crate) lang: Lang,
-    pub(crate) params: GenerationParams,
-    pub(crate) enqueued: Instant,
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) events: mpsc::Sender<Result<EngineEvent>>,
-}
-
-/// Counts of finished requests, for tests, metrics and the load command.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    /// Requests that produced their last event.
-    pub completed: AtomicU64,
-    /// Requests stopped because the client went away (queued or generating).
-    pub cancelled: AtomicU64,
-    /// Requests that failed with an error.
-    pub failed: AtomicU64,
-    /// Sequences in the batch now (batched engine; 0 or 1 for the serial one).
-    pub batch_size: AtomicU64,
-    /// Forward passes run by the batched engine.
-    pub steps: AtomicU64,
-    /// Prompt tokens served from the prefix cache instead of computed.
-    pub prefix_hit_tokens: AtomicU64,
 }
 
 struct Shared {
@@ -255,7 +116,7 @@ impl Engine {
                         model.shape.kv = limits.kv_type;
                         let per_token = model.shape.kv_bytes_per_token();
                         let _ = ready_tx.send(Ok((tokenizer.clone(), info, per_token)));
-                        crate::batch::run(model, tokenizer, rx, &limits, chunk, &thread_stats);
+                        super::batch::run(model, tokenizer, rx, &limits, chunk, &thread_stats);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -264,7 +125,7 @@ impl Engine {
                 None => match JudgeModel::load(&spec) {
                     Ok(model) => {
                         let _ = ready_tx.send(Ok((model.tokenizer.clone(), model.info.clone(), 0)));
-                        crate::serial::run(model, rx, chunk, &thread_stats);
+                        super::serial::run(model, rx, chunk, &thread_stats);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -321,15 +182,12 @@ impl Engine {
         let language = req
             .language
             .unwrap_or_else(|| detect_language(req.task.query()));
-        let prepared = prepare(
-            &req.task,
-            language,
-            &s.format,
-            &s.tokenizer,
-            s.info.context,
-            req.params.max_new_tokens + VERDICT_RESERVE,
-            req.truncation,
-        )?;
+        let room = Room {
+            context: s.info.context,
+            max_new_tokens: req.params.max_new_tokens + VERDICT_RESERVE,
+            policy: req.truncation,
+        };
+        let prepared = prepare(&req.task, (language, &s.format), &s.tokenizer, room)?;
         let (tx, events) = mpsc::channel(req.params.max_new_tokens + 8);
         let admission = Admission {
             prompt_tokens: prepared.prompt_ids.len(),
@@ -400,7 +258,7 @@ pub fn choose_format(
         (PromptFormatChoice::Chat | PromptFormatChoice::Auto, Some(t)) => {
             let format = chat(t);
             // Fail at start-up, not on the first request, when the template does not render.
-            crate::prompt::render(
+            crate::protocol::prompt::render(
                 &Task::Single {
                     query: "q".into(),
                     response: "r".into(),
@@ -415,76 +273,4 @@ pub fn choose_format(
             info.name
         ))),
     }
-}
-
-/// Sends an event; false when the client has gone.
-pub(crate) fn emit(job: &Job, event: EngineEvent) -> bool {
-    job.events.blocking_send(Ok(event)).is_ok()
-}
-
-/// Parses the verdict from the whole generated text.
-pub fn verdict_of(text: &str, pairwise: bool) -> JudgeVerdict {
-    let (outcome, sentence, resolved) = if pairwise {
-        let p = parse_pairwise(text);
-        let (sentence, resolved) = (p.verdict_sentence.clone(), p.winner.is_some());
-        (Outcome::Pairwise(p), sentence, resolved)
-    } else {
-        let s = parse_single(text);
-        let (sentence, resolved) = (s.verdict_sentence.clone(), s.rating.is_some());
-        (Outcome::Single(s), sentence, resolved)
-    };
-    // An unresolved verdict carries the whole text, so the client sees what the model wrote.
-    let (raw_text, source) = if resolved {
-        (sentence.unwrap_or_default(), VerdictSource::Parsed)
-    } else {
-        (text.to_string(), VerdictSource::Unresolved)
-    };
-    JudgeVerdict {
-        outcome,
-        source,
-        raw_text,
-        scores: None,
-    }
-}
-
-/// Turns an unresolved verdict into the forced one: the most probable legal choice.
-pub(crate) fn force(verdict: &mut JudgeVerdict, scores: &ChoiceScores, pairwise: bool, lang: Lang) {
-    let prefix = forced_prefix(pairwise, lang).trim_start();
-    let choice = match (&mut verdict.outcome, pairwise) {
-        (Outcome::Pairwise(p), true) => {
-            p.winner = scores.winner();
-            let zh = lang == Lang::Zh;
-            match p.winner {
-                Some(Winner::Response1) => {
-                    if zh {
-                        "回应1"
-                    } else {
-                        " Response 1"
-                    }
-                }
-                Some(Winner::Response2) => {
-                    if zh {
-                        "回应2"
-                    } else {
-                        " Response 2"
-                    }
-                }
-                _ => {
-                    if zh {
-                        "平局"
-                    } else {
-                        " Tie"
-                    }
-                }
-            }
-            .to_string()
-        }
-        (Outcome::Single(s), _) => {
-            s.rating = scores.rating();
-            format!("{}]]", s.rating.unwrap_or_default())
-        }
-        _ => return,
-    };
-    verdict.raw_text = format!("{prefix}{choice}");
-    verdict.source = VerdictSource::Forced;
 }

@@ -13,8 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_llama};
 
+use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
-use crate::tokenizer::TextTokenizer;
 
 /// Positions candle's quantized LLaMA precomputes rotary tables for; a GGUF model serves at
 /// most this many tokens whatever its metadata claims.
@@ -252,7 +252,8 @@ pub(crate) struct GgufMeta {
 pub(crate) fn open_gguf(path: &Path) -> Result<(File, gguf_file::Content, GgufMeta)> {
     let mut file = File::open(path).map_err(|e| load_err(path, e))?;
     // Hostile headers (huge counts, overflowing shapes) are refused before candle reads them.
-    crate::gguf_guard::check(&mut file).map_err(|e| load_err(path, format!("refused: {e}")))?;
+    crate::engine::gguf_guard::check(&mut file)
+        .map_err(|e| load_err(path, format!("refused: {e}")))?;
     let content = gguf_file::Content::read(&mut file)
         .map_err(|e| load_err(path, format!("not a readable GGUF file: {e}")))?;
     let arch = content

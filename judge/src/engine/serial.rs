@@ -5,15 +5,16 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use candle_core::Tensor;
 use tokio::sync::mpsc;
 
-use crate::engine::{
-    emit, force, verdict_of, EngineEvent, EngineStats, FinishReason, Job, UsageStats, VerdictSource,
-};
+use crate::engine::generate::{Detokenizer, StopMatcher};
+use crate::engine::job::{emit, EngineEvent, EngineStats, FinishReason, Job, UsageStats};
+use crate::engine::model::JudgeModel;
+use crate::engine::verdict_point::{score, VerdictPoint};
 use crate::error::{JudgeError, Result};
-use crate::generate::{Detokenizer, StopMatcher};
-use crate::model::JudgeModel;
-use crate::scoring::{at_verdict_position, forced_prefix, score, VerdictPoint};
+use crate::protocol::outcome::{force, verdict_of, VerdictSource};
+use crate::protocol::scoring::{at_verdict_position, forced_prefix};
 
 /// The engine thread's loop: one job at a time until every handle is dropped.
 pub(crate) fn run(
@@ -23,7 +24,11 @@ pub(crate) fn run(
     stats: &EngineStats,
 ) {
     while let Some(job) = rx.blocking_recv() {
-        let counter = match generate(&mut model, &job, chunk) {
+        // Every step of the serial engine runs this one sequence.
+        stats.batch_size.store(1, Ordering::Relaxed);
+        let ended = generate(&mut model, &job, chunk);
+        stats.batch_size.store(0, Ordering::Relaxed);
+        let counter = match ended {
             Ok(Finished::Done) => &stats.completed,
             Ok(Finished::Cancelled) => &stats.cancelled,
             Err(e) => {
@@ -43,6 +48,19 @@ enum Finished {
     Cancelled,
 }
 
+/// What decoding left for the verdict: why it stopped, the text, and where the model is.
+struct Decoded {
+    finish: FinishReason,
+    stops: StopMatcher,
+    completion: usize,
+    /// The next position of the model's attention state.
+    pos: usize,
+    /// The last verdict position seen while generating.
+    point: Option<VerdictPoint>,
+    /// A sampled token not yet run through the model when generation stopped.
+    pending: Option<u32>,
+}
+
 fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished> {
     if job.events.is_closed() {
         tracing::debug!("request cancelled while queued");
@@ -56,92 +74,25 @@ fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished>
     }
     model.reset()?;
     let started = Instant::now();
-    let mut pos = 0;
-    let mut logits = None;
-    for piece in job.prompt_ids.chunks(chunk) {
-        if job.events.is_closed() {
-            return Ok(Finished::Cancelled);
-        }
-        logits = Some(model.forward(piece, pos)?);
-        pos += piece.len();
-    }
-    let mut logits = logits.ok_or_else(|| JudgeError::InvalidArgument("empty prompt".into()))?;
+    let Some(logits) = prefill(model, job, chunk)? else {
+        return Ok(Finished::Cancelled);
+    };
     let prefill = started.elapsed();
     let decode_start = Instant::now();
-    let mut sampler = job.params.sampler();
-    let mut detok = Detokenizer::default();
-    let mut stops = StopMatcher::new(&job.params.stop);
-    let mut completion = 0;
-    // The last verdict position seen while generating, and a sampled token not yet run
-    // through the model when generation stopped.
-    let mut point: Option<VerdictPoint> = None;
-    let mut pending: Option<u32> = None;
-    let finish = loop {
-        if job.events.is_closed() {
-            tracing::debug!(completion, "client went away; generation stopped");
-            return Ok(Finished::Cancelled);
-        }
-        let next = sampler.sample(&logits)?;
-        if model.tokenizer.eos_ids().contains(&next) {
-            break FinishReason::Eos;
-        }
-        completion += 1;
-        if let Some(text) = detok.push(&model.tokenizer, next)? {
-            let (out, stopped) = stops.push(&text);
-            if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
-                return Ok(Finished::Cancelled);
-            }
-            if stopped {
-                pending = Some(next);
-                break FinishReason::Stop;
-            }
-        }
-        if completion >= job.params.max_new_tokens {
-            pending = Some(next);
-            break FinishReason::Length;
-        }
-        logits = model.forward(&[next], pos)?;
-        pos += 1;
-        if at_verdict_position(stops.text(), job.pairwise) {
-            point = Some(VerdictPoint::capture(model, &logits, pos, stops.text()));
-        }
+    let Some(decoded) = decode(model, job, logits)? else {
+        return Ok(Finished::Cancelled);
     };
-    if finish != FinishReason::Stop {
-        let tail = detok.finish(&model.tokenizer)?;
-        let (mut out, _) = stops.push(&tail);
-        out.push_str(&stops.finish());
-        if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
-            return Ok(Finished::Cancelled);
-        }
-    }
-    let mut verdict = verdict_of(stops.text(), job.pairwise);
-    let point = match point.filter(|_| verdict.source == VerdictSource::Parsed) {
-        Some(p) => p,
-        None => {
-            // No verdict position in the text (or it held no legal choice): append the
-            // template's verdict phrase and read the model's distribution after it.
-            let prefix = forced_prefix(job.pairwise, job.lang);
-            let mut ids: Vec<u32> = pending.into_iter().collect();
-            ids.extend(model.tokenizer.encode(prefix, false)?);
-            let logits = model.forward(&ids, pos)?;
-            VerdictPoint::capture(model, &logits, pos + ids.len(), prefix)
-        }
-    };
-    let scores = score(model, &point, job.pairwise, job.lang)?;
-    if verdict.source == VerdictSource::Unresolved {
-        force(&mut verdict, &scores, job.pairwise, job.lang);
-    }
-    verdict.scores = Some(scores);
-    let decode = decode_start.elapsed();
-    if !emit(job, EngineEvent::Verdict(verdict)) {
+    let (finish, completion) = (decoded.finish, decoded.completion);
+    if !conclude(model, job, decoded)? {
         return Ok(Finished::Cancelled);
     }
     let usage = EngineEvent::Usage(UsageStats {
         prompt_tokens: job.prompt_ids.len(),
+        cached_prompt_tokens: 0,
         completion_tokens: completion,
         queue,
         prefill,
-        decode,
+        decode: decode_start.elapsed(),
         finish,
     });
     Ok(if emit(job, usage) {
@@ -149,4 +100,100 @@ fn generate(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Finished>
     } else {
         Finished::Cancelled
     })
+}
+
+/// Runs the prompt through the model `chunk` tokens at a time; the last position's logits,
+/// or `None` when the client left.
+fn prefill(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Option<Tensor>> {
+    let mut pos = 0;
+    let mut logits = None;
+    for piece in job.prompt_ids.chunks(chunk) {
+        if job.events.is_closed() {
+            return Ok(None);
+        }
+        logits = Some(model.forward(piece, pos)?);
+        pos += piece.len();
+    }
+    logits
+        .map(Some)
+        .ok_or_else(|| JudgeError::InvalidArgument("empty prompt".into()))
+}
+
+/// Generates the critique a token a step, streaming its text; `None` when the client left.
+fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Option<Decoded>> {
+    let mut sampler = job.params.sampler();
+    let mut detok = Detokenizer::default();
+    let mut d = Decoded {
+        finish: FinishReason::Length,
+        stops: StopMatcher::new(&job.params.stop),
+        completion: 0,
+        pos: job.prompt_ids.len(),
+        point: None,
+        pending: None,
+    };
+    d.finish = loop {
+        if job.events.is_closed() {
+            tracing::debug!(
+                completion = d.completion,
+                "client went away; generation stopped"
+            );
+            return Ok(None);
+        }
+        let next = sampler.sample(&logits)?;
+        if model.tokenizer.eos_ids().contains(&next) {
+            break FinishReason::Eos;
+        }
+        d.completion += 1;
+        if let Some(text) = detok.push(&model.tokenizer, next)? {
+            let (out, stopped) = d.stops.push(&text);
+            if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
+                return Ok(None);
+            }
+            if stopped {
+                d.pending = Some(next);
+                break FinishReason::Stop;
+            }
+        }
+        if d.completion >= job.params.max_new_tokens {
+            d.pending = Some(next);
+            break FinishReason::Length;
+        }
+        logits = model.forward(&[next], d.pos)?;
+        d.pos += 1;
+        if at_verdict_position(d.stops.text(), job.pairwise) {
+            d.point = Some(VerdictPoint::capture(model, &logits, d.pos, d.stops.text()));
+        }
+    };
+    if d.finish != FinishReason::Stop {
+        let tail = detok.finish(&model.tokenizer)?;
+        let (mut out, _) = d.stops.push(&tail);
+        out.push_str(&d.stops.finish());
+        if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(d))
+}
+
+/// Finds or forces the verdict, scores it and sends it; false when the client left.
+fn conclude(model: &mut JudgeModel, job: &Job, d: Decoded) -> Result<bool> {
+    let mut verdict = verdict_of(d.stops.text(), job.pairwise);
+    let point = match d.point.filter(|_| verdict.source == VerdictSource::Parsed) {
+        Some(p) => p,
+        None => {
+            // No verdict position in the text (or it held no legal choice): append the
+            // template's verdict phrase and read the model's distribution after it.
+            let prefix = forced_prefix(job.pairwise, job.lang);
+            let mut ids: Vec<u32> = d.pending.into_iter().collect();
+            ids.extend(model.tokenizer.encode(prefix, false)?);
+            let logits = model.forward(&ids, d.pos)?;
+            VerdictPoint::capture(model, &logits, d.pos + ids.len(), prefix)
+        }
+    };
+    let scores = score(model, &point, job.pairwise, job.lang)?;
+    if verdict.source == VerdictSource::Unresolved {
+        force(&mut verdict, &scores, job.pairwise, job.lang);
+    }
+    verdict.scores = Some(scores);
+    Ok(emit(job, EngineEvent::Verdict(verdict)))
 }

@@ -345,3 +345,13 @@ fn add_special_tokens(tok: &mut Tokenizer, tokens: &[String], types: &[i32]) -> 
     }
     Ok(())
 }
+
+impl crate::protocol::fit::TokenText for TextTokenizer {
+    fn encode(&self, text: &str, with_bos: bool) -> Result<Vec<u32>> {
+        TextTokenizer::encode(self, text, with_bos)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        TextTokenizer::decode(self, ids)
+    }
+}

@@ -2,17 +2,15 @@
 //!
 //! Recording goes through the `metrics` facade: until a binary installs a recorder (the
 //! `--metrics-listen` endpoint) every hook is a no-op, so library users and tests pay
-//! nothing. A judging call is watched by [`observe`], which wraps its event stream.
+//! nothing. A judging call is a [`Call`] metered by [`JudgeCall`]; its event stream is watched
+//! by `autoj_proto::calls::observe`.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use autoj_proto::observe::ChunkClock;
+use autoj_proto::calls::CallRecorder;
 use autoj_proto::v1 as pb;
-use futures::Stream;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
-use tonic::{Code, Status};
+use tonic::Code;
 
 use crate::engine::{EngineStats, UsageStats};
 
@@ -110,126 +108,63 @@ pub fn record_usage(u: &UsageStats) {
     counter!(PROMPT_TOKENS).increment(u.prompt_tokens as u64);
 }
 
-/// One judging call from arrival to end: counts it in flight, and records its status once.
+/// A judging call of the judge service, metered through the shared lifecycle.
+pub type Call = autoj_proto::calls::Call<JudgeCall>;
+
+/// What the judge records of one call: in flight while open, queued until its first
+/// critique chunk, the chunk timings, and its final status by `rpc` and `code`.
 #[derive(Debug)]
-pub struct Call {
+pub struct JudgeCall {
     /// The RPC's name (`Compare`, `Critique`, `Score`).
     rpc: &'static str,
-    /// When it arrived.
-    started: Instant,
-    /// Whether its final status has been recorded.
-    finished: bool,
-}
-
-impl Call {
-    /// A call of `rpc` arriving now.
-    pub fn start(rpc: &'static str) -> Self {
-        gauge!(IN_FLIGHT).increment(1.0);
-        Self {
-            rpc,
-            started: Instant::now(),
-            finished: false,
-        }
-    }
-
-    /// Records the call's final status.
-    pub fn finish(&mut self, code: Code) {
-        if !self.finished {
-            self.finished = true;
-            counter!(REQUESTS, "rpc" => self.rpc, "code" => autoj_proto::observe::code_name(code))
-                .increment(1);
-        }
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        if !self.finished {
-            // Dropped before its end: the client cancelled or went away.
-            counter!(DROPPED).increment(1);
-            self.finish(Code::Cancelled);
-        }
-        gauge!(IN_FLIGHT).decrement(1.0);
-    }
-}
-
-/// A judgment's event stream as watched for metrics: time to first critique text, the gaps
-/// between chunks, the final status; the `span` stays open until the stream ends.
-pub struct Observed<S> {
-    /// The judge's events.
-    inner: S,
-    /// The call's accounting.
-    call: Call,
     /// Counted in [`QUEUED`] until the first critique text (or the end).
     queued: bool,
-    /// Times the critique chunks.
-    clock: ChunkClock,
-    /// The call's trace span, closed when the stream is dropped.
-    span: tracing::Span,
 }
 
-/// Wraps `inner`, the stream of a judging call started as `call`, keeping `span` open.
-pub fn observe<S>(inner: S, call: Call, span: tracing::Span) -> Observed<S> {
-    gauge!(QUEUED).increment(1.0);
-    Observed {
-        inner,
-        clock: ChunkClock::new(call.started),
-        call,
-        queued: true,
-        span,
+impl JudgeCall {
+    /// A call of `rpc` arriving now.
+    pub fn start(rpc: &'static str) -> Call {
+        Call::start(Self { rpc, queued: false })
     }
-}
 
-impl<S> Observed<S> {
     fn dequeue(&mut self) {
         if std::mem::take(&mut self.queued) {
             gauge!(QUEUED).decrement(1.0);
         }
     }
-
-    fn see(&mut self, ev: &pb::JudgeEvent) {
-        use pb::judge_event::Event;
-        if let Some(Event::CritiqueDelta(d)) = &ev.event {
-            let (first, gap) = self.clock.chunk(d.order, Instant::now());
-            if let Some(ttft) = first {
-                histogram!(TTFT).record(ttft.as_secs_f64());
-                self.dequeue();
-            }
-            if let Some(gap) = gap {
-                histogram!(INTER_TOKEN).record(gap.as_secs_f64());
-            }
-        }
-    }
 }
 
-impl<S> Drop for Observed<S> {
-    fn drop(&mut self) {
+impl CallRecorder for JudgeCall {
+    fn open(&mut self) {
+        gauge!(IN_FLIGHT).increment(1.0);
+    }
+
+    fn watch(&mut self) {
+        self.queued = true;
+        gauge!(QUEUED).increment(1.0);
+    }
+
+    fn event(&mut self, _: &pb::JudgeEvent, first: Option<Duration>, gap: Option<Duration>) {
+        if let Some(ttft) = first {
+            histogram!(TTFT).record(ttft.as_secs_f64());
+            self.dequeue();
+        }
+        if let Some(gap) = gap {
+            histogram!(INTER_TOKEN).record(gap.as_secs_f64());
+        }
+    }
+
+    fn end(&mut self, code: Code, dropped: bool) {
         self.dequeue();
-    }
-}
-
-impl<S> Stream for Observed<S>
-where
-    S: Stream<Item = Result<pb::JudgeEvent, Status>> + Unpin,
-{
-    type Item = Result<pb::JudgeEvent, Status>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let next = Pin::new(&mut this.inner).poll_next(cx);
-        match &next {
-            Poll::Ready(Some(Ok(ev))) => this.see(ev),
-            Poll::Ready(Some(Err(status))) => {
-                this.dequeue();
-                autoj_proto::observe::record_status(&this.span, status);
-                this.call.finish(status.code());
-            }
-            Poll::Ready(None) => {
-                this.dequeue();
-                this.call.finish(Code::Ok);
-            }
-            Poll::Pending => {}
+        if dropped {
+            counter!(DROPPED).increment(1);
         }
-        next
+        counter!(REQUESTS, "rpc" => self.rpc, "code" => autoj_proto::observe::code_name(code))
+            .increment(1);
+    }
+
+    fn close(&mut self) {
+        self.dequeue();
+        gauge!(IN_FLIGHT).decrement(1.0);
     }
 }

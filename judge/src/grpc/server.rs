@@ -7,12 +7,10 @@
 //! finish.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use autoj_proto::v1 as pb;
 use autoj_proto::v1::judge_server::{Judge, JudgeServer};
-use futures::Stream;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::ServerTlsConfig;
@@ -21,7 +19,8 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::error::JudgeError;
-use crate::service::{EventStream, JudgeService};
+use crate::grpc::service::JudgeService;
+use autoj_proto::stream::{EventStream, ResultStream};
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +50,12 @@ impl Gate {
 }
 
 /// The stream type of `Evaluate`.
-type EvaluateStream = Pin<Box<dyn Stream<Item = Result<pb::EvaluateResult, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Judge for Gate {
     type CompareStream = EventStream;
     type CritiqueStream = EventStream;
-    type EvaluateStream = EvaluateStream;
+    type EvaluateStream = ResultStream;
 
     async fn compare(
         &self,
@@ -83,9 +81,9 @@ impl Judge for Gate {
     async fn evaluate(
         &self,
         request: Request<Streaming<pb::EvaluateItem>>,
-    ) -> Result<Response<EvaluateStream>, Status> {
+    ) -> Result<Response<ResultStream>, Status> {
         let response = self.service()?.evaluate(request).await?;
-        Ok(response.map(|s| Box::pin(s) as EvaluateStream))
+        Ok(response)
     }
 }
 
@@ -122,11 +120,8 @@ where
 {
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(autoj_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
+    let (reflection, reflection_alpha) =
+        autoj_proto::reflection::services().expect("the embedded descriptor sets are valid");
     let gate = Gate::default();
     let slot = gate.ready.clone();
     let failed: Mutex<Option<JudgeError>> = Mutex::new(None);
@@ -157,6 +152,7 @@ where
     server
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(JudgeServer::new(gate))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await?;

@@ -8,7 +8,7 @@ use pb::judge_event::Event;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::service::EventStream;
+use autoj_proto::stream::EventStream;
 
 /// Events buffered between the combined stream's task and the client.
 const BUFFER: usize = 64;

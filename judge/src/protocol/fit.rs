@@ -7,8 +7,16 @@
 //! `ContextOverflow` instead.
 
 use crate::error::{JudgeError, Result};
-use crate::prompt::{render, Lang, PromptFormat, Task};
-use crate::tokenizer::TextTokenizer;
+use crate::protocol::prompt::{render, Lang, PromptFormat, Task};
+
+/// What fitting needs of a tokenizer: text to ids and back. The engine's tokenizer
+/// implements it; keeping it a trait keeps this module free of the engine.
+pub trait TokenText {
+    /// Token ids of `text`, with the beginning-of-sequence token first when `with_bos`.
+    fn encode(&self, text: &str, with_bos: bool) -> Result<Vec<u32>>;
+    /// The text of `ids`.
+    fn decode(&self, ids: &[u32]) -> Result<String>;
+}
 
 /// Text put where a field was cut, so the judge (and a human reading the prompt) sees it.
 pub const CUT_MARKER: &str = "\n[...]\n";
@@ -34,16 +42,29 @@ pub struct Prepared {
     pub truncated_tokens: usize,
 }
 
-/// Builds the prompt for `task` and makes it fit `context` with room for `max_new_tokens`.
+/// Room a prompt must fit: the model's context, less what generation may add.
+#[derive(Debug, Clone, Copy)]
+pub struct Room {
+    /// The model's context, in tokens.
+    pub context: usize,
+    /// Tokens kept free after the prompt (max_new_tokens and the verdict reserve).
+    pub max_new_tokens: usize,
+    /// What to do when the input does not fit.
+    pub policy: TruncationPolicy,
+}
+
+/// Builds the prompt for `task` in `lang` and `format` and makes it fit `room`.
 pub fn prepare(
     task: &Task,
-    lang: Lang,
-    format: &PromptFormat,
-    tok: &TextTokenizer,
-    context: usize,
-    max_new_tokens: usize,
-    policy: TruncationPolicy,
+    (lang, format): (Lang, &PromptFormat),
+    tok: &impl TokenText,
+    room: Room,
 ) -> Result<Prepared> {
+    let Room {
+        context,
+        max_new_tokens,
+        policy,
+    } = room;
     let encode = |t: &Task| -> Result<Vec<u32>> { tok.encode(&render(t, lang, format)?, true) };
     let ids = encode(task)?;
     if ids.len() + max_new_tokens <= context {
@@ -124,7 +145,7 @@ fn level_lengths(fields: &[Vec<u32>], need: usize, marker: usize) -> Option<Vec<
 }
 
 /// Keeps the first and last tokens of a field, `keep` in all, with the marker between.
-fn cut_middle(tok: &TextTokenizer, ids: &[u32], keep: usize) -> Result<String> {
+fn cut_middle(tok: &impl TokenText, ids: &[u32], keep: usize) -> Result<String> {
     if ids.len() <= keep {
         return tok.decode(ids);
     }

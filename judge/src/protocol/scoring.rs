@@ -8,37 +8,11 @@
 //! verdict, the verdict phrase is appended and the most probable legal continuation is the
 //! (forced) verdict.
 
-use candle_core::{Tensor, D};
-
-use crate::error::Result;
-use crate::model::{JudgeModel, Snapshot};
-use crate::prompt::Lang;
-use crate::verdict::Winner;
+use super::prompt::Lang;
+use super::verdict::Winner;
 
 /// Tokens kept free in the context for the forced verdict phrase and its scoring.
 pub const VERDICT_RESERVE: usize = 32;
-
-/// The model state at a verdict position: its attention state, the next-token logits and
-/// whether the text there already ends in a space.
-pub struct VerdictPoint {
-    snapshot: Snapshot,
-    logits: Tensor,
-    pos: usize,
-    trailing_space: bool,
-}
-
-impl VerdictPoint {
-    /// Captures the model right after the verdict phrase; `logits` are for the next token
-    /// and `pos` is the next position.
-    pub fn capture(model: &JudgeModel, logits: &Tensor, pos: usize, text: &str) -> Self {
-        Self {
-            snapshot: model.snapshot(),
-            logits: logits.clone(),
-            pos,
-            trailing_space: text.ends_with(char::is_whitespace),
-        }
-    }
-}
 
 /// Probabilities over the legal verdicts.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +102,7 @@ pub fn forced_prefix(pairwise: bool, lang: Lang) -> &'static str {
 }
 
 /// The legal continuations' texts, in the order of [`ChoiceScores`].
-pub(crate) fn candidates(pairwise: bool, lang: Lang, space: bool) -> Vec<String> {
+pub fn candidates(pairwise: bool, lang: Lang, space: bool) -> Vec<String> {
     let sp = if space { "" } else { " " };
     match (pairwise, lang) {
         (true, Lang::En) => ["Response 1", "Response 2", "Tie"]
@@ -144,41 +118,8 @@ pub(crate) fn candidates(pairwise: bool, lang: Lang, space: bool) -> Vec<String>
     }
 }
 
-/// Scores every legal continuation from `point` and returns the normalised probabilities.
-/// Leaves the model in an unspecified state (callers reset it before the next request).
-pub fn score(
-    model: &mut JudgeModel,
-    point: &VerdictPoint,
-    pairwise: bool,
-    lang: Lang,
-) -> Result<ChoiceScores> {
-    let first = candle_nn::ops::log_softmax(&point.logits, D::Minus1)?.to_vec1::<f32>()?;
-    let mut log_p = Vec::new();
-    for text in candidates(pairwise, lang, point.trailing_space) {
-        let ids = model.tokenizer.encode(&text, false)?;
-        let Some((&head, rest)) = ids.split_first() else {
-            log_p.push(f32::NEG_INFINITY);
-            continue;
-        };
-        let mut lp = first
-            .get(head as usize)
-            .copied()
-            .unwrap_or(f32::NEG_INFINITY);
-        model.restore(&point.snapshot);
-        let mut prev = head;
-        for (i, &id) in rest.iter().enumerate() {
-            let logits = model.forward(&[prev], point.pos + i)?;
-            let row = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec1::<f32>()?;
-            lp += row.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
-            prev = id;
-        }
-        log_p.push(lp);
-    }
-    Ok(choice_scores(&log_p, pairwise))
-}
-
 /// Normalises the legal continuations' log-probabilities into [`ChoiceScores`].
-pub(crate) fn choice_scores(log_p: &[f32], pairwise: bool) -> ChoiceScores {
+pub fn choice_scores(log_p: &[f32], pairwise: bool) -> ChoiceScores {
     let probs = normalise(log_p);
     if pairwise {
         ChoiceScores::Pairwise {
@@ -200,7 +141,7 @@ pub(crate) fn choice_scores(log_p: &[f32], pairwise: bool) -> ChoiceScores {
 }
 
 /// Log-softmax of one row of logits.
-pub(crate) fn log_softmax(logits: &[f32]) -> Vec<f32> {
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
     let log_sum = max + sum.ln();

@@ -6,9 +6,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use autoj_judge::engine::model::{ModelSpec, WeightDType};
 use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice, Scheduling};
-use autoj_judge::model::{ModelSpec, WeightDType};
-use autoj_judge::service::{JudgeService, ServiceLimits};
+use autoj_judge::grpc::{service::JudgeService, validate::ServiceLimits};
 use autoj_judge::testkit::{self, TinySpec};
 use autoj_proto::v1 as pb;
 use autoj_proto::v1::judge_client::JudgeClient;
@@ -91,7 +91,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let service = JudgeService::new(engine.clone(), limits, "test-replica");
         let task = tokio::spawn(async move {
-            autoj_judge::server::serve(listener, service, async {
+            autoj_judge::grpc::server::serve(listener, service, async {
                 let _ = stopped.await;
             })
             .await

@@ -10,11 +10,11 @@ use std::time::Instant;
 use super::bench_batch::median;
 use crate::config::KvDTypeArg;
 use anyhow::Context;
-use autoj_judge::batch::kernels;
-use autoj_judge::batch::kv::SeqKv;
-use autoj_judge::batch::{BatchModel, StepInput, Want};
+use autoj_judge::engine::batch::kernels;
+use autoj_judge::engine::batch::kv::SeqKv;
+use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
 use autoj_judge::engine::{choose_format, PromptFormatChoice};
-use autoj_judge::prompt::{render, Lang, Task};
+use autoj_judge::protocol::prompt::{render, Lang, Task};
 use clap::Args;
 use serde_json::{json, Value};
 
@@ -51,7 +51,7 @@ pub struct BenchArgs {
     )]
     pub llamacpp_script: PathBuf,
     /// Key/value cache element type of the batched engine.
-    #[arg(long, env = "AUTOJ_BENCH_KV_DTYPE", value_enum, default_value = "f16")]
+    #[arg(long, env = "AUTOJ_BENCH_KV_DTYPE", value_enum, default_value_t = autoj_judge::engine::batch::kv::KvType::default().into())]
     pub kv_dtype: KvDTypeArg,
     /// Concurrency levels for aggregate decode speed (`--concurrency` with no value: skip).
     #[arg(

@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use autoj_judge::batch::kv::{KvType, SeqKv};
-use autoj_judge::batch::{BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::batch::kv::{KvType, SeqKv};
+use autoj_judge::engine::batch::{BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::model::{ModelSpec, WeightDType};
 use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice, Scheduling};
-use autoj_judge::model::{ModelSpec, WeightDType};
-use autoj_judge::service::{JudgeService, ServiceLimits};
+use autoj_judge::grpc::{service::JudgeService, validate::ServiceLimits};
 use autoj_proto::v1 as pb;
 use autoj_proto::v1::judge_client::JudgeClient;
 use candle_core::Device;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-pub use autoj_judge::generate::argmax;
+pub use autoj_judge::engine::generate::argmax;
 
 /// Decode tokens per second summed over `b` sequences stepping together, for each level,
 /// plus each level's ratio to one sequence. Every sequence starts from the same prefilled
@@ -144,7 +144,7 @@ pub async fn grpc_judgments(
             },
             prompt_format: PromptFormatChoice::Auto,
             queue_capacity: rows.max(1),
-            prefill_chunk: 512,
+            prefill_chunk: autoj_judge::engine::handle::DEFAULT_PREFILL_CHUNK,
             scheduling: Scheduling::Batched(BatchLimits {
                 max_seqs: concurrency,
                 prefix_cache_tokens,
@@ -158,7 +158,7 @@ pub async fn grpc_judgments(
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(autoj_judge::server::serve(listener, service, async {
+        let server = tokio::spawn(autoj_judge::grpc::server::serve(listener, service, async {
             let _ = stopped.await;
         }));
         let client = JudgeClient::connect(addr).await?;

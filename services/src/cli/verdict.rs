@@ -1,6 +1,6 @@
 //! `autoj verdict`: parse a judgment text from stdin with the service's own parser.
 
-use autoj_judge::verdict::{parse_pairwise, parse_single, Winner};
+use autoj_judge::protocol::verdict::{parse_pairwise, parse_single, Winner};
 use clap::ValueEnum;
 use serde_json::{json, Value};
 

@@ -252,7 +252,7 @@ fn dot_f32<T: KvValue>(a: &[f32], b: &[T]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::test_values::random;
+    use crate::engine::batch::test_values::random;
 
     #[test]
     fn attention_paths_agree() {
@@ -260,7 +260,7 @@ mod tests {
         let k = random(positions * kvh * d, 31);
         let v = random(positions * kvh * d, 37);
         let q = random(d, 41);
-        let runs: Vec<crate::batch::kv::Run<'_, f32>> = vec![
+        let runs: Vec<crate::engine::batch::kv::Run<'_, f32>> = vec![
             (&k[..20 * kvh * d], &v[..20 * kvh * d], 20),
             (&k[20 * kvh * d..], &v[20 * kvh * d..], 17),
         ];
@@ -285,7 +285,7 @@ mod tests {
             k.iter().map(|&x| f16::from_f32(x)).collect(),
             v.iter().map(|&x| f16::from_f32(x)).collect(),
         );
-        let runs16: Vec<crate::batch::kv::Run<'_, f16>> = vec![
+        let runs16: Vec<crate::engine::batch::kv::Run<'_, f16>> = vec![
             (&k16[..20 * kvh * d], &v16[..20 * kvh * d], 20),
             (&k16[20 * kvh * d..], &v16[20 * kvh * d..], 17),
         ];

@@ -22,14 +22,12 @@ pub fn supports(group: usize, head_dim: usize) -> bool {
 }
 
 /// Causal attention of the query heads in `q` (`group × head_dim` values, heads side by
-/// side) over the first `len` positions of their shared key/value head; writes `out` (same
-/// shape). Only for shapes [`supports`] accepts.
+/// side) over the first `len` positions of their shared key/value head, scores scaled by
+/// `scale`; writes `out` (same shape). Only for shapes [`supports`] accepts.
 pub fn attend_group<T: KvValue>(
     q: &[f32],
-    kv: &HeadKv<'_, T>,
-    len: usize,
-    scale: f32,
-    head_dim: usize,
+    (kv, len): (&HeadKv<'_, T>, usize),
+    (scale, head_dim): (f32, usize),
     out: &mut [f32],
 ) {
     assert!(is_x86_feature_detected!("avx512f") && q.len() == out.len());
@@ -222,8 +220,8 @@ pub(crate) fn exp(x: __m512) -> __m512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::attention::attend_body;
-    use crate::batch::test_values;
+    use crate::engine::batch::attention::attend_body;
+    use crate::engine::batch::test_values;
 
     /// Values in [-2, 2): wider than the shared helper's, for sharper softmaxes.
     fn random(n: usize, seed: u32) -> Vec<f32> {
@@ -248,7 +246,7 @@ mod tests {
                 .collect();
             let q = random(group * d, 7);
             // Two runs (a shared prefix and the sequence's own positions).
-            let runs: Vec<crate::batch::kv::Run<'_, T>> = vec![
+            let runs: Vec<crate::engine::batch::kv::Run<'_, T>> = vec![
                 (&k[..20 * width], &v[..20 * width], 20),
                 (&k[20 * width..], &v[20 * width..], 33),
             ];
@@ -259,7 +257,7 @@ mod tests {
             };
             for len in [1, 16, 17, 40, 53] {
                 let mut fast = vec![0f32; group * d];
-                attend_group(&q, &head, len, 0.125, d, &mut fast);
+                attend_group(&q, (&head, len), (0.125, d), &mut fast);
                 for g in 0..group {
                     let mut want = vec![0f32; d];
                     attend_body(&q[g * d..(g + 1) * d], &head, len, 0.125, &mut want);

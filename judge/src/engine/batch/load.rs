@@ -1,6 +1,7 @@
 //! Loading the batched engine's model: GGUF files (candle's GGUF reader, weights kept in
 //! their stored types) and Hugging Face directories (safetensors, dense weights).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::QTensor;
@@ -8,9 +9,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
+use crate::engine::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
+use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
-use crate::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
-use crate::tokenizer::TextTokenizer;
 
 impl BatchModel {
     /// Loads a GGUF file or Hugging Face directory for the CPU; returns the model, its
@@ -53,11 +54,6 @@ impl BatchModel {
                 .tensor(&mut file, name, &Device::Cpu)
                 .map_err(|e| load_err(path, format!("tensor `{name}`: {e}")))
         };
-        let vec = |t: QTensor| -> Result<Vec<f32>> {
-            Ok(t.dequantize(&Device::Cpu)?
-                .flatten_all()?
-                .to_vec1::<f32>()?)
-        };
         let embd = get("token_embd.weight")?;
         let (vocab, _) = embd.shape().dims2()?;
         let embed = Embedding::from_qtensor(&embd)?;
@@ -65,19 +61,10 @@ impl BatchModel {
             Ok(t) => Linear::from_qtensor(t)?,
             Err(_) => Linear::from_qtensor(embd)?,
         };
-        let norm = vec(get("output_norm.weight")?)?;
-        let mut blocks = Vec::with_capacity(layers);
-        for i in 0..layers {
-            let mut lin = |n: &str| Linear::from_qtensor(get(&format!("blk.{i}.{n}.weight"))?);
-            blocks.push(Layer {
-                qkv: Group::new(vec![lin("attn_q")?, lin("attn_k")?, lin("attn_v")?]),
-                wo: lin("attn_output")?,
-                gate_up: GateUp::new(lin("ffn_gate")?, lin("ffn_up")?),
-                down: lin("ffn_down")?,
-                attn_norm: vec(get(&format!("blk.{i}.attn_norm.weight"))?)?,
-                ffn_norm: vec(get(&format!("blk.{i}.ffn_norm.weight"))?)?,
-            });
-        }
+        let norm = dequantized(get("output_norm.weight")?)?;
+        let blocks = (0..layers)
+            .map(|i| gguf_layer(&mut get, &format!("blk.{i}")))
+            .collect::<Result<Vec<_>>>()?;
         let head_dim = hidden / heads;
         let shape = Shape {
             layers,
@@ -90,8 +77,14 @@ impl BatchModel {
             kv: KvType::default(),
             rope: Rope::Interleaved,
         };
-        let base = float("llama.rope.freq_base", 10_000.0);
-        let model = Self::assemble(blocks, norm, lm_head, embed, shape, base);
+        let model = Self {
+            inv_freq: rope_inv_freq(head_dim, float("llama.rope.freq_base", 10_000.0)),
+            layers: blocks,
+            norm,
+            lm_head,
+            embed,
+            shape,
+        };
         let info = ModelInfo {
             name: file_name(path),
             context: meta.context,
@@ -101,40 +94,12 @@ impl BatchModel {
     }
 
     fn load_hf(dir: &Path) -> Result<(Self, TextTokenizer, ModelInfo)> {
-        #[derive(serde::Deserialize)]
-        struct Config {
-            hidden_size: usize,
-            num_hidden_layers: usize,
-            num_attention_heads: usize,
-            num_key_value_heads: Option<usize>,
-            rms_norm_eps: f64,
-            rope_theta: Option<f32>,
-            max_position_embeddings: usize,
-            tie_word_embeddings: Option<bool>,
-            eos_token_id: Option<serde_json::Value>,
-        }
-        let cfg_path = dir.join("config.json");
-        let raw = std::fs::read(&cfg_path).map_err(|e| load_err(&cfg_path, e))?;
-        let cfg: Config = serde_json::from_slice(&raw).map_err(|e| load_err(&cfg_path, e))?;
-        let mut tensors = std::collections::HashMap::new();
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| load_err(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
-        for f in &files {
-            tensors.extend(
-                candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| load_err(f, e))?,
-            );
-        }
+        let cfg = HfConfig::read(dir)?;
+        let mut tensors = read_safetensors(dir)?;
         let mut take = |name: &str| {
             tensors
                 .remove(name)
                 .ok_or_else(|| load_err(dir, format!("tensor `{name}` is missing")))
-        };
-        let vec = |t: Tensor| -> Result<Vec<f32>> {
-            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
         };
         let embd = take("model.embed_tokens.weight")?.to_dtype(DType::F32)?;
         let (vocab, hidden) = embd.dims2()?;
@@ -143,27 +108,13 @@ impl BatchModel {
             _ => Linear::dense(embd.clone())?,
         };
         let embed = Embedding::F32 {
-            table: vec(embd)?,
+            table: f32s(embd)?,
             dim: hidden,
         };
-        let norm = vec(take("model.norm.weight")?)?;
-        let mut blocks = Vec::new();
-        for i in 0..cfg.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let mut lin = |n: &str| Linear::dense(take(&format!("{p}.{n}.weight"))?);
-            blocks.push(Layer {
-                qkv: Group::new(vec![
-                    lin("self_attn.q_proj")?,
-                    lin("self_attn.k_proj")?,
-                    lin("self_attn.v_proj")?,
-                ]),
-                wo: lin("self_attn.o_proj")?,
-                gate_up: GateUp::new(lin("mlp.gate_proj")?, lin("mlp.up_proj")?),
-                down: lin("mlp.down_proj")?,
-                attn_norm: vec(take(&format!("{p}.input_layernorm.weight"))?)?,
-                ffn_norm: vec(take(&format!("{p}.post_attention_layernorm.weight"))?)?,
-            });
-        }
+        let norm = f32s(take("model.norm.weight")?)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| hf_layer(&mut take, &format!("model.layers.{i}")))
+            .collect::<Result<Vec<_>>>()?;
         if hidden != cfg.hidden_size || !hidden.is_multiple_of(cfg.num_attention_heads) {
             return Err(load_err(dir, "hidden_size does not match the weights"));
         }
@@ -179,7 +130,68 @@ impl BatchModel {
             kv: KvType::default(),
             rope: Rope::Halves,
         };
-        let eos: Vec<u32> = match cfg.eos_token_id {
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), &cfg.eos_ids())?;
+        let model = Self {
+            inv_freq: rope_inv_freq(shape.head_dim, cfg.rope_theta.unwrap_or(10_000.0)),
+            layers,
+            norm,
+            lm_head,
+            embed,
+            shape,
+        };
+        let info = ModelInfo {
+            name: file_name(dir),
+            context: cfg.max_position_embeddings,
+            chat_template: read_chat_template(dir),
+        };
+        Ok((model, tokenizer, info))
+    }
+}
+
+/// One transformer block of a GGUF file, its tensors named under `p`, in their stored types.
+fn gguf_layer(get: &mut impl FnMut(&str) -> Result<QTensor>, p: &str) -> Result<Layer> {
+    let mut lin = |n: &str| Linear::from_qtensor(get(&format!("{p}.{n}.weight"))?);
+    Ok(Layer {
+        qkv: Group::new(vec![lin("attn_q")?, lin("attn_k")?, lin("attn_v")?]),
+        wo: lin("attn_output")?,
+        gate_up: GateUp::new(lin("ffn_gate")?, lin("ffn_up")?),
+        down: lin("ffn_down")?,
+        attn_norm: dequantized(get(&format!("{p}.attn_norm.weight"))?)?,
+        ffn_norm: dequantized(get(&format!("{p}.ffn_norm.weight"))?)?,
+    })
+}
+
+/// A (norm) tensor's values as f32, flattened.
+fn dequantized(t: QTensor) -> Result<Vec<f32>> {
+    Ok(t.dequantize(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
+}
+
+/// The fields of a Hugging Face `config.json` the batched engine reads.
+#[derive(serde::Deserialize)]
+struct HfConfig {
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    rms_norm_eps: f64,
+    rope_theta: Option<f32>,
+    max_position_embeddings: usize,
+    tie_word_embeddings: Option<bool>,
+    eos_token_id: Option<serde_json::Value>,
+}
+
+impl HfConfig {
+    fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let raw = std::fs::read(&path).map_err(|e| load_err(&path, e))?;
+        serde_json::from_slice(&raw).map_err(|e| load_err(&path, e))
+    }
+
+    /// End-of-sequence ids: one number or a list of them.
+    fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
             Some(serde_json::Value::Number(n)) => {
                 n.as_u64().map(|n| n as u32).into_iter().collect()
             }
@@ -189,43 +201,51 @@ impl BatchModel {
                 .map(|n| n as u32)
                 .collect(),
             _ => Vec::new(),
-        };
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), &eos)?;
-        let model = Self::assemble(
-            blocks,
-            norm,
-            lm_head,
-            embed,
-            shape,
-            cfg.rope_theta.unwrap_or(10_000.0),
-        );
-        let info = ModelInfo {
-            name: file_name(dir),
-            context: cfg.max_position_embeddings,
-            chat_template: read_chat_template(dir),
-        };
-        Ok((model, tokenizer, info))
-    }
-
-    fn assemble(
-        layers: Vec<Layer>,
-        norm: Vec<f32>,
-        lm_head: Linear,
-        embed: Embedding,
-        shape: Shape,
-        base: f32,
-    ) -> Self {
-        let half = shape.head_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| 1.0 / base.powf(2.0 * i as f32 / shape.head_dim as f32))
-            .collect();
-        Self {
-            layers,
-            norm,
-            lm_head,
-            embed,
-            inv_freq,
-            shape,
         }
     }
+}
+
+/// Every tensor of the directory's `*.safetensors` files, read in name order.
+fn read_safetensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| load_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    let mut tensors = HashMap::new();
+    for f in &files {
+        tensors
+            .extend(candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| load_err(f, e))?);
+    }
+    Ok(tensors)
+}
+
+/// One transformer block of a Hugging Face checkpoint, its tensors named under `p`.
+fn hf_layer(take: &mut impl FnMut(&str) -> Result<Tensor>, p: &str) -> Result<Layer> {
+    let mut lin = |n: &str| Linear::dense(take(&format!("{p}.{n}.weight"))?);
+    Ok(Layer {
+        qkv: Group::new(vec![
+            lin("self_attn.q_proj")?,
+            lin("self_attn.k_proj")?,
+            lin("self_attn.v_proj")?,
+        ]),
+        wo: lin("self_attn.o_proj")?,
+        gate_up: GateUp::new(lin("mlp.gate_proj")?, lin("mlp.up_proj")?),
+        down: lin("mlp.down_proj")?,
+        attn_norm: f32s(take(&format!("{p}.input_layernorm.weight"))?)?,
+        ffn_norm: f32s(take(&format!("{p}.post_attention_layernorm.weight"))?)?,
+    })
+}
+
+/// A tensor's values as f32, flattened.
+fn f32s(t: Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// Rotary inverse frequencies: `inv_freq[i]` = base^(-2i / head_dim).
+fn rope_inv_freq(head_dim: usize, base: f32) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| 1.0 / base.powf(2.0 * i as f32 / head_dim as f32))
+        .collect()
 }

@@ -7,6 +7,7 @@
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx512;
+mod finish;
 pub mod kernels;
 pub mod kv;
 pub mod load;

@@ -159,7 +159,7 @@ impl Embedding {
 
 /// An impossible state of the forward pass, reported as an internal error.
 fn internal(what: &str) -> JudgeError {
-    JudgeError::Compute(candle_core::Error::Msg(what.into()))
+    candle_core::Error::Msg(what.into()).into()
 }
 
 fn token_err(id: usize) -> JudgeError {
@@ -362,7 +362,13 @@ impl BatchModel {
             let d = layer.down.forward(&g, total)?;
             add(&mut x, &d);
         }
-        // Only the rows whose logits are wanted go through the (large) output layer.
+        self.logits(&x, inputs)
+    }
+
+    /// The logits each input asked for: only the rows whose logits are wanted go through
+    /// the (large) output layer.
+    fn logits(&self, x: &[f32], inputs: &[StepInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        let s = &self.shape;
         let mut picked = Vec::new();
         let mut counts = Vec::with_capacity(inputs.len());
         let mut offset = 0;
@@ -453,7 +459,7 @@ impl BatchModel {
                     stride: kv_width,
                 };
                 let q = &q[item * group * d..(item + 1) * group * d];
-                super::attention_avx512::attend_group(q, &head_kv, pos + 1, scale, d, o);
+                super::attention_avx512::attend_group(q, (&head_kv, pos + 1), (scale, d), o);
             });
             return out;
         }

@@ -13,22 +13,17 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
 use tokio::sync::mpsc;
 
+use super::finish::{advance, finalize};
 use super::kv::{common_prefix, KvType, PrefixCache, SeqKv};
 use super::model::{BatchModel, StepInput, Want};
-use crate::engine::{
-    emit, force, verdict_of, EngineEvent, EngineStats, FinishReason, Job, UsageStats, VerdictSource,
-};
+use crate::engine::generate::{Detokenizer, StopMatcher};
+use crate::engine::job::{EngineStats, FinishReason, Job};
+use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
-use crate::generate::{argmax, Detokenizer, StopMatcher};
-use crate::prompt::Lang;
-use crate::scoring::{
-    at_verdict_position, candidates, choice_scores, forced_prefix, log_softmax, ChoiceScores,
-};
-use crate::tokenizer::TextTokenizer;
+use crate::protocol::scoring::at_verdict_position;
 
 /// Limits of the batched engine, checked at admission.
 #[derive(Debug, Clone)]
@@ -58,38 +53,92 @@ impl Default for BatchLimits {
 }
 
 /// Where a sequence's last captured verdict position is.
-struct Point {
-    pos: usize,
-    logits: Vec<f32>,
-    trailing_space: bool,
+pub(super) struct Point {
+    pub(super) pos: usize,
+    pub(super) logits: Vec<f32>,
+    pub(super) trailing_space: bool,
 }
 
-struct Seq {
-    job: Job,
-    kv: SeqKv,
+/// One admitted request in the running batch.
+pub(super) struct Seq {
+    pub(super) job: Job,
+    pub(super) kv: SeqKv,
     /// Prompt tokens already in the cache (shared prefix included).
     prompt_done: usize,
+    /// Prompt tokens the prefix cache served instead of the model computing them.
+    pub(super) cached: usize,
     /// Whether the prefix cache was consulted (just before the first prompt chunk).
     looked_up: bool,
+    /// Key/value bytes reserved for it at admission.
     reserved: usize,
     /// The sampled token to run next (generating), `None` while reading the prompt.
-    next: Option<u32>,
-    sampler: LogitsProcessor,
-    detok: Detokenizer,
-    stops: StopMatcher,
-    completion: usize,
-    point: Option<Point>,
-    queue: Duration,
-    started: Instant,
-    prefill: Option<Duration>,
+    pub(super) next: Option<u32>,
+    pub(super) sampler: LogitsProcessor,
+    pub(super) detok: Detokenizer,
+    pub(super) stops: StopMatcher,
+    /// Tokens generated so far.
+    pub(super) completion: usize,
+    pub(super) point: Option<Point>,
+    pub(super) queue: Duration,
+    pub(super) started: Instant,
+    pub(super) prefill: Option<Duration>,
+}
+
+impl Seq {
+    fn new(job: Job, kv: SeqKv, reserved: usize, queue: Duration) -> Self {
+        Self {
+            kv,
+            prompt_done: 0,
+            cached: 0,
+            looked_up: false,
+            reserved,
+            next: None,
+            sampler: job.params.sampler(),
+            detok: Detokenizer::default(),
+            stops: StopMatcher::new(&job.params.stop),
+            completion: 0,
+            point: None,
+            queue,
+            started: Instant::now(),
+            prefill: None,
+            job,
+        }
+    }
 }
 
 /// How one sequence's step ended.
-enum Progress {
+pub(super) enum Progress {
     Running,
     Finished(FinishReason, Option<u32>),
     Cancelled,
+    /// Sampling or detokenizing failed: the request fails with this error.
+    Failed(JudgeError),
 }
+
+/// What the loop does not change: the model, its tokenizer, the limits and the counters.
+pub(super) struct Ctx<'a> {
+    pub(super) model: &'a BatchModel,
+    pub(super) tok: &'a TextTokenizer,
+    limits: &'a BatchLimits,
+    prefill_chunk: usize,
+    stats: &'a EngineStats,
+    /// Key/value bytes per token of the model's cache type.
+    per_token: usize,
+}
+
+/// The loop's state: the running batch, the request waiting for room, what the batch has
+/// reserved, the prefix cache, and whether the queue is still open.
+struct Batch {
+    seqs: Vec<Seq>,
+    waiting: Option<Job>,
+    reserved: usize,
+    cache: PrefixCache,
+    open: bool,
+}
+
+/// The tokens of one step: each sequence in it and how many prompt tokens it reads
+/// (0: it is generating and runs its next token).
+type Plan = Vec<(usize, usize)>;
 
 /// The loop; returns when every engine handle is gone and the batch has drained.
 pub(crate) fn run(
@@ -100,35 +149,82 @@ pub(crate) fn run(
     prefill_chunk: usize,
     stats: &EngineStats,
 ) {
-    let per_token = model.shape.kv_bytes_per_token();
-    let mut cache = PrefixCache::new(limits.prefix_cache_tokens);
-    let mut seqs: Vec<Seq> = Vec::new();
-    let mut waiting: Option<Job> = None;
-    let mut reserved = 0usize;
-    let mut open = true;
-    loop {
-        // Admission: take queued requests while a sequence slot and memory are free.
-        if seqs.is_empty() && waiting.is_none() {
-            match rx.blocking_recv() {
-                Some(job) => waiting = Some(job),
-                None => break,
+    let cx = Ctx {
+        model: &model,
+        tok: &tokenizer,
+        limits,
+        prefill_chunk,
+        stats,
+        per_token: model.shape.kv_bytes_per_token(),
+    };
+    let mut batch = Batch {
+        seqs: Vec::new(),
+        waiting: None,
+        reserved: 0,
+        cache: PrefixCache::new(limits.prefix_cache_tokens),
+        open: true,
+    };
+    while batch.wait_for_work(&mut rx, stats) {
+        batch.admit(&cx, &mut rx);
+        batch.drop_gone(stats);
+        if batch.seqs.is_empty() {
+            continue;
+        }
+        let plan = batch.plan(&cx);
+        stats.steps.fetch_add(1, Ordering::Relaxed);
+        stats.batch_size.store(plan.len() as u64, Ordering::Relaxed);
+        match batch.step(&cx, &plan) {
+            Ok(logits) => {
+                let done = batch.absorb(&cx, &plan, logits);
+                batch.retire(&cx, done);
+            }
+            Err(e) => batch.fail_step(&plan, e, stats),
+        }
+    }
+    tracing::info!("judge engine stopped");
+}
+
+impl Batch {
+    /// Blocks for a request when nothing runs; false when the queue is closed and the batch
+    /// has drained. An idle engine shows a batch of 0.
+    fn wait_for_work(&mut self, rx: &mut mpsc::Receiver<Job>, stats: &EngineStats) -> bool {
+        if !self.seqs.is_empty() || self.waiting.is_some() {
+            return true;
+        }
+        stats.batch_size.store(0, Ordering::Relaxed);
+        match rx.blocking_recv() {
+            Some(job) => {
+                self.waiting = Some(job);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next queued request, the one waiting for room first.
+    fn next_job(&mut self, rx: &mut mpsc::Receiver<Job>) -> Option<Job> {
+        if let Some(job) = self.waiting.take() {
+            return Some(job);
+        }
+        if !self.open {
+            return None;
+        }
+        match rx.try_recv() {
+            Ok(job) => Some(job),
+            Err(mpsc::error::TryRecvError::Empty) => None,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.open = false;
+                None
             }
         }
-        loop {
-            let job = match waiting.take() {
-                Some(j) => j,
-                None if open => match rx.try_recv() {
-                    Ok(j) => j,
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        open = false;
-                        break;
-                    }
-                },
-                None => break,
-            };
+    }
+
+    /// Takes queued requests while a sequence slot and key/value memory are free; requests
+    /// whose client left or whose deadline passed in the queue never start.
+    fn admit(&mut self, cx: &Ctx<'_>, rx: &mut mpsc::Receiver<Job>) {
+        while let Some(job) = self.next_job(rx) {
             if job.events.is_closed() {
-                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                cx.stats.cancelled.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let queued = job.enqueued.elapsed();
@@ -136,126 +232,120 @@ pub(crate) fn run(
                 let _ = job.events.blocking_send(Err(JudgeError::DeadlineExceeded {
                     waited_ms: queued.as_millis() as u64,
                 }));
-                stats.failed.fetch_add(1, Ordering::Relaxed);
+                cx.stats.failed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let need = reservation(&job, per_token);
-            if !seqs.is_empty()
-                && (seqs.len() >= limits.max_seqs || reserved + need > limits.kv_budget_bytes)
-            {
-                waiting = Some(job);
-                break;
+            let need = reservation(&job, cx.per_token);
+            let full = self.seqs.len() >= cx.limits.max_seqs
+                || self.reserved + need > cx.limits.kv_budget_bytes;
+            if full && !self.seqs.is_empty() {
+                self.waiting = Some(job);
+                return;
             }
-            reserved += need;
-            seqs.push(Seq {
-                kv: model.new_kv(),
-                prompt_done: 0,
-                looked_up: false,
-                reserved: need,
-                next: None,
-                sampler: job.params.sampler(),
-                detok: Detokenizer::default(),
-                stops: StopMatcher::new(&job.params.stop),
-                completion: 0,
-                point: None,
-                queue: queued,
-                started: Instant::now(),
-                prefill: None,
-                job,
-            });
+            self.reserved += need;
+            self.seqs
+                .push(Seq::new(job, cx.model.new_kv(), need, queued));
         }
-        // Clients that left are dropped before any more work is spent on them.
-        seqs.retain(|s| {
+    }
+
+    /// Removes sequences whose client left before any more work is spent on them.
+    fn drop_gone(&mut self, stats: &EngineStats) {
+        let reserved = &mut self.reserved;
+        self.seqs.retain(|s| {
             let gone = s.job.events.is_closed();
             if gone {
-                reserved -= s.reserved;
+                *reserved -= s.reserved;
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             !gone
         });
-        if seqs.is_empty() {
-            continue;
-        }
-        // This step's tokens: every generating sequence's next token, then prompt chunks.
-        let mut budget = limits.max_batch_tokens.max(1);
-        let mut plan: Vec<(usize, usize)> = Vec::new(); // (seq index, prompt tokens)
-        for (i, s) in seqs.iter().enumerate() {
+    }
+
+    /// This step's tokens: every generating sequence's next token, then prompt chunks
+    /// within the step's token budget (a prompt's first chunk starts from the prefix cache).
+    fn plan(&mut self, cx: &Ctx<'_>) -> Plan {
+        let mut budget = cx.limits.max_batch_tokens.max(1);
+        let mut plan: Plan = Vec::new();
+        for (i, s) in self.seqs.iter().enumerate() {
             if s.next.is_some() {
                 plan.push((i, 0));
                 budget = budget.saturating_sub(1);
             }
         }
-        for i in 0..seqs.len() {
-            if seqs[i].next.is_none() && !seqs[i].looked_up {
-                if waits_for_prefix(&seqs, i, &cache) {
+        for i in 0..self.seqs.len() {
+            if self.seqs[i].next.is_none() && !self.seqs[i].looked_up {
+                if waits_for_prefix(&self.seqs, i, &self.cache) {
                     continue;
                 }
-                let s = &mut seqs[i];
-                let (cached, chain) = cache.lookup(&s.job.prompt_ids);
-                stats
-                    .prefix_hit_tokens
-                    .fetch_add(cached as u64, Ordering::Relaxed);
-                s.kv = SeqKv::with_prefix(
-                    model.shape.layers,
-                    model.shape.kv_heads * model.shape.head_dim,
-                    model.shape.kv,
-                    chain,
-                );
-                s.prompt_done = cached;
-                s.looked_up = true;
+                self.start_prompt(cx, i);
             }
-            let s = &seqs[i];
+            let s = &self.seqs[i];
             if s.next.is_none() && budget > 0 {
                 let n = (s.job.prompt_ids.len() - s.prompt_done)
                     .min(budget)
-                    .min(prefill_chunk);
+                    .min(cx.prefill_chunk);
                 plan.push((i, n));
                 budget -= n;
             }
         }
-        stats.steps.fetch_add(1, Ordering::Relaxed);
+        plan
+    }
+
+    /// Seeds sequence `i`'s cache with the longest cached prefix of its prompt.
+    fn start_prompt(&mut self, cx: &Ctx<'_>, i: usize) {
+        let s = &mut self.seqs[i];
+        let (cached, chain) = self.cache.lookup(&s.job.prompt_ids);
+        cx.stats
+            .prefix_hit_tokens
+            .fetch_add(cached as u64, Ordering::Relaxed);
+        let shape = &cx.model.shape;
+        s.kv = SeqKv::with_prefix(
+            shape.layers,
+            shape.kv_heads * shape.head_dim,
+            shape.kv,
+            chain,
+        );
+        s.prompt_done = cached;
+        s.cached = cached;
+        s.looked_up = true;
+    }
+
+    /// One forward pass over the plan; the last position's logits of each planned sequence.
+    fn step(&mut self, cx: &Ctx<'_>, plan: &Plan) -> Result<Vec<Vec<f32>>> {
         let next_tokens: Vec<[u32; 1]> = plan
             .iter()
-            .map(|&(i, _)| [seqs[i].next.unwrap_or(0)])
+            .map(|&(i, _)| [self.seqs[i].next.unwrap_or(0)])
             .collect();
-        let result = {
-            let mut slots: Vec<Option<&mut Seq>> = seqs.iter_mut().map(Some).collect();
-            let mut inputs = Vec::with_capacity(plan.len());
-            for (p, &(i, n)) in plan.iter().enumerate() {
-                let s = slots[i].take().expect("each sequence is planned once");
-                let tokens: &[u32] = if n == 0 {
-                    &next_tokens[p]
-                } else {
-                    &s.job.prompt_ids[s.prompt_done..s.prompt_done + n]
-                };
-                inputs.push(StepInput {
-                    kv: &mut s.kv,
-                    tokens,
-                    want: Want::Last,
-                });
-            }
-            model.forward(&mut inputs)
-        };
-        let logits = match result {
-            Ok(l) => l,
-            Err(e) => {
-                // A failed step fails the sequences in it; the engine keeps serving.
-                tracing::warn!(error = %e, "batched step failed");
-                let failed: Vec<usize> = plan.iter().map(|&(i, _)| i).collect();
-                for &i in failed.iter().rev() {
-                    let s = seqs.swap_remove(i);
-                    reserved -= s.reserved;
-                    let _ = s.job.events.blocking_send(Err(JudgeError::Compute(
-                        candle_core::Error::Msg(e.to_string()),
-                    )));
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                }
-                continue;
-            }
-        };
-        let mut done: Vec<(usize, Progress)> = Vec::new();
+        let mut slots: Vec<Option<&mut Seq>> = self.seqs.iter_mut().map(Some).collect();
+        let mut inputs = Vec::with_capacity(plan.len());
+        for (p, &(i, n)) in plan.iter().enumerate() {
+            let s = slots[i].take().expect("each sequence is planned once");
+            let tokens: &[u32] = if n == 0 {
+                &next_tokens[p]
+            } else {
+                &s.job.prompt_ids[s.prompt_done..s.prompt_done + n]
+            };
+            inputs.push(StepInput {
+                kv: &mut s.kv,
+                tokens,
+                want: Want::Last,
+            });
+        }
+        cx.model.forward(&mut inputs)
+    }
+
+    /// Moves every planned sequence on with its logits: a prompt that is now read is cached
+    /// and starts generating; a generating sequence samples its next token. Returns the
+    /// sequences that stopped running.
+    fn absorb(
+        &mut self,
+        cx: &Ctx<'_>,
+        plan: &Plan,
+        logits: Vec<Vec<f32>>,
+    ) -> Vec<(usize, Progress)> {
+        let mut done = Vec::new();
         for (&(i, n), logits) in plan.iter().zip(logits) {
-            let s = &mut seqs[i];
+            let s = &mut self.seqs[i];
             if n > 0 {
                 s.prompt_done += n;
                 if s.prompt_done < s.job.prompt_ids.len() {
@@ -263,7 +353,8 @@ pub(crate) fn run(
                 }
                 // The prompt is read: freeze its cache and offer it to later requests.
                 s.kv.freeze();
-                cache.insert(s.job.prompt_ids.clone(), s.kv.prefix(s.prompt_done));
+                self.cache
+                    .insert(s.job.prompt_ids.clone(), s.kv.prefix(s.prompt_done));
                 s.prefill = Some(s.started.elapsed());
             } else if at_verdict_position(s.stops.text(), s.job.pairwise) {
                 s.point = Some(Point {
@@ -272,36 +363,65 @@ pub(crate) fn run(
                     trailing_space: s.stops.text().ends_with(char::is_whitespace),
                 });
             }
-            let progress = advance(s, &tokenizer, &logits);
+            let progress = advance(s, cx.tok, &logits);
             if !matches!(progress, Progress::Running) {
                 done.push((i, progress));
             }
         }
-        // Finished sequences leave at once (highest index first so indices stay valid).
+        done
+    }
+
+    /// Finished sequences leave at once (highest index first so indices stay valid): their
+    /// verdict is scored and sent, and each is counted by how it ended.
+    fn retire(&mut self, cx: &Ctx<'_>, mut done: Vec<(usize, Progress)>) {
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, progress) in done {
-            let mut s = seqs.swap_remove(i);
-            reserved -= s.reserved;
-            let counter = match progress {
-                Progress::Finished(finish, pending) => {
-                    match finalize(&model, &tokenizer, &mut s, finish, pending) {
-                        Ok(true) => &stats.completed,
-                        Ok(false) => &stats.cancelled,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "verdict scoring failed");
-                            let _ = s.job.events.blocking_send(Err(e));
-                            &stats.failed
-                        }
-                    }
-                }
-                Progress::Cancelled => &stats.cancelled,
+            let mut s = self.seqs.swap_remove(i);
+            self.reserved -= s.reserved;
+            let ended = match progress {
+                Progress::Finished(finish, pending) => finalize(cx, &mut s, finish, pending),
+                Progress::Cancelled => Ok(false),
+                Progress::Failed(e) => Err(e),
                 Progress::Running => continue,
+            };
+            let counter = match ended {
+                Ok(true) => &cx.stats.completed,
+                Ok(false) => &cx.stats.cancelled,
+                Err(e) => {
+                    tracing::warn!(error = %e, "judgment failed");
+                    let _ = s.job.events.blocking_send(Err(e));
+                    &cx.stats.failed
+                }
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        stats.batch_size.store(seqs.len() as u64, Ordering::Relaxed);
     }
-    tracing::info!("judge engine stopped");
+
+    /// A failed step fails the sequences in it, each with the step's own error; the engine
+    /// keeps serving the rest.
+    fn fail_step(&mut self, plan: &Plan, error: JudgeError, stats: &EngineStats) {
+        tracing::warn!(error = %error, "batched step failed");
+        let mut failed: Vec<usize> = plan.iter().map(|&(i, _)| i).collect();
+        failed.sort_unstable_by(|a, b| b.cmp(a));
+        let jobs: Vec<Job> = failed
+            .into_iter()
+            .map(|i| {
+                let s = self.seqs.swap_remove(i);
+                self.reserved -= s.reserved;
+                s.job
+            })
+            .collect();
+        stats.failed.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        fail_jobs(&jobs, error);
+    }
+}
+
+/// Sends `error` to every job, typed: a compute error reaches each as the same shared candle
+/// error (not its text), so the service maps it like any other.
+pub(super) fn fail_jobs(jobs: &[Job], error: JudgeError) {
+    for job in jobs {
+        let _ = job.events.blocking_send(Err(error.clone()));
+    }
 }
 
 /// Positions a prompt must share with one still being read before it waits for that one
@@ -326,170 +446,57 @@ fn waits_for_prefix(seqs: &[Seq], i: usize, cache: &PrefixCache) -> bool {
 /// Key/value bytes a request may need: its whole prompt, its longest answer and the verdict
 /// scoring reserve (shared prefix positions are counted too: they may be evicted while it runs).
 fn reservation(job: &Job, per_token: usize) -> usize {
-    (job.prompt_ids.len() + job.params.max_new_tokens + crate::scoring::VERDICT_RESERVE) * per_token
+    (job.prompt_ids.len() + job.params.max_new_tokens + crate::protocol::scoring::VERDICT_RESERVE)
+        * per_token
 }
 
-/// Samples the next token from `logits` and moves the sequence on.
-fn advance(s: &mut Seq, tok: &TextTokenizer, logits: &[f32]) -> Progress {
-    let greedy = s.job.params.temperature <= 0.0;
-    let next = match sample(&mut s.sampler, greedy, logits) {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = s.job.events.blocking_send(Err(e));
-            return Progress::Cancelled;
-        }
-    };
-    s.next = None;
-    if tok.eos_ids().contains(&next) {
-        return Progress::Finished(FinishReason::Eos, None);
-    }
-    s.completion += 1;
-    match s.detok.push(tok, next) {
-        Ok(Some(text)) => {
-            let (out, stopped) = s.stops.push(&text);
-            if !out.is_empty() && !emit(&s.job, EngineEvent::Delta(out)) {
-                return Progress::Cancelled;
-            }
-            if stopped {
-                return Progress::Finished(FinishReason::Stop, Some(next));
-            }
-        }
-        Ok(None) => {}
-        Err(e) => {
-            let _ = s.job.events.blocking_send(Err(e));
-            return Progress::Cancelled;
-        }
-    }
-    if s.completion >= s.job.params.max_new_tokens {
-        return Progress::Finished(FinishReason::Length, Some(next));
-    }
-    s.next = Some(next);
-    Progress::Running
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-/// The next token: greedy straight from the logits (the same choice as candle's sampler
-/// makes), else through the request's sampler.
-fn sample(sampler: &mut LogitsProcessor, greedy: bool, logits: &[f32]) -> Result<u32> {
-    if greedy {
-        return Ok(argmax(logits));
-    }
-    let t = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
-    Ok(sampler.sample(&t)?)
-}
+    use super::*;
+    use crate::engine::generate::GenerationParams;
+    use crate::protocol::prompt::Lang;
 
-/// Flushes the text, finds or forces the verdict, scores it and sends the last events.
-/// `Ok(false)` when the client left before the end.
-fn finalize(
-    model: &BatchModel,
-    tok: &TextTokenizer,
-    s: &mut Seq,
-    finish: FinishReason,
-    pending: Option<u32>,
-) -> Result<bool> {
-    let decode_start = s.started + s.prefill.unwrap_or_default();
-    if finish != FinishReason::Stop {
-        let tail = s.detok.finish(tok)?;
-        let (mut out, _) = s.stops.push(&tail);
-        out.push_str(&s.stops.finish());
-        if !out.is_empty() && !emit(&s.job, EngineEvent::Delta(out)) {
-            return Ok(false);
-        }
+    fn job() -> (Job, mpsc::Receiver<Result<crate::engine::EngineEvent>>) {
+        let (events, rx) = mpsc::channel(4);
+        let job = Job {
+            prompt_ids: vec![1, 2, 3],
+            pairwise: false,
+            lang: Lang::En,
+            params: GenerationParams::default(),
+            enqueued: Instant::now(),
+            deadline: None,
+            events,
+        };
+        (job, rx)
     }
-    let pairwise = s.job.pairwise;
-    let lang = s.job.lang;
-    let mut verdict = verdict_of(s.stops.text(), pairwise);
-    let point = match s
-        .point
-        .take()
-        .filter(|_| verdict.source == VerdictSource::Parsed)
-    {
-        Some(p) => p,
-        None => {
-            // No verdict in the text: append the template's verdict phrase and read the
-            // model's distribution after it.
-            let prefix = forced_prefix(pairwise, lang);
-            let mut ids: Vec<u32> = pending.into_iter().collect();
-            ids.extend(tok.encode(prefix, false)?);
-            let mut inputs = [StepInput {
-                kv: &mut s.kv,
-                tokens: &ids,
-                want: Want::Last,
-            }];
-            let logits = model.forward(&mut inputs)?.pop().unwrap_or_default();
-            Point {
-                pos: s.kv.len(),
-                logits,
-                trailing_space: prefix.ends_with(char::is_whitespace),
-            }
-        }
-    };
-    let scores = score(model, tok, &mut s.kv, &point, pairwise, lang)?;
-    if verdict.source == VerdictSource::Unresolved {
-        force(&mut verdict, &scores, pairwise, lang);
-    }
-    verdict.scores = Some(scores);
-    if !emit(&s.job, EngineEvent::Verdict(verdict)) {
-        return Ok(false);
-    }
-    let usage = UsageStats {
-        prompt_tokens: s.job.prompt_ids.len(),
-        completion_tokens: s.completion,
-        queue: s.queue,
-        prefill: s.prefill.unwrap_or_default(),
-        decode: decode_start.elapsed(),
-        finish,
-    };
-    Ok(emit(&s.job, EngineEvent::Usage(usage)))
-}
 
-/// Scores every legal continuation at `point`: the first token from the saved logits, the
-/// rest in one batched pass over forks of the sequence's cache.
-fn score(
-    model: &BatchModel,
-    tok: &TextTokenizer,
-    kv: &mut SeqKv,
-    point: &Point,
-    pairwise: bool,
-    lang: Lang,
-) -> Result<ChoiceScores> {
-    let first = log_softmax(&point.logits);
-    let texts = candidates(pairwise, lang, point.trailing_space);
-    let mut ids = Vec::with_capacity(texts.len());
-    for t in &texts {
-        ids.push(tok.encode(t, false)?);
-    }
-    let mut forks: Vec<SeqKv> = ids
-        .iter()
-        .filter(|i| i.len() > 1)
-        .map(|_| kv.fork(point.pos))
-        .collect();
-    let mut log_p: Vec<f32> = ids
-        .iter()
-        .map(|i| {
-            i.first()
-                .and_then(|&h| first.get(h as usize).copied())
-                .unwrap_or(f32::NEG_INFINITY)
-        })
-        .collect();
-    let multi: Vec<usize> = (0..ids.len()).filter(|&c| ids[c].len() > 1).collect();
-    if !multi.is_empty() {
-        let mut inputs: Vec<StepInput<'_>> = forks
-            .iter_mut()
-            .zip(&multi)
-            .map(|(kv, &c)| StepInput {
-                kv,
-                tokens: &ids[c][..ids[c].len() - 1],
-                want: Want::All,
-            })
-            .collect();
-        let rows = model.forward(&mut inputs)?;
-        let vocab = model.shape.vocab;
-        for (&c, logits) in multi.iter().zip(rows) {
-            for (j, &id) in ids[c][1..].iter().enumerate() {
-                let row = log_softmax(&logits[j * vocab..(j + 1) * vocab]);
-                log_p[c] += row.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+    #[test]
+    fn a_failed_step_reaches_every_sequence_as_the_same_typed_error() {
+        let (jobs, mut receivers): (Vec<Job>, Vec<_>) = (0..3).map(|_| job()).unzip();
+        let error: JudgeError = candle_core::Error::UnexpectedNumberOfDims {
+            expected: 2,
+            got: 3,
+            shape: candle_core::Shape::from((1, 2, 3)),
+        }
+        .into();
+        let JudgeError::Compute(original) = &error else {
+            unreachable!()
+        };
+        let original = original.clone();
+        fail_jobs(&jobs, error);
+        for rx in &mut receivers {
+            match rx.try_recv().expect("an event") {
+                Err(JudgeError::Compute(e)) => {
+                    assert!(Arc::ptr_eq(&e, &original), "the step's own error, shared");
+                    assert!(matches!(
+                        *e,
+                        candle_core::Error::UnexpectedNumberOfDims { got: 3, .. }
+                    ));
+                }
+                other => panic!("expected the compute error, got {other:?}"),
             }
         }
     }
-    Ok(choice_scores(&log_p, pairwise))
 }

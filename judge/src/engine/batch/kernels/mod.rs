@@ -299,7 +299,7 @@ impl Q4_1Matrix {
                     epilogue,
                     by_column(self.n, |col, rows, out| {
                         let w = &blocks[col * kb..(col + 1) * kb];
-                        block_rows(w, &xq, kb, rows, out, dot_fn(), dot4)
+                        block_rows(w, (&xq, kb), rows, out, (dot_fn(), dot4))
                     }),
                 )
             }
@@ -387,7 +387,7 @@ impl Q8_0Matrix {
                     plain,
                     by_column(self.n, |col, rows, out| {
                         let w = &blocks[col * kb..(col + 1) * kb];
-                        block_rows(w, &xq, kb, rows, out, q8_dot_fn(), q8_dot4)
+                        block_rows(w, (&xq, kb), rows, out, (q8_dot_fn(), q8_dot4))
                     }),
                 )
             }
@@ -530,17 +530,21 @@ where
     }
 }
 
-/// One weight row (`kb` blocks as stored) against activation `rows` quantized to Q8_1:
+/// One weight row's dot product with one quantized activation row.
+type BlockDot<B> = fn(&[B], &[BlockQ8_1]) -> f32;
+/// The same against four activation rows at once.
+type BlockDot4<B> = fn(&[B], [&[BlockQ8_1]; 4]) -> [f32; 4];
+
+/// One weight row (`kb` blocks as stored) against activation `rows` (`xq`, `kb` blocks each)
+/// quantized to Q8_1:
 /// four rows per pass share each unpacked weight block, the rest one by one (the same
 /// arithmetic per row either way).
 fn block_rows<B>(
     w: &[B],
-    xq: &[BlockQ8_1],
-    kb: usize,
+    (xq, kb): (&[BlockQ8_1], usize),
     rows: Range<usize>,
     o: &mut [f32],
-    dot: fn(&[B], &[BlockQ8_1]) -> f32,
-    dot4: fn(&[B], [&[BlockQ8_1]; 4]) -> [f32; 4],
+    (dot, dot4): (BlockDot<B>, BlockDot4<B>),
 ) {
     let x = |r: usize| &xq[r * kb..(r + 1) * kb];
     let mut i = 0;

@@ -1,0 +1,29 @@
+//! The engine: one dedicated thread owns the model and serves requests from a bounded
+//! queue. Callers get events through a channel; a caller that drops its receiver stops its
+//! generation before the next decode step. No gRPC here: the service translates, and the
+//! one-process mode and benchmarks call the engine directly.
+//!
+//! - [`handle`]: [`Engine`], which starts the thread and admits requests.
+//! - [`job`]: the request, its events and the engine's counters (shared by both schedulers).
+//! - [`batch`]: continuous batching on the CPU: own forward pass, caches, kernels, scheduler.
+//! - [`serial`]: one request at a time through candle's stock models (any device).
+//! - [`model`], [`tokenizer`], [`gguf_guard`]: loading a LLaMA-family judge safely.
+//! - [`generate`]: sampling settings, incremental detokenising, stop strings.
+//! - [`verdict_point`]: forced-choice scoring on the serial path.
+
+pub mod batch;
+pub mod generate;
+pub mod gguf_guard;
+pub mod handle;
+pub mod job;
+pub mod model;
+pub(crate) mod serial;
+pub mod tokenizer;
+pub mod verdict_point;
+
+pub use crate::protocol::outcome::{verdict_of, JudgeVerdict, Outcome, VerdictSource};
+pub use handle::{choose_format, Engine, EngineConfig, PromptFormatChoice, Scheduling};
+pub use job::{
+    Admission, EngineEvent, EngineStats, EventReceiver, FinishReason, JudgeRequest, Submission,
+    UsageStats,
+};
