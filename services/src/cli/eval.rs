@@ -4,8 +4,10 @@
 //! - Input rows: pairwise `{"prompt", "response 1", "response 2", "label"?, "scenario"?}` or
 //!   single `{"prompt", "response", "scenario"?, "model"?}`; `id` and `model` are copied
 //!   through (a single row's `model` names the system whose response is rated).
-//! - Rows are judged `--concurrency` at a time and appended to `--output` as they finish;
-//!   at the end the file is rewritten in input order, one row per input row.
+//! - Rows go to the server's bulk `Evaluate` RPC over `--concurrency` bidirectional streams,
+//!   so the server's own admission and backpressure pace the run; results are appended to
+//!   `--output` as they finish, and at the end the file is rewritten in input order, one row
+//!   per input row.
 //! - Resume: rerunning with the same `--output` keeps the rows already complete there and
 //!   judges the rest; failed rows are retried and a torn last line (an interrupted write) is
 //!   dropped.
@@ -14,7 +16,7 @@
 //! - A row that fails records `{"error": {"code", "message"}}`; the exit status is non-zero
 //!   when any row failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -49,8 +51,9 @@ pub struct EvalArgs {
     /// API key and TLS trust for a secured server.
     #[command(flatten)]
     pub secure: SecureClientArgs,
-    /// Rows judged at once.
-    #[arg(long, env = "AUTOJ_EVAL_CONCURRENCY", default_value_t = 4,
+    /// `Evaluate` streams open at once; each keeps the server's window of judgments in
+    /// flight (8 on a judge or router), so rows judged at once are up to 8 times this.
+    #[arg(long, env = "AUTOJ_EVAL_CONCURRENCY", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Judge each pair in both orders and report whether the verdicts agree.
@@ -170,62 +173,152 @@ impl EvalArgs {
     }
 }
 
-/// Judges one row; the output row, with `error` set when it failed.
-async fn judge_row(
-    mut client: JudgeClient<Channel>,
-    args: &EvalArgs,
-    index: usize,
-    row: &Row,
-) -> Value {
+/// The output row of input row `index`, before judging: its index and carried fields.
+fn row_head(index: usize, row: &Row) -> Value {
     let mut out = json!({"index": index});
     out.as_object_mut()
         .expect("an object")
         .extend(row.carried.clone());
+    out["kind"] = json!(match row.task {
+        Task::Pairwise { .. } => "pairwise",
+        _ => "single",
+    });
+    out
+}
+
+/// The `Evaluate` item of a judgeable row, its id the row's index.
+fn evaluate_item(args: &EvalArgs, index: usize, row: &Row) -> Option<pb::EvaluateItem> {
+    use pb::evaluate_item::Request;
     let options = Some(args.options(row));
-    let call = match row.task.clone() {
+    let request = match row.task.clone() {
         Task::Pairwise {
             prompt,
             response_1,
             response_2,
-        } => {
-            out["kind"] = json!("pairwise");
-            match args.secure.request(pb::CompareRequest {
-                query: prompt,
-                response_1,
-                response_2,
-                options,
-            }) {
-                Ok(request) => client.compare(request).await,
-                Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
-            }
-        }
-        Task::Single { prompt, response } => {
-            out["kind"] = json!("single");
-            match args.secure.request(pb::CritiqueRequest {
-                query: prompt,
-                response,
-                options,
-            }) {
-                Ok(request) => client.critique(request).await,
-                Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
-            }
-        }
-        Task::Invalid(message) => {
+        } => Request::Compare(pb::CompareRequest {
+            query: prompt,
+            response_1,
+            response_2,
+            options,
+        }),
+        Task::Single { prompt, response } => Request::Critique(pb::CritiqueRequest {
+            query: prompt,
+            response,
+            options,
+        }),
+        Task::Invalid(_) => return None,
+    };
+    Some(pb::EvaluateItem {
+        id: index.to_string(),
+        request: Some(request),
+    })
+}
+
+/// Judges the rows `todo` through the server's `Evaluate` RPC: `--concurrency` bidirectional
+/// streams, each fed its share of the rows as the server asks for them (its window and
+/// HTTP/2 flow control are the backpressure). Output rows come back as each judgment ends;
+/// rows that cannot be sent (invalid input) come back at once with their error, and the rows
+/// of a stream that fails come back with that stream's status.
+fn judge_rows<'a>(
+    client: JudgeClient<Channel>,
+    args: &'a EvalArgs,
+    rows: &'a [Row],
+    todo: Vec<usize>,
+) -> impl futures::Stream<Item = Value> + 'a {
+    let (valid, invalid): (Vec<usize>, Vec<usize>) = todo
+        .into_iter()
+        .partition(|&i| !matches!(rows[i].task, Task::Invalid(_)));
+    let refused = invalid.into_iter().map(|i| {
+        let mut out = row_head(i, &rows[i]);
+        if let Task::Invalid(message) = &rows[i].task {
             out["error"] = json!({"code": "InvalidInput", "message": message});
-            return out;
         }
-    };
-    let mut stream = match call {
-        Ok(r) => r.into_inner(),
-        Err(status) => return failed(out, &status),
-    };
+        out
+    });
+    let streams = usize::from(args.concurrency).min(valid.len()).max(1);
+    let shares: Vec<Vec<usize>> = (0..streams)
+        .map(|s| valid.iter().copied().skip(s).step_by(streams).collect())
+        .collect();
+    let judged = shares
+        .into_iter()
+        .filter(|share| !share.is_empty())
+        .map(move |share| evaluate_stream(client.clone(), args, rows, share).boxed());
+    futures::stream::iter(refused).chain(futures::stream::select_all(judged))
+}
+
+/// One `Evaluate` stream over the rows `share`: an output row per result, then a failed row
+/// for every row the stream did not answer when it ended early.
+fn evaluate_stream<'a>(
+    client: JudgeClient<Channel>,
+    args: &'a EvalArgs,
+    rows: &'a [Row],
+    share: Vec<usize>,
+) -> impl futures::Stream<Item = Value> + 'a {
+    let pending: BTreeSet<usize> = share.iter().copied().collect();
+    let start = Phase::Start(client, share);
+    futures::stream::unfold((start, pending), move |(phase, mut pending)| async move {
+        let mut phase = phase;
+        loop {
+            phase = match phase {
+                Phase::Start(mut client, share) => {
+                    let items: Vec<pb::EvaluateItem> = share
+                        .iter()
+                        .filter_map(|&i| evaluate_item(args, i, &rows[i]))
+                        .collect();
+                    let call = match args.secure.request(futures::stream::iter(items)) {
+                        Ok(request) => client.evaluate(request).await,
+                        Err(e) => Err(tonic::Status::invalid_argument(e.to_string())),
+                    };
+                    match call {
+                        Ok(response) => Phase::Reading(response.into_inner()),
+                        Err(status) => Phase::Ended(status),
+                    }
+                }
+                Phase::Reading(mut results) => match results.message().await {
+                    Ok(Some(result)) => {
+                        let index = result.id.parse::<usize>().ok();
+                        match index.filter(|i| pending.remove(i)) {
+                            Some(i) => {
+                                let row = row_from_result(row_head(i, &rows[i]), result);
+                                return Some((row, (Phase::Reading(results), pending)));
+                            }
+                            None => Phase::Reading(results),
+                        }
+                    }
+                    Ok(None) => Phase::Ended(tonic::Status::data_loss(
+                        "the server ended the Evaluate stream without this row's result",
+                    )),
+                    Err(status) => Phase::Ended(status),
+                },
+                Phase::Ended(status) => {
+                    let i = pending.pop_first()?;
+                    let row = failed(row_head(i, &rows[i]), &status);
+                    return Some((row, (Phase::Ended(status), pending)));
+                }
+            }
+        }
+    })
+}
+
+/// Where one `Evaluate` stream is.
+enum Phase {
+    /// Not yet called: the client and the rows to send.
+    Start(JudgeClient<Channel>, Vec<usize>),
+    /// Reading results.
+    Reading(tonic::Streaming<pb::EvaluateResult>),
+    /// Ended (early when rows are still pending): why.
+    Ended(tonic::Status),
+}
+
+/// The output row of one `Evaluate` result: its verdict(s), critique(s) and usage, or its
+/// error.
+fn row_from_result(mut out: Value, result: pb::EvaluateResult) -> Value {
+    if result.error_code != 0 {
+        let status = tonic::Status::new(tonic::Code::from(result.error_code), result.error_message);
+        return failed(out, &status);
+    }
     let mut critique = [String::new(), String::new()];
-    while let Some(ev) = stream.next().await {
-        let ev = match ev {
-            Ok(pb::JudgeEvent { event: Some(ev) }) => ev,
-            Ok(_) => continue,
-            Err(status) => return failed(out, &status),
-        };
+    for ev in result.events.into_iter().filter_map(|e| e.event) {
         let j = event_json(&ev);
         let order = j["order"].as_u64().unwrap_or(0) as usize;
         use pb::judge_event::Event;
@@ -237,29 +330,7 @@ async fn judge_row(
                 out["judge"] = json!(a.model);
             }
             Event::CritiqueDelta(d) => critique[order.min(1)].push_str(&d.text),
-            Event::Verdict(_) => {
-                let keys = [
-                    "winner",
-                    "p_response_1",
-                    "p_response_2",
-                    "p_tie",
-                    "rating",
-                    "expected_rating",
-                    "distribution",
-                    "source",
-                ];
-                let target = if order == 0 {
-                    &mut out
-                } else {
-                    out["swap"] = json!({});
-                    &mut out["swap"]
-                };
-                for k in keys {
-                    if let Some(v) = j.get(k) {
-                        target[k] = v.clone();
-                    }
-                }
-            }
+            Event::Verdict(_) => copy_verdict(&mut out, &j, order),
             Event::Usage(u) if order == 0 => out["completion_tokens"] = json!(u.completion_tokens),
             Event::Consistency(_) => {
                 out["consistent"] = j["consistent"].clone();
@@ -277,6 +348,31 @@ async fn judge_row(
             json!({"code": "Incomplete", "message": "the stream ended without a verdict"});
     }
     out
+}
+
+/// Copies a verdict event's fields into the row (order 0) or its `swap` object (order 1).
+fn copy_verdict(out: &mut Value, verdict: &Value, order: usize) {
+    let keys = [
+        "winner",
+        "p_response_1",
+        "p_response_2",
+        "p_tie",
+        "rating",
+        "expected_rating",
+        "distribution",
+        "source",
+    ];
+    let target = if order == 0 {
+        out
+    } else {
+        out["swap"] = json!({});
+        &mut out["swap"]
+    };
+    for k in keys {
+        if let Some(v) = verdict.get(k) {
+            target[k] = v.clone();
+        }
+    }
 }
 
 fn failed(mut out: Value, status: &tonic::Status) -> Value {
@@ -437,9 +533,8 @@ pub async fn run(args: &EvalArgs) -> anyhow::Result<()> {
             .open(&args.output)
             .with_context(|| format!("cannot open {}", args.output.display()))?;
         let mut progress = Progress::new(rows.len(), done.len());
-        let mut results = futures::stream::iter(todo)
-            .map(|i| judge_row(client.clone(), args, i, &rows[i]))
-            .buffer_unordered(usize::from(args.concurrency));
+        let results = judge_rows(client, args, &rows, todo);
+        let mut results = std::pin::pin!(results);
         while let Some(row) = results.next().await {
             // One write per row: an interrupted run leaves at most one torn line.
             file.write_all(format!("{row}\n").as_bytes())
