@@ -8,26 +8,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use autoj_judge::engine::generate::GenerationParams;
-use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling, Submission};
-use autoj_judge::protocol::fit::TruncationPolicy;
-use autoj_judge::protocol::prompt::Task;
+use autoj_judge::engine::{Engine, EngineEvent, Scheduling, Submission};
 use autoj_judge::testkit::TinySpec;
-use common::{engine_config, tiny_model, Kind};
+use common::{engine_config, haiku_request, tiny_model, Kind};
 
-fn request() -> JudgeRequest {
-    JudgeRequest {
-        task: Task::Single {
-            query: "Write a haiku about rain.".into(),
-            response: "Soft rain on the roof".into(),
-        },
-        language: None,
-        params: GenerationParams {
-            max_new_tokens: 2000,
-            ..GenerationParams::default()
-        },
-        truncation: TruncationPolicy::Auto,
-        deadline: None,
-    }
+fn long_request() -> autoj_judge::engine::JudgeRequest {
+    haiku_request(GenerationParams {
+        max_new_tokens: 2000,
+        ..GenerationParams::default()
+    })
 }
 
 /// Blocks until `sub` has streamed its first critique text.
@@ -67,7 +56,7 @@ fn start(scheduling: Scheduling) -> (Engine, common::TinyModel) {
 #[test]
 fn serial_engine_shows_its_one_sequence_then_zero() {
     let (engine, _tiny) = start(Scheduling::Serial);
-    let mut sub = engine.submit(request()).expect("admitted");
+    let mut sub = engine.submit(long_request()).expect("admitted");
     first_delta(&mut sub);
     assert_eq!(engine.stats().batch_size.load(Relaxed), 1, "generating");
     drop(sub);
@@ -82,7 +71,9 @@ fn serial_engine_shows_its_one_sequence_then_zero() {
 #[test]
 fn batched_engine_shows_zero_after_its_clients_left() {
     let (engine, _tiny) = start(Scheduling::default());
-    let mut subs: Vec<Submission> = (0..2).map(|_| engine.submit(request()).unwrap()).collect();
+    let mut subs: Vec<Submission> = (0..2)
+        .map(|_| engine.submit(long_request()).unwrap())
+        .collect();
     for sub in &mut subs {
         first_delta(sub);
     }

@@ -8,27 +8,16 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest};
-use autoj_judge::protocol::fit::TruncationPolicy;
-use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::TinySpec;
 use autoj_judge::JudgeError;
-use common::{engine_config, tiny_model, Kind};
+use common::{engine_config, haiku_request, tiny_model, Kind};
 
 fn request(temperature: f64) -> JudgeRequest {
-    JudgeRequest {
-        task: Task::Single {
-            query: "Write a haiku about rain.".into(),
-            response: "Soft rain on the roof".into(),
-        },
-        language: None,
-        params: GenerationParams {
-            max_new_tokens: 4,
-            temperature,
-            ..GenerationParams::default()
-        },
-        truncation: TruncationPolicy::Auto,
-        deadline: None,
-    }
+    haiku_request(GenerationParams {
+        max_new_tokens: 4,
+        temperature,
+        ..GenerationParams::default()
+    })
 }
 
 /// Every event of a submission until its channel closes.

@@ -9,9 +9,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use tonic::{Code, Status};
+use tonic::{Code, Response, Status};
 
 use crate::observe::{record_status, ChunkClock};
+use crate::stream::EventStream;
 use crate::v1::{judge_event, JudgeEvent};
 
 /// A service's metrics for one call; the lifecycle ([`Call`], [`Observed`]) decides when
@@ -114,6 +115,27 @@ pub fn observe<S, R: CallRecorder>(
         clock: ChunkClock::new(call.started),
         call,
         span,
+    }
+}
+
+/// A streaming call's response: its event stream watched until it ends, or the status it
+/// failed with before any event (recorded at once, `span` marked).
+pub fn respond<S, R>(
+    started: Result<Response<S>, Status>,
+    call: Call<R>,
+    span: tracing::Span,
+) -> Result<Response<EventStream>, Status>
+where
+    S: Stream<Item = Result<JudgeEvent, Status>> + Unpin + Send + 'static,
+    R: CallRecorder + Unpin + Send + 'static,
+{
+    match started {
+        Ok(response) => Ok(response.map(|s| Box::pin(observe(s, call, span)) as EventStream)),
+        Err(status) => {
+            let failed = Err(status);
+            call.settle(&span, &failed);
+            failed
+        }
     }
 }
 

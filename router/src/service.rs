@@ -369,15 +369,7 @@ impl RouterService {
             .stream(request, &mut call)
             .instrument(span.clone())
             .await;
-        match started {
-            Ok(response) => Ok(response
-                .map(|s| Box::pin(autoj_proto::calls::observe(s, call, span)) as EventStream)),
-            Err(e) => {
-                let failed = Err(e.into_status());
-                call.settle(&span, &failed);
-                failed
-            }
-        }
+        autoj_proto::calls::respond(started.map_err(RouterError::into_status), call, span)
     }
 }
 

@@ -151,16 +151,8 @@ fn observed(
     call: crate::grpc::metrics::Call,
     span: tracing::Span,
 ) -> Result<Response<EventStream>, Status> {
-    match started {
-        Ok(stream) => Ok(Response::new(Box::pin(autoj_proto::calls::observe(
-            stream, call, span,
-        )))),
-        Err(e) => {
-            let failed = Err(status_of(&e));
-            call.settle(&span, &failed);
-            failed
-        }
-    }
+    let started = started.map(Response::new).map_err(|e| status_of(&e));
+    autoj_proto::calls::respond(started, call, span)
 }
 
 #[tonic::async_trait]

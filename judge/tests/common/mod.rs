@@ -6,9 +6,12 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
-use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice, Scheduling};
+use autoj_judge::engine::{Engine, EngineConfig, JudgeRequest, PromptFormatChoice, Scheduling};
 use autoj_judge::grpc::{service::JudgeService, validate::ServiceLimits};
+use autoj_judge::protocol::fit::TruncationPolicy;
+use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::{self, TinySpec};
 use autoj_proto::v1 as pb;
 use autoj_proto::v1::judge_client::JudgeClient;
@@ -155,4 +158,19 @@ pub async fn collect(
         out.push(ev.event.expect("event set"));
     }
     Ok(out)
+}
+
+/// An engine request critiquing a short haiku with `params` (greedy unless they say
+/// otherwise), for tests that call the engine directly.
+pub fn haiku_request(params: GenerationParams) -> JudgeRequest {
+    JudgeRequest {
+        task: Task::Single {
+            query: "Write a haiku about rain.".into(),
+            response: "Soft rain on the roof".into(),
+        },
+        language: None,
+        params,
+        truncation: TruncationPolicy::Auto,
+        deadline: None,
+    }
 }
