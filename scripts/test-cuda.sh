@@ -7,7 +7,7 @@
 #      with a message naming the device, and must not panic;
 #   4. runs the device-backend tests (those whose names match `device`) under the CUDA build;
 #      the stubs stand in for the driver, so they exercise the CPU paths of a CUDA binary.
-# Prints each step's wall time. A cold run takes ~30 min on 2 cores (candle-kernels' nvcc
+# Prints each step's wall time. A cold run takes ~25 min on 2 cores (candle-kernels' nvcc
 # build is most of it); later runs reuse target/cuda.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
