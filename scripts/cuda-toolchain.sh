@@ -74,7 +74,7 @@ printf '%s' "$requirements" > "$tools/requirements.txt"
 # --target with --no-deps: no virtualenv needed; the wheels are pure data (py3-none).
 python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
   --require-hashes -r "$tools/requirements.txt" -d "$tools/wheels"
-python3 -m pip install --quiet --no-deps --no-index --no-compile --find-links "$tools/wheels" \
+python3 -m pip install --quiet --root-user-action=ignore --no-deps --no-index --no-compile --find-links "$tools/wheels" \
   --require-hashes -r "$tools/requirements.txt" --target "$tools/toolkit"
 
 # All five wheels unpack into one CUDA_HOME-like tree, nvidia/cu13/{bin,include,lib,nvvm}.
