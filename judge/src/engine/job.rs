@@ -121,6 +121,12 @@ pub struct EngineStats {
     pub steps: AtomicU64,
     /// Prompt tokens served from the prefix cache instead of computed.
     pub prefix_hit_tokens: AtomicU64,
+    /// Key/value slots the device backend has preallocated (0 on the other engines, whose
+    /// caches grow per sequence).
+    pub kv_slots: AtomicU64,
+    /// Of those, the slots held by running sequences; a finished or cancelled sequence gives
+    /// its slot back before the next step.
+    pub kv_slots_in_use: AtomicU64,
 }
 
 /// Sends an event; false when the client has gone.

@@ -32,7 +32,8 @@ pub enum WeightDType {
 }
 
 impl WeightDType {
-    fn candle(self) -> DType {
+    /// The candle element type.
+    pub(crate) fn candle(self) -> DType {
         match self {
             Self::F32 => DType::F32,
             Self::F16 => DType::F16,

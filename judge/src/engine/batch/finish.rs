@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
 
-use super::kv::SeqKv;
+use super::backend::{Backend, SeqCache};
 use super::model::{StepInput, Want};
 use super::scheduler::{Ctx, Point, Progress, Seq};
 use crate::engine::generate::argmax;
@@ -19,7 +19,7 @@ use crate::protocol::scoring::{
 };
 
 /// Samples the next token from `logits` and moves the sequence on.
-pub(super) fn advance(s: &mut Seq, tok: &TextTokenizer, logits: &[f32]) -> Progress {
+pub(super) fn advance<K>(s: &mut Seq<K>, tok: &TextTokenizer, logits: &[f32]) -> Progress {
     let greedy = s.job.params.temperature <= 0.0;
     let next = match sample(&mut s.sampler, greedy, logits) {
         Ok(n) => n,
@@ -62,9 +62,9 @@ fn sample(sampler: &mut LogitsProcessor, greedy: bool, logits: &[f32]) -> Result
 
 /// Flushes the text, finds or forces the verdict, scores it and sends the last events.
 /// `Ok(false)` when the client left before the end.
-pub(super) fn finalize(
-    cx: &Ctx<'_>,
-    s: &mut Seq,
+pub(super) fn finalize<B: Backend>(
+    cx: &Ctx<'_, B>,
+    s: &mut Seq<B::Kv>,
     finish: FinishReason,
     pending: Option<u32>,
 ) -> Result<bool> {
@@ -127,10 +127,10 @@ pub(super) fn finalize(
 }
 
 /// Scores every legal continuation at `point`: the first token from the saved logits, the
-/// rest in one batched pass over forks of the sequence's cache.
-fn score(
-    cx: &Ctx<'_>,
-    kv: &mut SeqKv,
+/// rest read by the backend from the sequence's cache at that point in one batched pass.
+fn score<B: Backend>(
+    cx: &Ctx<'_, B>,
+    kv: &mut B::Kv,
     point: &Point,
     (pairwise, lang): (bool, Lang),
 ) -> Result<ChoiceScores> {
@@ -141,11 +141,6 @@ fn score(
     for t in &texts {
         ids.push(tok.encode(t, false)?);
     }
-    let mut forks: Vec<SeqKv> = ids
-        .iter()
-        .filter(|i| i.len() > 1)
-        .map(|_| kv.fork(point.pos))
-        .collect();
     let mut log_p: Vec<f32> = ids
         .iter()
         .map(|i| {
@@ -156,17 +151,9 @@ fn score(
         .collect();
     let multi: Vec<usize> = (0..ids.len()).filter(|&c| ids[c].len() > 1).collect();
     if !multi.is_empty() {
-        let mut inputs: Vec<StepInput<'_>> = forks
-            .iter_mut()
-            .zip(&multi)
-            .map(|(kv, &c)| StepInput {
-                kv,
-                tokens: &ids[c][..ids[c].len() - 1],
-                want: Want::All,
-            })
-            .collect();
-        let rows = model.forward(&mut inputs)?;
-        let vocab = model.shape.vocab;
+        let conts: Vec<&[u32]> = multi.iter().map(|&c| &ids[c][..ids[c].len() - 1]).collect();
+        let rows = model.continuations(kv, point.pos, &conts)?;
+        let vocab = model.vocab();
         for (&c, logits) in multi.iter().zip(rows) {
             for (j, &id) in ids[c][1..].iter().enumerate() {
                 let row = log_softmax(&logits[j * vocab..(j + 1) * vocab]);

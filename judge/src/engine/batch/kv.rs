@@ -11,6 +11,8 @@ use std::sync::Arc;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use super::backend::SharedPrefix;
+
 /// How a cache stores keys and values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KvType {
@@ -119,7 +121,7 @@ impl Segment {
 }
 
 /// A frozen segment and how many of its positions a chain uses.
-type Link = (Arc<Segment>, usize);
+pub type Link = (Arc<Segment>, usize);
 
 /// One sequence's key/value cache.
 #[derive(Debug, Clone)]
@@ -232,6 +234,12 @@ impl SeqKv {
         take_prefix(&self.chain, upto)
     }
 
+    /// Drops everything cached and starts again from shared positions (from the prefix
+    /// cache, whose segments were made by caches of the same type).
+    pub fn reseed(&mut self, chain: Vec<Link>) {
+        *self = Self::with_prefix(self.own.k.len(), self.own.width, self.own.kind, chain);
+    }
+
     /// A new cache sharing the first `upto` positions of this one.
     pub fn fork(&mut self, upto: usize) -> Self {
         self.freeze();
@@ -257,10 +265,12 @@ fn layer_runs<'a, T>(
         .collect()
 }
 
-/// Prompts whose caches are kept for reuse, least recently used evicted first.
+/// Prompts whose caches are kept for reuse, least recently used evicted first. `P` is what a
+/// backend keeps of a prompt's cache: chains of shared segments on the CPU, copies of the
+/// positions on a device.
 #[derive(Debug)]
-pub struct PrefixCache {
-    entries: Vec<Entry>,
+pub struct PrefixCache<P = Vec<Link>> {
+    entries: Vec<Entry<P>>,
     capacity_tokens: usize,
     clock: u64,
     /// Prompt positions served from the cache (for statistics).
@@ -270,13 +280,13 @@ pub struct PrefixCache {
 }
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<P> {
     tokens: Vec<u32>,
-    chain: Vec<Link>,
+    chain: P,
     used: u64,
 }
 
-impl PrefixCache {
+impl<P: SharedPrefix> PrefixCache<P> {
     /// A cache of at most `capacity_tokens` positions (0 turns it off).
     pub fn new(capacity_tokens: usize) -> Self {
         Self {
@@ -290,7 +300,7 @@ impl PrefixCache {
 
     /// The longest cached prefix of `prompt` usable for it: at most `prompt.len() - 1`
     /// positions, so at least one token is computed and yields logits.
-    pub fn lookup(&mut self, prompt: &[u32]) -> (usize, Vec<Link>) {
+    pub fn lookup(&mut self, prompt: &[u32]) -> (usize, P) {
         self.clock += 1;
         let limit = prompt.len().saturating_sub(1);
         let best = self
@@ -301,14 +311,14 @@ impl PrefixCache {
         match best {
             Some((n, e)) if n > 0 => {
                 e.used = self.clock;
-                let chain = take_prefix(&e.chain, n);
+                let chain = e.chain.take(n);
                 self.hit_tokens += n as u64;
                 self.miss_tokens += (prompt.len() - n) as u64;
                 (n, chain)
             }
             _ => {
                 self.miss_tokens += prompt.len() as u64;
-                (0, Vec::new())
+                (0, P::default())
             }
         }
     }
@@ -325,7 +335,7 @@ impl PrefixCache {
     }
 
     /// Remembers a prompt and its frozen cache.
-    pub fn insert(&mut self, tokens: Vec<u32>, chain: Vec<Link>) {
+    pub fn insert(&mut self, tokens: Vec<u32>, chain: P) {
         if self.capacity_tokens == 0 || tokens.len() > self.capacity_tokens {
             return;
         }
@@ -377,7 +387,8 @@ pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-fn take_prefix(chain: &[Link], upto: usize) -> Vec<Link> {
+/// The links of `chain` covering its first `upto` positions.
+pub(super) fn take_prefix(chain: &[Link], upto: usize) -> Vec<Link> {
     let mut left = upto;
     let mut out = Vec::new();
     for (seg, n) in chain {
@@ -442,7 +453,7 @@ mod tests {
 
     #[test]
     fn prefix_cache_serves_longest_common_prefix() {
-        let mut cache = PrefixCache::new(100);
+        let mut cache: PrefixCache = PrefixCache::new(100);
         let mut kv = filled(4, 0.0);
         kv.freeze();
         cache.insert(vec![1, 2, 3, 4], kv.prefix(4));
@@ -457,7 +468,7 @@ mod tests {
 
     #[test]
     fn prefix_cache_evicts_least_recent_and_drops_extended_entries() {
-        let mut cache = PrefixCache::new(6);
+        let mut cache: PrefixCache = PrefixCache::new(6);
         cache.insert(vec![1, 2], Vec::new());
         cache.insert(vec![1, 2, 3], Vec::new());
         assert_eq!(cache.len(), 1, "the shorter entry is subsumed");
@@ -470,6 +481,6 @@ mod tests {
             0,
             "least recently used went first"
         );
-        assert_eq!(PrefixCache::new(0).lookup(&[1, 2]).0, 0);
+        assert_eq!(PrefixCache::<Vec<Link>>::new(0).lookup(&[1, 2]).0, 0);
     }
 }

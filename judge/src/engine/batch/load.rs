@@ -95,7 +95,7 @@ impl BatchModel {
 
     fn load_hf(dir: &Path) -> Result<(Self, TextTokenizer, ModelInfo)> {
         let cfg = HfConfig::read(dir)?;
-        let mut tensors = read_safetensors(dir)?;
+        let mut tensors = read_safetensors(dir, &Device::Cpu)?;
         let mut take = |name: &str| {
             tensors
                 .remove(name)
@@ -168,29 +168,30 @@ fn dequantized(t: QTensor) -> Result<Vec<f32>> {
         .to_vec1::<f32>()?)
 }
 
-/// The fields of a Hugging Face `config.json` the batched engine reads.
+/// The fields of a Hugging Face `config.json` the batched engines (CPU and device) read.
 #[derive(serde::Deserialize)]
-struct HfConfig {
-    hidden_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    rms_norm_eps: f64,
-    rope_theta: Option<f32>,
-    max_position_embeddings: usize,
-    tie_word_embeddings: Option<bool>,
+pub(crate) struct HfConfig {
+    pub(crate) hidden_size: usize,
+    pub(crate) num_hidden_layers: usize,
+    pub(crate) num_attention_heads: usize,
+    pub(crate) num_key_value_heads: Option<usize>,
+    pub(crate) rms_norm_eps: f64,
+    pub(crate) rope_theta: Option<f32>,
+    pub(crate) max_position_embeddings: usize,
+    pub(crate) tie_word_embeddings: Option<bool>,
     eos_token_id: Option<serde_json::Value>,
 }
 
 impl HfConfig {
-    fn read(dir: &Path) -> Result<Self> {
+    /// Reads `config.json` of a model directory.
+    pub(crate) fn read(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let raw = std::fs::read(&path).map_err(|e| load_err(&path, e))?;
         serde_json::from_slice(&raw).map_err(|e| load_err(&path, e))
     }
 
     /// End-of-sequence ids: one number or a list of them.
-    fn eos_ids(&self) -> Vec<u32> {
+    pub(crate) fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
             Some(serde_json::Value::Number(n)) => {
                 n.as_u64().map(|n| n as u32).into_iter().collect()
@@ -205,8 +206,8 @@ impl HfConfig {
     }
 }
 
-/// Every tensor of the directory's `*.safetensors` files, read in name order.
-fn read_safetensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
+/// Every tensor of the directory's `*.safetensors` files, read in name order onto `device`.
+pub(crate) fn read_safetensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| load_err(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -215,8 +216,7 @@ fn read_safetensors(dir: &Path) -> Result<HashMap<String, Tensor>> {
     files.sort();
     let mut tensors = HashMap::new();
     for f in &files {
-        tensors
-            .extend(candle_core::safetensors::load(f, &Device::Cpu).map_err(|e| load_err(f, e))?);
+        tensors.extend(candle_core::safetensors::load(f, device).map_err(|e| load_err(f, e))?);
     }
     Ok(tensors)
 }
@@ -244,7 +244,7 @@ fn f32s(t: Tensor) -> Result<Vec<f32>> {
 }
 
 /// Rotary inverse frequencies: `inv_freq[i]` = base^(-2i / head_dim).
-fn rope_inv_freq(head_dim: usize, base: f32) -> Vec<f32> {
+pub(crate) fn rope_inv_freq(head_dim: usize, base: f32) -> Vec<f32> {
     (0..head_dim / 2)
         .map(|i| 1.0 / base.powf(2.0 * i as f32 / head_dim as f32))
         .collect()

@@ -7,6 +7,7 @@
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx512;
+pub mod backend;
 mod finish;
 pub mod kernels;
 pub mod kv;
@@ -16,6 +17,7 @@ pub mod scheduler;
 #[cfg(test)]
 mod test_values;
 
+pub use backend::{Backend, SeqCache, SharedPrefix};
 pub use model::{BatchModel, StepInput, Want};
 pub(crate) use scheduler::run;
 pub use scheduler::BatchLimits;

@@ -286,9 +286,10 @@ pub enum Want {
 }
 
 /// One sequence's part of a step: its cache and the tokens to run at the next positions.
-pub struct StepInput<'a> {
+/// `K` is the backend's cache type (our CPU caches unless said otherwise).
+pub struct StepInput<'a, K = SeqKv> {
     /// The sequence's cache; the tokens are appended to it.
-    pub kv: &'a mut SeqKv,
+    pub kv: &'a mut K,
     /// Tokens at positions `kv.len()..`.
     pub tokens: &'a [u32],
     /// Logits wanted.

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use candle_transformers::generation::LogitsProcessor;
 use tokio::sync::mpsc;
 
+use super::backend::{Backend, SeqCache};
 use super::finish::{advance, finalize};
-use super::kv::{common_prefix, KvType, PrefixCache, SeqKv};
-use super::model::{BatchModel, StepInput, Want};
+use super::kv::{common_prefix, KvType, PrefixCache};
+use super::model::{StepInput, Want};
 use crate::engine::generate::{Detokenizer, StopMatcher};
 use crate::engine::job::{EngineStats, FinishReason, Job};
 use crate::engine::tokenizer::TextTokenizer;
@@ -59,10 +60,10 @@ pub(super) struct Point {
     pub(super) trailing_space: bool,
 }
 
-/// One admitted request in the running batch.
-pub(super) struct Seq {
+/// One admitted request in the running batch, with its backend's cache `K`.
+pub(super) struct Seq<K> {
     pub(super) job: Job,
-    pub(super) kv: SeqKv,
+    pub(super) kv: K,
     /// Prompt tokens already in the cache (shared prefix included).
     prompt_done: usize,
     /// Prompt tokens the prefix cache served instead of the model computing them.
@@ -84,8 +85,8 @@ pub(super) struct Seq {
     pub(super) prefill: Option<Duration>,
 }
 
-impl Seq {
-    fn new(job: Job, kv: SeqKv, reserved: usize, queue: Duration) -> Self {
+impl<K> Seq<K> {
+    fn new(job: Job, kv: K, reserved: usize, queue: Duration) -> Self {
         Self {
             kv,
             prompt_done: 0,
@@ -116,23 +117,25 @@ pub(super) enum Progress {
 }
 
 /// What the loop does not change: the model, its tokenizer, the limits and the counters.
-pub(super) struct Ctx<'a> {
-    pub(super) model: &'a BatchModel,
+pub(super) struct Ctx<'a, B> {
+    pub(super) model: &'a B,
     pub(super) tok: &'a TextTokenizer,
     limits: &'a BatchLimits,
     prefill_chunk: usize,
     stats: &'a EngineStats,
     /// Key/value bytes per token of the model's cache type.
     per_token: usize,
+    /// Sequences that run at once: the limit, or fewer when the backend has fewer slots.
+    max_seqs: usize,
 }
 
 /// The loop's state: the running batch, the request waiting for room, what the batch has
 /// reserved, the prefix cache, and whether the queue is still open.
-struct Batch {
-    seqs: Vec<Seq>,
+struct Batch<B: Backend> {
+    seqs: Vec<Seq<B::Kv>>,
     waiting: Option<Job>,
     reserved: usize,
-    cache: PrefixCache,
+    cache: PrefixCache<B::Prefix>,
     open: bool,
 }
 
@@ -141,8 +144,8 @@ struct Batch {
 type Plan = Vec<(usize, usize)>;
 
 /// The loop; returns when every engine handle is gone and the batch has drained.
-pub(crate) fn run(
-    model: BatchModel,
+pub(crate) fn run<B: Backend>(
+    model: B,
     tokenizer: TextTokenizer,
     mut rx: mpsc::Receiver<Job>,
     limits: &BatchLimits,
@@ -155,18 +158,25 @@ pub(crate) fn run(
         limits,
         prefill_chunk,
         stats,
-        per_token: model.shape.kv_bytes_per_token(),
+        per_token: model.kv_bytes_per_token(),
+        max_seqs: model
+            .max_seqs()
+            .map_or(limits.max_seqs, |n| n.min(limits.max_seqs)),
     };
-    let mut batch = Batch {
+    stats
+        .kv_slots
+        .store(model.max_seqs().unwrap_or(0) as u64, Ordering::Relaxed);
+    let mut batch = Batch::<B> {
         seqs: Vec::new(),
         waiting: None,
         reserved: 0,
         cache: PrefixCache::new(limits.prefix_cache_tokens),
         open: true,
     };
-    while batch.wait_for_work(&mut rx, stats) {
+    while batch.wait_for_work(&cx, &mut rx) {
         batch.admit(&cx, &mut rx);
         batch.drop_gone(stats);
+        cx.count_caches();
         if batch.seqs.is_empty() {
             continue;
         }
@@ -184,14 +194,26 @@ pub(crate) fn run(
     tracing::info!("judge engine stopped");
 }
 
-impl Batch {
+impl<B: Backend> Ctx<'_, B> {
+    /// Publishes how many caches (device slots) the backend holds now.
+    fn count_caches(&self) {
+        if let Some(n) = self.model.caches_in_use() {
+            self.stats
+                .kv_slots_in_use
+                .store(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B: Backend> Batch<B> {
     /// Blocks for a request when nothing runs; false when the queue is closed and the batch
-    /// has drained. An idle engine shows a batch of 0.
-    fn wait_for_work(&mut self, rx: &mut mpsc::Receiver<Job>, stats: &EngineStats) -> bool {
+    /// has drained. An idle engine shows a batch of 0 (and the caches it still holds: none).
+    fn wait_for_work(&mut self, cx: &Ctx<'_, B>, rx: &mut mpsc::Receiver<Job>) -> bool {
         if !self.seqs.is_empty() || self.waiting.is_some() {
             return true;
         }
-        stats.batch_size.store(0, Ordering::Relaxed);
+        cx.stats.batch_size.store(0, Ordering::Relaxed);
+        cx.count_caches();
         match rx.blocking_recv() {
             Some(job) => {
                 self.waiting = Some(job);
@@ -221,7 +243,7 @@ impl Batch {
 
     /// Takes queued requests while a sequence slot and key/value memory are free; requests
     /// whose client left or whose deadline passed in the queue never start.
-    fn admit(&mut self, cx: &Ctx<'_>, rx: &mut mpsc::Receiver<Job>) {
+    fn admit(&mut self, cx: &Ctx<'_, B>, rx: &mut mpsc::Receiver<Job>) {
         while let Some(job) = self.next_job(rx) {
             if job.events.is_closed() {
                 cx.stats.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -236,15 +258,23 @@ impl Batch {
                 continue;
             }
             let need = reservation(&job, cx.per_token);
-            let full = self.seqs.len() >= cx.limits.max_seqs
-                || self.reserved + need > cx.limits.kv_budget_bytes;
+            let full =
+                self.seqs.len() >= cx.max_seqs || self.reserved + need > cx.limits.kv_budget_bytes;
             if full && !self.seqs.is_empty() {
                 self.waiting = Some(job);
                 return;
             }
-            self.reserved += need;
-            self.seqs
-                .push(Seq::new(job, cx.model.new_kv(), need, queued));
+            match cx.model.new_kv() {
+                Ok(kv) => {
+                    self.reserved += need;
+                    self.seqs.push(Seq::new(job, kv, need, queued));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cache for a new sequence");
+                    let _ = job.events.blocking_send(Err(e));
+                    cx.stats.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -263,7 +293,7 @@ impl Batch {
 
     /// This step's tokens: every generating sequence's next token, then prompt chunks
     /// within the step's token budget (a prompt's first chunk starts from the prefix cache).
-    fn plan(&mut self, cx: &Ctx<'_>) -> Plan {
+    fn plan(&mut self, cx: &Ctx<'_, B>) -> Plan {
         let mut budget = cx.limits.max_batch_tokens.max(1);
         let mut plan: Plan = Vec::new();
         for (i, s) in self.seqs.iter().enumerate() {
@@ -291,32 +321,32 @@ impl Batch {
         plan
     }
 
-    /// Seeds sequence `i`'s cache with the longest cached prefix of its prompt.
-    fn start_prompt(&mut self, cx: &Ctx<'_>, i: usize) {
+    /// Seeds sequence `i`'s cache with the longest cached prefix of its prompt (a seed that
+    /// fails, e.g. a device copy, leaves the prompt to be computed in full).
+    fn start_prompt(&mut self, cx: &Ctx<'_, B>, i: usize) {
         let s = &mut self.seqs[i];
-        let (cached, chain) = self.cache.lookup(&s.job.prompt_ids);
+        let (mut cached, chain) = self.cache.lookup(&s.job.prompt_ids);
+        if cached > 0 {
+            if let Err(e) = s.kv.seed(chain) {
+                tracing::warn!(error = %e, "prefix cache seed failed; computing the prompt");
+                cached = 0;
+            }
+        }
         cx.stats
             .prefix_hit_tokens
             .fetch_add(cached as u64, Ordering::Relaxed);
-        let shape = &cx.model.shape;
-        s.kv = SeqKv::with_prefix(
-            shape.layers,
-            shape.kv_heads * shape.head_dim,
-            shape.kv,
-            chain,
-        );
         s.prompt_done = cached;
         s.cached = cached;
         s.looked_up = true;
     }
 
     /// One forward pass over the plan; the last position's logits of each planned sequence.
-    fn step(&mut self, cx: &Ctx<'_>, plan: &Plan) -> Result<Vec<Vec<f32>>> {
+    fn step(&mut self, cx: &Ctx<'_, B>, plan: &Plan) -> Result<Vec<Vec<f32>>> {
         let next_tokens: Vec<[u32; 1]> = plan
             .iter()
             .map(|&(i, _)| [self.seqs[i].next.unwrap_or(0)])
             .collect();
-        let mut slots: Vec<Option<&mut Seq>> = self.seqs.iter_mut().map(Some).collect();
+        let mut slots: Vec<Option<&mut Seq<B::Kv>>> = self.seqs.iter_mut().map(Some).collect();
         let mut inputs = Vec::with_capacity(plan.len());
         for (p, &(i, n)) in plan.iter().enumerate() {
             let s = slots[i].take().expect("each sequence is planned once");
@@ -339,7 +369,7 @@ impl Batch {
     /// sequences that stopped running.
     fn absorb(
         &mut self,
-        cx: &Ctx<'_>,
+        cx: &Ctx<'_, B>,
         plan: &Plan,
         logits: Vec<Vec<f32>>,
     ) -> Vec<(usize, Progress)> {
@@ -353,8 +383,10 @@ impl Batch {
                 }
                 // The prompt is read: freeze its cache and offer it to later requests.
                 s.kv.freeze();
-                self.cache
-                    .insert(s.job.prompt_ids.clone(), s.kv.prefix(s.prompt_done));
+                match s.kv.prefix(s.prompt_done) {
+                    Ok(p) => self.cache.insert(s.job.prompt_ids.clone(), p),
+                    Err(e) => tracing::warn!(error = %e, "prompt not cached"),
+                }
                 s.prefill = Some(s.started.elapsed());
             } else if at_verdict_position(s.stops.text(), s.job.pairwise) {
                 s.point = Some(Point {
@@ -373,7 +405,7 @@ impl Batch {
 
     /// Finished sequences leave at once (highest index first so indices stay valid): their
     /// verdict is scored and sent, and each is counted by how it ended.
-    fn retire(&mut self, cx: &Ctx<'_>, mut done: Vec<(usize, Progress)>) {
+    fn retire(&mut self, cx: &Ctx<'_, B>, mut done: Vec<(usize, Progress)>) {
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, progress) in done {
             let mut s = self.seqs.swap_remove(i);
@@ -430,7 +462,11 @@ const WAIT_FOR_PREFIX: usize = 16;
 
 /// Whether sequence `i` should wait a step: another sequence is reading a prompt that shares
 /// a longer prefix with it than the cache holds (requests of one template arriving together).
-fn waits_for_prefix(seqs: &[Seq], i: usize, cache: &PrefixCache) -> bool {
+fn waits_for_prefix<K, P: super::SharedPrefix>(
+    seqs: &[Seq<K>],
+    i: usize,
+    cache: &PrefixCache<P>,
+) -> bool {
     let prompt = &seqs[i].job.prompt_ids;
     let cached = cache.peek(prompt);
     seqs.iter().enumerate().any(|(j, other)| {
