@@ -231,7 +231,9 @@ impl EngineArgs {
     }
 }
 
-fn parse_device(s: &str) -> Result<Device, ConfigError> {
+/// The compute device a `--device` value names: `cpu`, or `cuda:N` (`cuda` is `cuda:0`) in a
+/// build with the `cuda` feature; an error says what could not be opened.
+pub fn parse_device(s: &str) -> Result<Device, ConfigError> {
     if s == "cpu" {
         return Ok(Device::Cpu);
     }
@@ -240,7 +242,24 @@ fn parse_device(s: &str) -> Result<Device, ConfigError> {
         .or_else(|| (s == "cuda").then_some("0"))
         .and_then(|n| n.parse::<usize>().ok())
         .ok_or_else(|| ConfigError::Device(s.into(), "expected `cpu` or `cuda:N`".into()))?;
-    Device::new_cuda(ordinal).map_err(|e| ConfigError::Device(s.into(), e.to_string()))
+    Device::new_cuda(ordinal).map_err(|e| ConfigError::Device(s.into(), device_error(e)))
+}
+
+/// A device error as one line a person can act on: candle's captured backtrace (present when
+/// `RUST_BACKTRACE` is set) dropped, and what to check added.
+fn device_error(e: candle_core::Error) -> String {
+    let inner = match e {
+        candle_core::Error::WithBacktrace { inner, .. } => *inner,
+        other => other,
+    };
+    let hint = if cfg!(feature = "cuda") {
+        "is an NVIDIA driver installed and the GPU visible? this build needs a driver for CUDA \
+         13.0 or later; `--device cpu` runs without one"
+    } else {
+        "this build has no CUDA support: build with `--features cuda` (docs/gpu.md), or use \
+         `--device cpu`"
+    };
+    format!("{inner} ({hint})")
 }
 
 /// Where a server listens.

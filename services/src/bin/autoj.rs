@@ -11,6 +11,7 @@ use autoj_services::cli::bench_classifier::BenchClassifierArgs;
 use autoj_services::cli::classify::ClassifyArgs;
 use autoj_services::cli::client::{self, ClientArgs, ClientRequest};
 use autoj_services::cli::eval::EvalArgs;
+use autoj_services::cli::gpu_bench::GpuBenchArgs;
 use autoj_services::cli::leaderboard::MetricsArgs;
 use autoj_services::cli::load::LoadArgs;
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
@@ -112,6 +113,12 @@ enum Command {
     Bench {
         #[command(flatten)]
         bench: BenchArgs,
+    },
+    /// The measurements of `scripts/gpu-check` (by hand on a GPU machine, not CI): one JSON
+    /// object per step.
+    GpuBench {
+        #[command(flatten)]
+        gpu: GpuBenchArgs,
     },
     /// Measure the scenario classifier: cross-validated accuracy and latency per query.
     BenchClassifier {
@@ -249,6 +256,12 @@ async fn run(command: Command) -> ExitCode {
         Command::Bench { bench } => {
             telemetry::init("warn");
             tokio::task::spawn_blocking(move || autoj_services::cli::bench::run(&bench))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
+        }
+        Command::GpuBench { gpu } => {
+            telemetry::init("warn");
+            tokio::task::spawn_blocking(move || autoj_services::cli::gpu_bench::run(&gpu))
                 .await
                 .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
         }

@@ -6,6 +6,7 @@ pub mod bench_classifier;
 pub mod classify;
 pub mod client;
 pub mod eval;
+pub mod gpu_bench;
 pub mod leaderboard;
 pub mod load;
 pub mod verdict;

@@ -1,0 +1,32 @@
+//! `autoj gpu-bench`: the measurements `scripts/gpu-check` runs on a GPU machine, one
+//! subcommand a step, each printing one JSON object (its last line) with `passed` and the
+//! figures docs/gpu.md names. They run on any device (`--device cpu` for a dry run here);
+//! benchmarks are run by hand, never in CI.
+
+pub mod machine;
+
+use clap::{Args, Subcommand};
+
+/// `autoj gpu-bench` settings.
+#[derive(Debug, Clone, Args)]
+pub struct GpuBenchArgs {
+    /// The measurement to run.
+    #[command(subcommand)]
+    pub step: GpuStep,
+}
+
+/// One step of the GPU check.
+#[derive(Debug, Clone, Subcommand)]
+pub enum GpuStep {
+    /// The machine: device-to-device copy bandwidth and bf16 matrix-multiply throughput.
+    Machine(machine::MachineArgs),
+}
+
+/// Runs the chosen step and prints its JSON.
+pub fn run(args: &GpuBenchArgs) -> anyhow::Result<()> {
+    let report = match &args.step {
+        GpuStep::Machine(m) => machine::run(m)?,
+    };
+    println!("{report}");
+    Ok(())
+}
