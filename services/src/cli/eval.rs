@@ -179,10 +179,11 @@ fn row_head(index: usize, row: &Row) -> Value {
     out.as_object_mut()
         .expect("an object")
         .extend(row.carried.clone());
-    out["kind"] = json!(match row.task {
-        Task::Pairwise { .. } => "pairwise",
-        _ => "single",
-    });
+    match row.task {
+        Task::Pairwise { .. } => out["kind"] = json!("pairwise"),
+        Task::Single { .. } => out["kind"] = json!("single"),
+        Task::Invalid(_) => {}
+    }
     out
 }
 
