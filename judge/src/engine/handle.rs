@@ -1,6 +1,7 @@
 //! The engine handle: [`Engine::start`] loads the model on a dedicated thread that then
-//! serves requests from a bounded queue (batched on the CPU, [`super::batch`]; one at a time
-//! elsewhere, [`super::serial`]); [`Engine::submit`] builds the prompt, refuses what can
+//! serves requests from a bounded queue (batched: on the CPU through our own kernels,
+//! [`super::batch`], on other devices through candle tensor ops, [`super::device`]; or one
+//! at a time, [`super::serial`]); [`Engine::submit`] builds the prompt, refuses what can
 //! never fit, and queues the request without waiting.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use candle_core::Device;
 use tokio::sync::mpsc;
 
 use super::batch::{BatchLimits, BatchModel};
+use super::device::DeviceModel;
 use super::job::{Admission, EngineStats, Job, JudgeRequest, Submission};
 use super::model::{JudgeModel, ModelInfo, ModelSpec};
 use super::tokenizer::TextTokenizer;
@@ -54,9 +56,12 @@ pub struct EngineConfig {
 /// How the engine thread serves requests.
 #[derive(Debug, Clone)]
 pub enum Scheduling {
-    /// Continuous batching with per-sequence caches and a prefix cache (CPU); other devices
-    /// fall back to `Serial`.
+    /// Continuous batching with per-sequence caches and a prefix cache: our own kernels on
+    /// the CPU, the device backend (candle tensor ops, slotted caches) on other devices.
     Batched(BatchLimits),
+    /// Continuous batching through the device backend on any device, the CPU included (how
+    /// tests without a GPU run the code a GPU runs).
+    Device(BatchLimits),
     /// One request at a time through candle's stock models (any device; the baseline the
     /// benchmark compares against).
     Serial,
@@ -99,39 +104,17 @@ impl Engine {
     pub fn start(config: EngineConfig) -> Result<Self> {
         let (queue, rx) = mpsc::channel::<Job>(config.queue_capacity.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let spec = config.model.clone();
-        let chunk = config.prefill_chunk.max(1);
         let stats = Arc::new(EngineStats::default());
-        let thread_stats = stats.clone();
-        let limits = match (&config.scheduling, &spec.device) {
-            (Scheduling::Batched(l), Device::Cpu) => Some(l.clone()),
-            _ => None,
+        let thread = Loop {
+            path: Path::choose(&config.scheduling, &config.model.device),
+            spec: config.model.clone(),
+            chunk: config.prefill_chunk.max(1),
+            stats: stats.clone(),
         };
-        let thread_limits = limits.clone();
+        let limits = thread.path.limits().cloned();
         thread::Builder::new()
             .name("autoj-engine".into())
-            .spawn(move || match thread_limits {
-                Some(limits) => match BatchModel::load(&spec.path) {
-                    Ok((mut model, tokenizer, info)) => {
-                        model.shape.kv = limits.kv_type;
-                        let per_token = model.shape.kv_bytes_per_token();
-                        let _ = ready_tx.send(Ok((tokenizer.clone(), info, per_token)));
-                        super::batch::run(model, tokenizer, rx, &limits, chunk, &thread_stats);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                },
-                None => match JudgeModel::load(&spec) {
-                    Ok(model) => {
-                        let _ = ready_tx.send(Ok((model.tokenizer.clone(), model.info.clone(), 0)));
-                        super::serial::run(model, rx, chunk, &thread_stats);
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                },
-            })
+            .spawn(move || thread.serve(rx, ready_tx))
             .map_err(|e| JudgeError::ModelLoad {
                 path: config.model.path.clone(),
                 reason: format!("cannot start the engine thread: {e}"),
@@ -222,6 +205,83 @@ impl Engine {
             mpsc::error::TrySendError::Closed(_) => JudgeError::EngineStopped,
         })?;
         Ok(Submission { admission, events })
+    }
+}
+
+/// Which loop the engine thread runs.
+enum Path {
+    /// Our CPU kernels under the batching scheduler.
+    Cpu(BatchLimits),
+    /// The device backend under the batching scheduler.
+    Device(BatchLimits),
+    /// candle's stock models, one request at a time.
+    Serial,
+}
+
+impl Path {
+    fn choose(scheduling: &Scheduling, device: &Device) -> Self {
+        match (scheduling, device) {
+            (Scheduling::Batched(l), Device::Cpu) => Self::Cpu(l.clone()),
+            (Scheduling::Batched(l) | Scheduling::Device(l), _) => Self::Device(l.clone()),
+            (Scheduling::Serial, _) => Self::Serial,
+        }
+    }
+
+    fn limits(&self) -> Option<&BatchLimits> {
+        match self {
+            Self::Cpu(l) | Self::Device(l) => Some(l),
+            Self::Serial => None,
+        }
+    }
+}
+
+/// What the engine thread reports once its model is loaded: the tokenizer, the model's
+/// facts and the key/value bytes per token (0 on the serial path, which refuses nothing).
+type Ready = Result<(TextTokenizer, ModelInfo, usize)>;
+
+/// The engine thread's work: load the model the path needs, report, then serve.
+struct Loop {
+    path: Path,
+    spec: ModelSpec,
+    chunk: usize,
+    stats: Arc<EngineStats>,
+}
+
+impl Loop {
+    fn serve(self, rx: mpsc::Receiver<Job>, ready: std::sync::mpsc::Sender<Ready>) {
+        let (spec, chunk, stats) = (&self.spec, self.chunk, &*self.stats);
+        match &self.path {
+            Path::Cpu(limits) => match BatchModel::load(&spec.path) {
+                Ok((mut model, tokenizer, info)) => {
+                    model.shape.kv = limits.kv_type;
+                    let per_token = model.shape.kv_bytes_per_token();
+                    let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
+                    super::batch::run(model, tokenizer, rx, limits, chunk, stats);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            },
+            Path::Device(limits) => match DeviceModel::load(spec, limits) {
+                Ok((model, tokenizer, info)) => {
+                    let per_token = model.shape.kv_bytes_per_token();
+                    let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
+                    super::batch::run(model, tokenizer, rx, limits, chunk, stats);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            },
+            Path::Serial => match JudgeModel::load(spec) {
+                Ok(model) => {
+                    let _ = ready.send(Ok((model.tokenizer.clone(), model.info.clone(), 0)));
+                    super::serial::run(model, rx, chunk, stats);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            },
+        }
     }
 }
 

@@ -5,13 +5,17 @@
 //!
 //! - [`handle`]: [`Engine`], which starts the thread and admits requests.
 //! - [`job`]: the request, its events and the engine's counters (shared by both schedulers).
-//! - [`batch`]: continuous batching on the CPU: own forward pass, caches, kernels, scheduler.
+//! - [`batch`]: continuous batching on the CPU: own forward pass, caches, kernels, scheduler
+//!   (generic over a [`batch::Backend`]).
+//! - [`device`]: the scheduler's backend in candle tensor ops with slotted key/value buffers
+//!   (GPUs; the CPU too, for tests).
 //! - [`serial`]: one request at a time through candle's stock models (any device).
 //! - [`model`], [`tokenizer`], [`gguf_guard`]: loading a LLaMA-family judge safely.
 //! - [`generate`]: sampling settings, incremental detokenising, stop strings.
 //! - [`verdict_point`]: forced-choice scoring on the serial path.
 
 pub mod batch;
+pub mod device;
 pub mod generate;
 pub mod gguf_guard;
 pub mod handle;

@@ -1,0 +1,377 @@
+//! One forward pass of the device backend over the step's items.
+//!
+//! Rows of every item are packed into one `[tokens, hidden]` matrix: generating sequences
+//! (one token each) first, then prompt chunks and continuation trees. Linear layers run once
+//! on the packed matrix. Keys and values are written into the slots before attention reads
+//! them: the generating rows with one `scatter_set` over the range of slots they occupy
+//! (rows of other slots in the range carry the index `u32::MAX`, which candle skips), each
+//! chunk with one `slice_set`. Attention of the generating rows is one batched matmul over
+//! that slot range narrowed to the longest sequence, with a length mask; each chunk attends
+//! alone with a causal (or tree) mask.
+
+use candle_core::{DType, Tensor};
+use candle_nn::ops::{rms_norm, softmax_last_dim};
+use candle_nn::rotary_emb::{rope, rope_i};
+
+use super::{DeviceLayer, DeviceModel, DeviceRope};
+use crate::engine::batch::Want;
+use crate::error::{JudgeError, Result};
+
+/// One sequence's part of a device step.
+pub(super) struct Item<'a> {
+    /// The slot its keys and values live in.
+    pub(super) slot: usize,
+    /// Cache position of its first token (it is written there and onwards).
+    pub(super) base: usize,
+    /// Tokens to run.
+    pub(super) tokens: &'a [u32],
+    /// For a continuation tree, per token the index (within the item) of the first token of
+    /// its branch: the token sees the positions before `base` and its own branch so far, and
+    /// its rotary position is `base` plus its depth in the branch. `None`: one plain run.
+    pub(super) branch: Option<Vec<usize>>,
+    /// Logits wanted.
+    pub(super) want: Want,
+}
+
+impl Item<'_> {
+    /// A generating sequence's single token, attended in the batched decode path.
+    fn is_decode(&self) -> bool {
+        self.tokens.len() == 1 && self.branch.is_none()
+    }
+
+    /// Index of the first token of token `i`'s branch.
+    fn first(&self, i: usize) -> usize {
+        self.branch.as_ref().map_or(0, |b| b[i])
+    }
+}
+
+/// The generating rows of a step: the slot range they span and what attention needs.
+struct DecodeGroup {
+    lo: usize,
+    span: usize,
+    /// Longest sequence of the group, counting its new token.
+    len: usize,
+    /// `[span]`: the packed row of each slot of the range (any row for slots not in it).
+    pad_rows: Tensor,
+    /// `[generating rows]`: each one's slot within the range, in packed order.
+    out_rows: Tensor,
+    /// `[span * kv_heads, 1, head_dim]`: the position each slot's new key is written to,
+    /// `u32::MAX` (skipped) for slots not in the group.
+    write_at: Tensor,
+    /// `[span, 1, 1, len]`: 0 where a slot may attend, -inf elsewhere.
+    mask: Tensor,
+}
+
+/// A prompt chunk or continuation tree: one sequence's rows, attended alone.
+struct Chunk {
+    slot: usize,
+    base: usize,
+    /// First packed row.
+    off: usize,
+    n: usize,
+    /// `[n, base + n]`.
+    mask: Tensor,
+}
+
+/// What every layer of one step uses.
+struct Plan {
+    /// Packed row of each item's first token.
+    offsets: Vec<usize>,
+    total: usize,
+    ids: Tensor,
+    /// `[total, 1, head_dim / 2]` each: every row's rotary angles.
+    cos: Tensor,
+    sin: Tensor,
+    decode: Option<DecodeGroup>,
+    chunks: Vec<Chunk>,
+}
+
+impl DeviceModel {
+    /// Runs the items through the model; per item, the logits it asked for.
+    pub(super) fn run_items(&self, items: &[Item<'_>]) -> Result<Vec<Vec<f32>>> {
+        if items.iter().all(|i| i.tokens.is_empty()) {
+            return Ok(vec![Vec::new(); items.len()]);
+        }
+        for i in items {
+            if i.base + i.tokens.len() > self.store.max_len {
+                return Err(JudgeError::ContextOverflow(format!(
+                    "a sequence needs {} positions but a key/value slot holds {}",
+                    i.base + i.tokens.len(),
+                    self.store.max_len
+                )));
+            }
+            if let Some(&id) = i.tokens.iter().find(|&&t| t as usize >= self.shape.vocab) {
+                return Err(JudgeError::InvalidArgument(format!(
+                    "token id {id} is outside the vocabulary"
+                )));
+            }
+        }
+        let plan = self.plan(items)?;
+        let mut x = self.embed.index_select(&plan.ids, 0)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer(l, layer, &x, &plan)?;
+        }
+        self.logits(&x, items, &plan)
+    }
+
+    /// Packs the items (generating ones first) and builds the step's shared tensors.
+    fn plan(&self, items: &[Item<'_>]) -> Result<Plan> {
+        let (decode, rest): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|&i| items[i].is_decode());
+        let mut offsets = vec![0; items.len()];
+        let (mut ids, mut positions) = (Vec::new(), Vec::new());
+        for &i in decode.iter().chain(&rest) {
+            let item = &items[i];
+            offsets[i] = ids.len();
+            ids.extend_from_slice(item.tokens);
+            positions.extend((0..item.tokens.len()).map(|j| item.base + j - item.first(j)));
+        }
+        let total = ids.len();
+        let (cos, sin) = self.angles(&positions)?;
+        let dev = &self.device;
+        let decode = if decode.is_empty() {
+            None
+        } else {
+            Some(self.decode_group(items, &decode, &offsets)?)
+        };
+        let chunks = rest
+            .iter()
+            .filter(|&&i| !items[i].tokens.is_empty())
+            .map(|&i| {
+                let item = &items[i];
+                Ok(Chunk {
+                    slot: item.slot,
+                    base: item.base,
+                    off: offsets[i],
+                    n: item.tokens.len(),
+                    mask: chunk_mask(item, dev)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Plan {
+            offsets,
+            total,
+            ids: Tensor::from_vec(ids, total, dev)?,
+            cos,
+            sin,
+            decode,
+            chunks,
+        })
+    }
+
+    /// Every row's rotary cos and sin, `[rows, 1, head_dim / 2]` in the working dtype.
+    fn angles(&self, positions: &[usize]) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for &p in positions {
+            for f in &self.inv_freq {
+                let (s, c) = (p as f32 * f).sin_cos();
+                cos.push(c);
+                sin.push(s);
+            }
+        }
+        let shape = (positions.len(), 1, half);
+        let dt = self.shape.dtype;
+        Ok((
+            Tensor::from_vec(cos, shape, &self.device)?.to_dtype(dt)?,
+            Tensor::from_vec(sin, shape, &self.device)?.to_dtype(dt)?,
+        ))
+    }
+
+    /// The slot range, write positions and length mask of the generating items.
+    fn decode_group(
+        &self,
+        items: &[Item<'_>],
+        decode: &[usize],
+        offsets: &[usize],
+    ) -> Result<DecodeGroup> {
+        let slots = decode.iter().map(|&i| items[i].slot);
+        let lo = slots.clone().min().unwrap_or(0);
+        let span = slots.max().unwrap_or(0) + 1 - lo;
+        let len = decode.iter().map(|&i| items[i].base + 1).max().unwrap_or(1);
+        let (kvh, d) = (self.shape.kv_heads, self.shape.head_dim);
+        let mut pad_rows = vec![offsets[decode[0]] as u32; span];
+        let mut write_at = vec![u32::MAX; span * kvh];
+        // A slot outside the group attends to its position 0 only: finite, and discarded.
+        let mut mask = vec![f32::NEG_INFINITY; span * len];
+        for s in 0..span {
+            mask[s * len] = 0.0;
+        }
+        let mut out_rows = Vec::with_capacity(decode.len());
+        for &i in decode {
+            let (s, base) = (items[i].slot - lo, items[i].base);
+            pad_rows[s] = offsets[i] as u32;
+            write_at[s * kvh..(s + 1) * kvh].fill(base as u32);
+            mask[s * len..s * len + base + 1].fill(0.0);
+            out_rows.push(s as u32);
+        }
+        let dev = &self.device;
+        let nd = out_rows.len();
+        Ok(DecodeGroup {
+            lo,
+            span,
+            len,
+            pad_rows: Tensor::from_vec(pad_rows, span, dev)?,
+            out_rows: Tensor::from_vec(out_rows, nd, dev)?,
+            write_at: Tensor::from_vec(write_at, (span * kvh, 1, 1), dev)?
+                .broadcast_as((span * kvh, 1, d))?
+                .contiguous()?,
+            mask: Tensor::from_vec(mask, (span, 1, 1, len), dev)?,
+        })
+    }
+
+    /// One transformer block over the packed rows.
+    fn layer(&self, l: usize, w: &DeviceLayer, x: &Tensor, plan: &Plan) -> Result<Tensor> {
+        let s = &self.shape;
+        let (qd, kd) = (s.heads * s.head_dim, s.kv_heads * s.head_dim);
+        let h = rms_norm(x, &w.attn_norm, s.eps)?;
+        let qkv = h.matmul(&w.qkv.t()?)?;
+        let q = self.rotate(&qkv.narrow(1, 0, qd)?, s.heads, plan)?;
+        let k = self.rotate(&qkv.narrow(1, qd, kd)?, s.kv_heads, plan)?;
+        let v = qkv
+            .narrow(1, qd + kd, kd)?
+            .contiguous()?
+            .reshape((plan.total, s.kv_heads, s.head_dim))?;
+        self.write_kv(&self.store.k[l], &k, plan)?;
+        self.write_kv(&self.store.v[l], &v, plan)?;
+        let att = self.attention(l, &q, plan)?;
+        let x = (x + att.matmul(&w.wo.t()?)?)?;
+        let h = rms_norm(&x, &w.ffn_norm, s.eps)?;
+        let gu = h.matmul(&w.gate_up.t()?)?;
+        let a = (gu.narrow(1, 0, s.ffn)?.silu()? * gu.narrow(1, s.ffn, s.ffn)?)?;
+        Ok((x + a.matmul(&w.down.t()?)?)?)
+    }
+
+    /// `[rows, heads * head_dim]` to `[rows, heads, head_dim]`, each row rotated by its angles.
+    fn rotate(&self, x: &Tensor, heads: usize, plan: &Plan) -> Result<Tensor> {
+        let d = self.shape.head_dim;
+        let x = x.contiguous()?.reshape((plan.total, heads, 1, d))?;
+        let y = match self.shape.rope {
+            DeviceRope::Interleaved => rope_i(&x, &plan.cos, &plan.sin)?,
+            DeviceRope::Halves => rope(&x, &plan.cos, &plan.sin)?,
+        };
+        Ok(y.reshape((plan.total, heads, d))?)
+    }
+
+    /// Writes the step's keys (or values), `[rows, kv_heads, head_dim]`, into one layer's
+    /// buffer at each row's slot and position.
+    fn write_kv(&self, buf: &Tensor, src: &Tensor, plan: &Plan) -> Result<()> {
+        let (kvh, d) = (self.shape.kv_heads, self.shape.head_dim);
+        if let Some(g) = &plan.decode {
+            let rows = src
+                .index_select(&g.pad_rows, 0)?
+                .reshape((g.span * kvh, 1, d))?;
+            let dst =
+                buf.narrow(0, g.lo, g.span)?
+                    .reshape((g.span * kvh, self.store.max_len, d))?;
+            dst.scatter_set(&g.write_at, &rows, 1)?;
+        }
+        for c in &plan.chunks {
+            let rows = src
+                .narrow(0, c.off, c.n)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .unsqueeze(0)?;
+            buf.narrow(0, c.slot, 1)?.slice_set(&rows, 2, c.base)?;
+        }
+        Ok(())
+    }
+
+    /// Every row's attention output, `[rows, heads * head_dim]` in packed order.
+    fn attention(&self, l: usize, q: &Tensor, plan: &Plan) -> Result<Tensor> {
+        let s = &self.shape;
+        let (kvh, d) = (s.kv_heads, s.head_dim);
+        let group = s.heads / kvh;
+        let (kb, vb) = (&self.store.k[l], &self.store.v[l]);
+        let mut parts = Vec::with_capacity(plan.chunks.len() + 1);
+        if let Some(g) = &plan.decode {
+            let q = q
+                .index_select(&g.pad_rows, 0)?
+                .reshape((g.span, kvh, group, d))?;
+            let k = kb.narrow(0, g.lo, g.span)?.narrow(2, 0, g.len)?;
+            let v = vb.narrow(0, g.lo, g.span)?.narrow(2, 0, g.len)?;
+            let probs = self.probs(&q.matmul(&k.t()?)?, &g.mask)?;
+            let out = probs.matmul(&v)?.reshape((g.span, s.heads * d))?;
+            parts.push(out.index_select(&g.out_rows, 0)?);
+        }
+        for c in &plan.chunks {
+            let lc = c.base + c.n;
+            let q = q
+                .narrow(0, c.off, c.n)?
+                .reshape((c.n, kvh, group, d))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()?
+                .reshape((1, kvh, group * c.n, d))?;
+            let k = kb.narrow(0, c.slot, 1)?.narrow(2, 0, lc)?;
+            let v = vb.narrow(0, c.slot, 1)?.narrow(2, 0, lc)?;
+            let scores = q.matmul(&k.t()?)?.reshape((kvh, group, c.n, lc))?;
+            let probs = self
+                .probs(&scores, &c.mask)?
+                .reshape((1, kvh, group * c.n, lc))?;
+            let out = probs
+                .matmul(&v)?
+                .reshape((kvh, group, c.n, d))?
+                .permute((2, 0, 1, 3))?
+                .contiguous()?
+                .reshape((c.n, s.heads * d))?;
+            parts.push(out);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// Scaled, masked softmax of attention scores, computed in f32 and returned in the
+    /// working dtype.
+    fn probs(&self, scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let scale = 1.0 / (self.shape.head_dim as f64).sqrt();
+        let s = scores
+            .to_dtype(DType::F32)?
+            .affine(scale, 0.0)?
+            .broadcast_add(mask)?;
+        Ok(softmax_last_dim(&s)?.to_dtype(self.shape.dtype)?)
+    }
+
+    /// The logits each item asked for: only the wanted rows go through the output layer.
+    fn logits(&self, x: &Tensor, items: &[Item<'_>], plan: &Plan) -> Result<Vec<Vec<f32>>> {
+        let mut rows: Vec<u32> = Vec::new();
+        let mut counts = Vec::with_capacity(items.len());
+        for (item, &off) in items.iter().zip(&plan.offsets) {
+            let n = item.tokens.len();
+            let before = rows.len();
+            match (item.want, n) {
+                (_, 0) => {}
+                (Want::Last, _) => rows.push((off + n - 1) as u32),
+                (Want::All, _) => rows.extend((off..off + n).map(|r| r as u32)),
+            }
+            counts.push(rows.len() - before);
+        }
+        let m = rows.len();
+        let idx = Tensor::from_vec(rows, m, &self.device)?;
+        let h = rms_norm(&x.index_select(&idx, 0)?, &self.norm, self.shape.eps)?;
+        let logits = h
+            .matmul(&self.lm_head.t()?)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let vocab = self.shape.vocab;
+        let mut out = Vec::with_capacity(items.len());
+        let mut at = 0;
+        for c in counts {
+            out.push(logits[at * vocab..(at + c) * vocab].to_vec());
+            at += c;
+        }
+        Ok(out)
+    }
+}
+
+/// `[n, base + n]`: token `i` sees every position before `base` and its own branch up to
+/// itself.
+fn chunk_mask(item: &Item<'_>, dev: &candle_core::Device) -> Result<Tensor> {
+    let (n, base) = (item.tokens.len(), item.base);
+    let lc = base + n;
+    let mut mask = vec![f32::NEG_INFINITY; n * lc];
+    for (i, row) in mask.chunks_exact_mut(lc).enumerate() {
+        row[..base].fill(0.0);
+        row[base + item.first(i)..=base + i].fill(0.0);
+    }
+    Ok(Tensor::from_vec(mask, (n, lc), dev)?)
+}
