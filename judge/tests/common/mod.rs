@@ -83,8 +83,20 @@ impl TestServer {
         limits: ServiceLimits,
         queue_capacity: usize,
     ) -> Self {
+        Self::start_with(kind, spec, limits, queue_capacity, Scheduling::default()).await
+    }
+
+    /// Like [`TestServer::start`], with the engine scheduled as `scheduling`.
+    pub async fn start_with(
+        kind: Kind,
+        spec: TinySpec,
+        limits: ServiceLimits,
+        queue_capacity: usize,
+        scheduling: Scheduling,
+    ) -> Self {
         let model = tiny_model(kind, &spec);
-        let cfg = engine_config(model.path.clone(), queue_capacity);
+        let mut cfg = engine_config(model.path.clone(), queue_capacity);
+        cfg.scheduling = scheduling;
         let engine = within(tokio::task::spawn_blocking(move || Engine::start(cfg)))
             .await
             .unwrap()
