@@ -93,8 +93,10 @@ pub struct EngineArgs {
     /// max_new_tokens when a request leaves it unset (Auto-J uses 1024).
     #[arg(long, env = "AUTOJ_DEFAULT_MAX_NEW_TOKENS", default_value_t = ServiceLimits::default().default_max_new_tokens)]
     pub default_max_new_tokens: usize,
-    /// `batched`: continuous batching with per-sequence caches and a prefix cache (CPU;
-    /// other devices run serially); `serial`: one request at a time (the baseline).
+    /// `batched`: continuous batching with per-sequence caches and a prefix cache (our own
+    /// kernels on the CPU, the device backend on a GPU); `device`: the same batching through
+    /// the device backend on any device, the CPU included; `serial`: one request at a time
+    /// (the baseline).
     #[arg(long, env = "AUTOJ_SCHEDULER", value_enum, default_value = "batched")]
     pub scheduler: SchedulerArg,
     /// Sequences that run in one batch.
@@ -110,9 +112,9 @@ pub struct EngineArgs {
     /// Prompt positions the prefix cache keeps for reuse (0 turns it off).
     #[arg(long, env = "AUTOJ_PREFIX_CACHE_TOKENS", default_value_t = BatchLimits::default().prefix_cache_tokens)]
     pub prefix_cache_tokens: usize,
-    /// How the batched engine's key/value caches store keys and values: `f16` (half the
+    /// How the CPU batched engine's key/value caches store keys and values: `f16` (half the
     /// memory per sequence and half the bytes attention reads) or `f32` (the same numbers
-    /// as the serial engine).
+    /// as the serial engine). The device backend keeps them in the weights' `--dtype`.
     #[arg(long, env = "AUTOJ_KV_DTYPE", value_enum, default_value_t = KvType::default().into())]
     pub kv_dtype: KvDTypeArg,
 }
@@ -149,6 +151,8 @@ impl From<KvDTypeArg> for KvType {
 pub enum SchedulerArg {
     /// Continuous batching.
     Batched,
+    /// Continuous batching through the device backend (candle tensor ops) on any device.
+    Device,
     /// One request at a time.
     Serial,
 }
@@ -209,16 +213,7 @@ impl EngineArgs {
                 },
                 queue_capacity: self.queue_capacity,
                 prefill_chunk: self.prefill_chunk,
-                scheduling: match self.scheduler {
-                    SchedulerArg::Serial => Scheduling::Serial,
-                    SchedulerArg::Batched => Scheduling::Batched(BatchLimits {
-                        max_seqs: self.max_seqs,
-                        max_batch_tokens: self.max_batch_tokens,
-                        kv_budget_bytes: self.kv_budget_mib << 20,
-                        prefix_cache_tokens: self.prefix_cache_tokens,
-                        kv_type: self.kv_dtype.into(),
-                    }),
-                },
+                scheduling: self.scheduling(),
             },
             limits: ServiceLimits {
                 max_field_bytes: self.max_field_bytes,
@@ -228,6 +223,24 @@ impl EngineArgs {
             },
             threads: self.threads,
         })
+    }
+}
+
+impl EngineArgs {
+    /// How the engine shares the model, with the batching limits the flags give.
+    fn scheduling(&self) -> Scheduling {
+        let limits = BatchLimits {
+            max_seqs: self.max_seqs,
+            max_batch_tokens: self.max_batch_tokens,
+            kv_budget_bytes: self.kv_budget_mib << 20,
+            prefix_cache_tokens: self.prefix_cache_tokens,
+            kv_type: self.kv_dtype.into(),
+        };
+        match self.scheduler {
+            SchedulerArg::Serial => Scheduling::Serial,
+            SchedulerArg::Batched => Scheduling::Batched(limits),
+            SchedulerArg::Device => Scheduling::Device(limits),
+        }
     }
 }
 

@@ -32,6 +32,10 @@ pub const PROMPT_TOKENS: &str = "autoj_judge_prompt_tokens_total";
 pub const PHASE: &str = "autoj_judge_phase_seconds";
 /// Sequences in the engine's batch now.
 pub const BATCH_SIZE: &str = "autoj_judge_batch_size";
+/// Key/value slots the device backend preallocated (0 on the other engines).
+pub const KV_SLOTS: &str = "autoj_judge_kv_slots";
+/// Of those, the slots running sequences hold now.
+pub const KV_SLOTS_IN_USE: &str = "autoj_judge_kv_slots_in_use";
 /// Judging calls the client dropped before their stream ended.
 pub const DROPPED: &str = "autoj_judge_dropped_total";
 /// Requests the engine finished, by `outcome` (completed, cancelled, failed).
@@ -64,6 +68,14 @@ pub fn describe() {
         "Engine time per judgment by phase: queue wait, prefill, decode."
     );
     describe_gauge!(BATCH_SIZE, "Sequences in the engine's running batch.");
+    describe_gauge!(
+        KV_SLOTS,
+        "Key/value slots the device backend preallocated (0 on the other engines)."
+    );
+    describe_gauge!(
+        KV_SLOTS_IN_USE,
+        "Key/value slots of the device backend held by running sequences."
+    );
     describe_counter!(
         DROPPED,
         "Judging calls cancelled by the client before their end."
@@ -75,6 +87,8 @@ pub fn describe() {
     gauge!(IN_FLIGHT).set(0.0);
     gauge!(QUEUED).set(0.0);
     gauge!(BATCH_SIZE).set(0.0);
+    gauge!(KV_SLOTS).set(0.0);
+    gauge!(KV_SLOTS_IN_USE).set(0.0);
     counter!(GENERATED_TOKENS).absolute(0);
     counter!(PROMPT_TOKENS).absolute(0);
     counter!(DROPPED).absolute(0);
@@ -90,6 +104,8 @@ pub fn set_batch_size(n: usize) {
 pub fn sample_engine(stats: &EngineStats) {
     use std::sync::atomic::Ordering::Relaxed;
     set_batch_size(stats.batch_size.load(Relaxed) as usize);
+    gauge!(KV_SLOTS).set(stats.kv_slots.load(Relaxed) as f64);
+    gauge!(KV_SLOTS_IN_USE).set(stats.kv_slots_in_use.load(Relaxed) as f64);
     for (outcome, n) in [
         ("completed", &stats.completed),
         ("cancelled", &stats.cancelled),

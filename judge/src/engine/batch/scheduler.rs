@@ -33,11 +33,13 @@ pub struct BatchLimits {
     pub max_seqs: usize,
     /// Tokens in one forward pass (decode tokens plus prompt chunks).
     pub max_batch_tokens: usize,
-    /// Key/value memory the running sequences may reserve, in bytes.
+    /// Key/value memory the running sequences may reserve, in bytes (the device backend
+    /// preallocates its slots from it).
     pub kv_budget_bytes: usize,
     /// Prompt positions the prefix cache keeps (0 turns it off).
     pub prefix_cache_tokens: usize,
-    /// How sequence caches store keys and values.
+    /// How the CPU engine's sequence caches store keys and values (the device backend keeps
+    /// them in the weights' dtype).
     pub kv_type: KvType,
 }
 
