@@ -71,6 +71,14 @@ impl DeviceModel {
             load_gguf(&spec.path, &spec.device, dtype)?
         };
         let size = store_size(&w.shape, info.context, limits);
+        if size.slots == 1 && limits.max_seqs > 1 {
+            tracing::warn!(
+                slot_bytes = size.max_len * w.shape.kv_bytes_per_token(),
+                budget_bytes = limits.kv_budget_bytes,
+                "the key/value budget pays for one slot: requests run one at a time; raise \
+                 the budget (--kv-budget-mib) to batch"
+            );
+        }
         let store = KvStore::new(size, dtype, &spec.device)?;
         tracing::info!(
             slots = size.slots,

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::engine::batch::{Backend, StepInput, Want};
+use crate::engine::batch::{Backend, SeqCache, StepInput, Want};
 use crate::error::{JudgeError, Result};
 pub use slots::{DeviceKv, DevicePrefix, KvStore};
 use step::Item;
@@ -80,13 +80,17 @@ impl DeviceShape {
 
 /// One transformer block's weights, `[out, in]` each.
 pub(crate) struct DeviceLayer {
+    /// RMS norm weights before attention, `[hidden]`.
     pub(crate) attn_norm: Tensor,
     /// Q, K and V stacked: `[(heads + 2 kv_heads) head_dim, hidden]`.
     pub(crate) qkv: Tensor,
+    /// Attention output projection, `[hidden, heads head_dim]`.
     pub(crate) wo: Tensor,
+    /// RMS norm weights before the feed-forward block, `[hidden]`.
     pub(crate) ffn_norm: Tensor,
     /// Gate and up stacked: `[2 ffn, hidden]`.
     pub(crate) gate_up: Tensor,
+    /// Feed-forward output projection, `[hidden, ffn]`.
     pub(crate) down: Tensor,
 }
 
@@ -149,7 +153,6 @@ impl Backend for DeviceModel {
     }
 
     fn forward(&self, inputs: &mut [StepInput<'_, DeviceKv>]) -> Result<Vec<Vec<f32>>> {
-        use crate::engine::batch::SeqCache;
         let items: Vec<Item<'_>> = inputs
             .iter()
             .map(|i| Item {
