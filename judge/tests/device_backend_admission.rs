@@ -14,7 +14,7 @@ use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::TinySpec;
 use autoj_judge::JudgeError;
-use common::{engine_config, tiny_model, Kind};
+use common::{engine_config, test_device, tiny_model, Kind};
 
 fn request(max_new_tokens: usize) -> JudgeRequest {
     JudgeRequest {
@@ -34,7 +34,7 @@ fn request(max_new_tokens: usize) -> JudgeRequest {
 }
 
 #[test]
-fn what_can_never_fit_is_refused_and_what_fits_is_served() {
+fn device_backend_what_can_never_fit_is_refused_and_what_fits_is_served() {
     let tiny = tiny_model(Kind::Gguf, &TinySpec::default());
     let mut cfg = engine_config(tiny.path.clone(), 8);
     // The tiny model's f32 keys and values take 512 bytes a position: 1 MiB holds 2048
@@ -43,6 +43,7 @@ fn what_can_never_fit_is_refused_and_what_fits_is_served() {
         kv_budget_bytes: 1 << 20,
         ..BatchLimits::default()
     });
+    cfg.model.device = test_device();
     let engine = Engine::start(cfg).unwrap();
     // Fits the 4096-token context, but not the 2048 positions the budget holds.
     match engine.submit(request(3000)) {

@@ -13,8 +13,7 @@ use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::TinySpec;
-use candle_core::Device;
-use common::{engine_config, tiny_model, Kind};
+use common::{engine_config, test_device, tiny_model, Kind};
 
 fn close(a: &[f32], b: &[f32], what: &str) {
     assert_eq!(a.len(), b.len(), "{what}");
@@ -40,12 +39,12 @@ fn alone(model: &DeviceModel, kv: &mut DeviceKv, tokens: &[u32]) -> Vec<f32> {
 }
 
 #[test]
-fn rows_agree_alone_and_in_a_mixed_step() {
+fn device_backend_rows_agree_alone_and_in_a_mixed_step() {
     let tiny = tiny_model(Kind::Hf, &TinySpec::default());
     let spec = ModelSpec {
         path: tiny.path.clone(),
         dtype: WeightDType::F32,
-        device: Device::Cpu,
+        device: test_device(),
     };
     let (model, _, _) = DeviceModel::load(&spec, &BatchLimits::default()).unwrap();
     let prompts: [&[u32]; 3] = [
@@ -159,10 +158,11 @@ fn texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
 }
 
 #[test]
-fn a_request_alone_and_in_a_batch_of_mixed_lengths_gives_the_same_tokens() {
+fn device_backend_a_request_alone_and_in_a_batch_of_mixed_lengths_gives_the_same_tokens() {
     let tiny = tiny_model(Kind::Gguf, &TinySpec::default());
     let mut cfg = engine_config(tiny.path.clone(), 8);
     cfg.scheduling = Scheduling::Device(BatchLimits::default());
+    cfg.model.device = test_device();
     let engine = Engine::start(cfg).unwrap();
     let target = || request("Write a haiku about rain.", "Soft rain on the roof", 20);
     let solo = texts(&engine, vec![target()]).remove(0);

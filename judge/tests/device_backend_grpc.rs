@@ -9,7 +9,7 @@ use autoj_judge::engine::Scheduling;
 use autoj_judge::grpc::validate::ServiceLimits;
 use autoj_judge::testkit::TinySpec;
 use autoj_proto::v1 as pb;
-use common::{collect, compare, critique, options, within, Kind, TestServer};
+use common::{collect, compare, critique, options, test_device, within, Kind, TestServer};
 use pb::judge_event::Event;
 
 fn verdicts(events: &[Event]) -> Vec<&pb::Verdict> {
@@ -33,13 +33,16 @@ async fn device_server() -> TestServer {
         TinySpec::default(),
         ServiceLimits::default(),
         8,
-        Scheduling::Device(BatchLimits::default()),
+        |cfg| {
+            cfg.scheduling = Scheduling::Device(BatchLimits::default());
+            cfg.model.device = test_device();
+        },
     )
     .await
 }
 
 #[tokio::test]
-async fn forced_verdicts_swap_check_and_score() {
+async fn device_backend_forced_verdicts_swap_check_and_score() {
     let mut server = device_server().await;
     // Four tokens leave no room for a verdict in the text: it is forced and scored.
     let mut req = compare(4);

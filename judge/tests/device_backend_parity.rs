@@ -15,7 +15,7 @@ use autoj_judge::protocol::prompt::Task;
 use autoj_judge::protocol::scoring::ChoiceScores;
 use autoj_judge::testkit::TinySpec;
 use candle_core::Device;
-use common::{engine_config, tiny_model, Kind};
+use common::{engine_config, test_device, tiny_model, Kind};
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -29,7 +29,7 @@ fn spec(path: std::path::PathBuf) -> ModelSpec {
     ModelSpec {
         path,
         dtype: WeightDType::F32,
-        device: Device::Cpu,
+        device: test_device(),
     }
 }
 
@@ -45,7 +45,7 @@ fn step(model: &DeviceModel, kv: &mut DeviceKv, tokens: &[u32]) -> Vec<f32> {
 }
 
 #[test]
-fn logits_match_candles_stock_model() {
+fn device_backend_logits_match_candles_stock_model() {
     for kind in [Kind::Hf, Kind::Gguf] {
         let tiny = tiny_model(kind, &TinySpec::default());
         let (model, _, _) =
@@ -141,16 +141,17 @@ fn assert_same(a: &Judged, b: &Judged, what: &str) {
 }
 
 #[test]
-fn greedy_output_equals_the_serial_and_cpu_batched_engines() {
+fn device_backend_greedy_output_equals_the_serial_and_cpu_batched_engines() {
     let tiny = tiny_model(Kind::Gguf, &TinySpec::default());
-    let start = |scheduling: Scheduling| {
+    let start = |scheduling: Scheduling, device: Device| {
         let mut cfg = engine_config(tiny.path.clone(), 4);
         cfg.scheduling = scheduling;
+        cfg.model.device = device;
         Engine::start(cfg).expect("engine starts")
     };
-    let device = start(Scheduling::Device(BatchLimits::default()));
-    let serial = start(Scheduling::Serial);
-    let cpu = start(Scheduling::Batched(BatchLimits::default()));
+    let device = start(Scheduling::Device(BatchLimits::default()), test_device());
+    let serial = start(Scheduling::Serial, test_device());
+    let cpu = start(Scheduling::Batched(BatchLimits::default()), Device::Cpu);
     for task in tasks() {
         let ours = judge(&device, task.clone());
         assert!(!ours.text.is_empty(), "the device engine generated text");

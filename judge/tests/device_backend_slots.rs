@@ -16,8 +16,7 @@ use autoj_judge::engine::{Engine, EngineEvent, EngineStats, JudgeRequest, Schedu
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::TinySpec;
-use candle_core::Device;
-use common::{engine_config, tiny_model, Kind};
+use common::{engine_config, test_device, tiny_model, Kind};
 
 fn two_slots() -> BatchLimits {
     BatchLimits {
@@ -27,12 +26,12 @@ fn two_slots() -> BatchLimits {
 }
 
 #[test]
-fn slots_are_leased_lowest_first_and_returned_on_drop() {
+fn device_backend_slots_are_leased_lowest_first_and_returned_on_drop() {
     let tiny = tiny_model(Kind::Hf, &TinySpec::default());
     let spec = ModelSpec {
         path: tiny.path.clone(),
         dtype: WeightDType::F32,
-        device: Device::Cpu,
+        device: test_device(),
     };
     let (model, _, _) = DeviceModel::load(&spec, &two_slots()).unwrap();
     assert_eq!(model.slots(), 2);
@@ -90,10 +89,11 @@ fn count(stats: &EngineStats) -> (u64, u64, u64) {
 }
 
 #[test]
-fn five_requests_through_two_slots_with_cancellations() {
+fn device_backend_five_requests_through_two_slots_with_cancellations() {
     let tiny = tiny_model(Kind::Gguf, &TinySpec::default());
     let mut cfg = engine_config(tiny.path.clone(), 8);
     cfg.scheduling = Scheduling::Device(two_slots());
+    cfg.model.device = test_device();
     let engine = Engine::start(cfg).unwrap();
     let mut subs: Vec<_> = (0..5)
         .map(|i| {

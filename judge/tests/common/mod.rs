@@ -52,6 +52,18 @@ pub fn tiny_model(kind: Kind, spec: &TinySpec) -> TinyModel {
     TinyModel { dir, path }
 }
 
+/// Where the device backend's tests run: the first CUDA device in a build with the `cuda`
+/// feature that can open one (a GPU machine), else the CPU (CI, and CUDA builds linked
+/// against stub libraries).
+pub fn test_device() -> Device {
+    if candle_core::utils::cuda_is_available() {
+        if let Ok(d) = Device::new_cuda(0) {
+            return d;
+        }
+    }
+    Device::Cpu
+}
+
 pub fn engine_config(path: PathBuf, queue_capacity: usize) -> EngineConfig {
     EngineConfig {
         model: ModelSpec {
@@ -83,20 +95,21 @@ impl TestServer {
         limits: ServiceLimits,
         queue_capacity: usize,
     ) -> Self {
-        Self::start_with(kind, spec, limits, queue_capacity, Scheduling::default()).await
+        Self::start_with(kind, spec, limits, queue_capacity, |_| {}).await
     }
 
-    /// Like [`TestServer::start`], with the engine scheduled as `scheduling`.
+    /// Like [`TestServer::start`], with the engine's settings changed by `tweak` (its
+    /// scheduling, its device).
     pub async fn start_with(
         kind: Kind,
         spec: TinySpec,
         limits: ServiceLimits,
         queue_capacity: usize,
-        scheduling: Scheduling,
+        tweak: impl FnOnce(&mut EngineConfig),
     ) -> Self {
         let model = tiny_model(kind, &spec);
         let mut cfg = engine_config(model.path.clone(), queue_capacity);
-        cfg.scheduling = scheduling;
+        tweak(&mut cfg);
         let engine = within(tokio::task::spawn_blocking(move || Engine::start(cfg)))
             .await
             .unwrap()
