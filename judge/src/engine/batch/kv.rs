@@ -334,22 +334,27 @@ impl<P: SharedPrefix> PrefixCache<P> {
             .min(limit)
     }
 
+    /// Whether [`PrefixCache::insert`] would keep `tokens` (asked first where handing over
+    /// a prompt's cache costs a copy): the cache is on, the prompt fits it, and no entry
+    /// already covers it.
+    pub fn accepts(&self, tokens: &[u32]) -> bool {
+        self.capacity_tokens > 0
+            && tokens.len() <= self.capacity_tokens
+            && !self
+                .entries
+                .iter()
+                .any(|e| e.tokens.len() >= tokens.len() && e.tokens.starts_with(tokens))
+    }
+
     /// Remembers a prompt and its frozen cache.
     pub fn insert(&mut self, tokens: Vec<u32>, chain: P) {
-        if self.capacity_tokens == 0 || tokens.len() > self.capacity_tokens {
+        if !self.accepts(&tokens) {
             return;
         }
         self.clock += 1;
         // An entry this one extends is no longer needed: every lookup it served, this serves.
         self.entries
             .retain(|e| !(e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
-        if self
-            .entries
-            .iter()
-            .any(|e| e.tokens.len() >= tokens.len() && e.tokens.starts_with(&tokens))
-        {
-            return;
-        }
         self.entries.push(Entry {
             tokens,
             chain,
@@ -482,5 +487,16 @@ mod tests {
             "least recently used went first"
         );
         assert_eq!(PrefixCache::<Vec<Link>>::new(0).lookup(&[1, 2]).0, 0);
+    }
+
+    #[test]
+    fn prefix_cache_says_beforehand_what_it_would_keep() {
+        let mut cache: PrefixCache = PrefixCache::new(4);
+        assert!(cache.accepts(&[1, 2, 3]));
+        cache.insert(vec![1, 2, 3], Vec::new());
+        assert!(!cache.accepts(&[1, 2]), "covered by an entry");
+        assert!(cache.accepts(&[1, 2, 3, 4]), "extends an entry");
+        assert!(!cache.accepts(&[1, 2, 3, 4, 5]), "longer than the cache");
+        assert!(!PrefixCache::<Vec<Link>>::new(0).accepts(&[1]), "cache off");
     }
 }

@@ -385,9 +385,11 @@ impl<B: Backend> Batch<B> {
                 }
                 // The prompt is read: freeze its cache and offer it to later requests.
                 s.kv.freeze();
-                match s.kv.prefix(s.prompt_done) {
-                    Ok(p) => self.cache.insert(s.job.prompt_ids.clone(), p),
-                    Err(e) => tracing::warn!(error = %e, "prompt not cached"),
+                if self.cache.accepts(&s.job.prompt_ids) {
+                    match s.kv.prefix(s.prompt_done) {
+                        Ok(p) => self.cache.insert(s.job.prompt_ids.clone(), p),
+                        Err(e) => tracing::warn!(error = %e, "prompt not cached"),
+                    }
                 }
                 s.prefill = Some(s.started.elapsed());
             } else if at_verdict_position(s.stops.text(), s.job.pairwise) {
