@@ -112,6 +112,11 @@ pub struct EngineArgs {
     /// Prompt positions the prefix cache keeps for reuse (0 turns it off).
     #[arg(long, env = "AUTOJ_PREFIX_CACHE_TOKENS", default_value_t = BatchLimits::default().prefix_cache_tokens)]
     pub prefix_cache_tokens: usize,
+    /// Positions one key/value slot of the device backend holds (0: the model's context);
+    /// shorter slots let the budget hold more sequences, and longer requests are truncated
+    /// to fit (or refused).
+    #[arg(long, env = "AUTOJ_SLOT_TOKENS", default_value_t = BatchLimits::default().slot_tokens)]
+    pub slot_tokens: usize,
     /// How the CPU batched engine's key/value caches store keys and values: `f16` (half the
     /// memory per sequence and half the bytes attention reads) or `f32` (the same numbers
     /// as the serial engine). The device backend keeps them in the weights' `--dtype`.
@@ -235,6 +240,7 @@ impl EngineArgs {
             kv_budget_bytes: self.kv_budget_mib << 20,
             prefix_cache_tokens: self.prefix_cache_tokens,
             kv_type: self.kv_dtype.into(),
+            slot_tokens: self.slot_tokens,
         };
         match self.scheduler {
             SchedulerArg::Serial => Scheduling::Serial,

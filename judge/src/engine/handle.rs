@@ -263,7 +263,10 @@ impl Loop {
                 }
             },
             Path::Device(limits) => match DeviceModel::load(spec, limits) {
-                Ok((model, tokenizer, info)) => {
+                Ok((model, tokenizer, mut info)) => {
+                    // A request must fit one slot: prompts are fitted (truncated or refused)
+                    // to it as to the context.
+                    info.context = info.context.min(model.slot_len());
                     let per_token = model.shape.kv_bytes_per_token();
                     let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
                     super::batch::run(model, tokenizer, rx, limits, chunk, stats);

@@ -1,6 +1,6 @@
 //! The serial engine loop: one request at a time through candle's stock LLaMA models (one
-//! attention state inside the model). It serves non-CPU devices and `--scheduler serial`,
-//! and is the baseline the batched engine is tested against.
+//! attention state inside the model). It serves `--scheduler serial` on any device, and is
+//! the baseline the batched engines (CPU kernels and the device backend) are tested against.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;

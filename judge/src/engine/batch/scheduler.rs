@@ -41,6 +41,10 @@ pub struct BatchLimits {
     /// How the CPU engine's sequence caches store keys and values (the device backend keeps
     /// them in the weights' dtype).
     pub kv_type: KvType,
+    /// Positions one key/value slot of the device backend holds (0: the model's context). A
+    /// shorter slot lets the budget hold more sequences; a longer request is truncated to
+    /// fit it, or refused. The CPU engine's caches grow per sequence and ignore it.
+    pub slot_tokens: usize,
 }
 
 impl Default for BatchLimits {
@@ -51,6 +55,7 @@ impl Default for BatchLimits {
             kv_budget_bytes: 4 << 30,
             prefix_cache_tokens: 16_384,
             kv_type: KvType::default(),
+            slot_tokens: 0,
         }
     }
 }

@@ -100,11 +100,15 @@ impl DeviceModel {
     }
 }
 
-/// Slots of the whole context each (or of what the budget holds, when less), as many as
-/// the budget pays for, at least one and at most `max_seqs`.
+/// Slots of the whole context each (or of `slot_tokens`, or of what the budget holds, when
+/// less), as many as the budget pays for, at least one and at most `max_seqs`.
 fn store_size(shape: &DeviceShape, context: usize, limits: &BatchLimits) -> StoreSize {
     let per_token = shape.kv_bytes_per_token().max(1);
-    let max_len = context.min(limits.kv_budget_bytes / per_token).max(1);
+    let wanted = match limits.slot_tokens {
+        0 => context,
+        n => n.min(context),
+    };
+    let max_len = wanted.min(limits.kv_budget_bytes / per_token).max(1);
     let slots = (limits.kv_budget_bytes / (max_len * per_token)).clamp(1, limits.max_seqs.max(1));
     StoreSize {
         layers: shape.layers,
