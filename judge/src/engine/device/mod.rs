@@ -25,6 +25,7 @@
 //! not), but keep decode attention to a few large kernels per layer.
 
 pub mod load;
+pub mod random;
 pub mod slots;
 mod step;
 
@@ -34,6 +35,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::engine::batch::{Backend, SeqCache, StepInput, Want};
 use crate::error::{JudgeError, Result};
+pub use random::SlotLayout;
 pub use slots::{DeviceKv, DevicePrefix, KvStore};
 use step::Item;
 
