@@ -82,7 +82,7 @@ fn timed(
 }
 
 /// Copy rate of a `bytes`-long buffer into a new one, in GB/s of memory traffic (read + write).
-fn copy_gbps(device: &Device, bytes: usize, repeat: u32) -> anyhow::Result<f64> {
+pub(super) fn copy_gbps(device: &Device, bytes: usize, repeat: u32) -> anyhow::Result<f64> {
     let src = Tensor::zeros(bytes / 4, DType::F32, device).context("allocating the copy buffer")?;
     let secs = timed(device, repeat, || src.copy())?;
     Ok(2.0 * bytes as f64 / secs / 1e9)

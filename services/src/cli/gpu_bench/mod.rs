@@ -3,6 +3,9 @@
 //! figures docs/gpu.md names. They run on any device (`--device cpu` for a dry run here);
 //! benchmarks are run by hand, never in CI.
 
+mod common;
+pub mod correctness;
+pub mod decode;
 pub mod machine;
 
 use clap::{Args, Subcommand};
@@ -20,12 +23,19 @@ pub struct GpuBenchArgs {
 pub enum GpuStep {
     /// The machine: device-to-device copy bandwidth and bf16 matrix-multiply throughput.
     Machine(machine::MachineArgs),
+    /// A 2-layer random model: device logits batched vs alone, and device vs CPU.
+    Correctness(correctness::CorrectnessArgs),
+    /// A random model of a named shape made on the device: batch-1 and aggregate decode
+    /// tokens/s, time to first token under load.
+    Decode(decode::DecodeArgs),
 }
 
 /// Runs the chosen step and prints its JSON.
 pub fn run(args: &GpuBenchArgs) -> anyhow::Result<()> {
     let report = match &args.step {
         GpuStep::Machine(m) => machine::run(m)?,
+        GpuStep::Correctness(c) => correctness::run(c)?,
+        GpuStep::Decode(d) => decode::run(d)?,
     };
     println!("{report}");
     Ok(())
