@@ -102,6 +102,22 @@ pub(crate) fn load_err(path: &Path, reason: impl std::fmt::Display) -> JudgeErro
     }
 }
 
+/// Refuses head counts that do not divide the width (or each other): both engines' loaders
+/// split the width into heads and the query heads into groups per key/value head.
+pub(crate) fn check_heads(path: &Path, hidden: usize, heads: usize, kv_heads: usize) -> Result<()> {
+    if heads == 0
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+        || !hidden.is_multiple_of(heads)
+    {
+        return Err(load_err(
+            path,
+            "attention head counts do not divide the width",
+        ));
+    }
+    Ok(())
+}
+
 impl JudgeModel {
     /// Loads a GGUF file or a Hugging Face directory, whichever `spec.path` is.
     pub fn load(spec: &ModelSpec) -> Result<Self> {

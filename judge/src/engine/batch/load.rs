@@ -9,7 +9,9 @@ use candle_core::{DType, Device, Tensor};
 
 use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
-use crate::engine::model::{file_name, load_err, open_gguf, read_chat_template, ModelInfo};
+use crate::engine::model::{
+    check_heads, file_name, load_err, open_gguf, read_chat_template, ModelInfo,
+};
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
 
@@ -39,16 +41,7 @@ impl BatchModel {
         let heads = int("llama.attention.head_count")?;
         let kv_heads = int("llama.attention.head_count_kv").unwrap_or(heads);
         let layers = int("llama.block_count")?;
-        if heads == 0
-            || kv_heads == 0
-            || !heads.is_multiple_of(kv_heads)
-            || !hidden.is_multiple_of(heads)
-        {
-            return Err(load_err(
-                path,
-                "attention head counts do not divide the width",
-            ));
-        }
+        check_heads(path, hidden, heads, kv_heads)?;
         let mut get = |name: &str| {
             content
                 .tensor(&mut file, name, &Device::Cpu)

@@ -12,7 +12,8 @@ use super::{DeviceLayer, DeviceModel, DeviceRope, DeviceShape};
 use crate::engine::batch::load::{read_safetensors, rope_inv_freq, HfConfig};
 use crate::engine::batch::BatchLimits;
 use crate::engine::model::{
-    file_name, load_err, open_gguf, read_chat_template, ModelInfo, ModelSpec, WeightDType,
+    check_heads, file_name, load_err, open_gguf, read_chat_template, ModelInfo, ModelSpec,
+    WeightDType,
 };
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
@@ -143,16 +144,7 @@ fn layer(
 /// Checks the head counts against the width; the shape without the parts read later.
 fn checked_shape(path: &Path, dims: [usize; 4], vocab: usize) -> Result<DeviceShape> {
     let [layers, hidden, heads, kv_heads] = dims;
-    if heads == 0
-        || kv_heads == 0
-        || !heads.is_multiple_of(kv_heads)
-        || !hidden.is_multiple_of(heads)
-    {
-        return Err(load_err(
-            path,
-            "attention head counts do not divide the width",
-        ));
-    }
+    check_heads(path, hidden, heads, kv_heads)?;
     Ok(DeviceShape {
         layers,
         hidden,
