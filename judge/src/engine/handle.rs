@@ -137,6 +137,44 @@ impl Engine {
         })
     }
 
+    /// Starts the engine thread over an already-built device model (e.g. a random-weight one
+    /// made for a benchmark, where there is no file to load) under the batching scheduler
+    /// with `limits`; `config.model` is not read, `config.scheduling` is replaced. Requests
+    /// are fitted to `info.context`, at most the model's slot length.
+    pub fn start_with(
+        model: DeviceModel,
+        tokenizer: TextTokenizer,
+        mut info: ModelInfo,
+        limits: BatchLimits,
+        config: &EngineConfig,
+    ) -> Result<Self> {
+        let (queue, rx) = mpsc::channel::<Job>(config.queue_capacity.max(1));
+        let stats = Arc::new(EngineStats::default());
+        info.context = info.context.min(model.slot_len());
+        let format = choose_format(config.prompt_format, &info, &tokenizer)?;
+        let per_token = model.shape.kv_bytes_per_token();
+        let shared = Shared {
+            stats: stats.clone(),
+            tokenizer: tokenizer.clone(),
+            info,
+            format,
+            capacity: config.queue_capacity,
+            kv_limit: Some((per_token, limits.kv_budget_bytes)),
+        };
+        let chunk = config.prefill_chunk.max(1);
+        thread::Builder::new()
+            .name("autoj-engine".into())
+            .spawn(move || super::batch::run(model, tokenizer, rx, &limits, chunk, &stats))
+            .map_err(|e| JudgeError::ModelLoad {
+                path: config.model.path.clone(),
+                reason: format!("cannot start the engine thread: {e}"),
+            })?;
+        Ok(Self {
+            queue,
+            shared: Arc::new(shared),
+        })
+    }
+
     /// Facts about the loaded model.
     pub fn info(&self) -> &ModelInfo {
         &self.shared.info

@@ -172,6 +172,12 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
+
+    /// Writes the tokenizer as a `tokenizer.json` (e.g. one read from a GGUF file, to carry
+    /// to a machine that runs a random-weight model with the same vocabulary).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner.save(path, false).map_err(tok_err)
+    }
 }
 
 fn md_str(md: &HashMap<String, Value>, key: &str) -> Result<String> {

@@ -6,7 +6,9 @@
 mod common;
 pub mod correctness;
 pub mod decode;
+pub mod grpc;
 pub mod machine;
+pub mod tokenizer;
 
 use clap::{Args, Subcommand};
 
@@ -28,6 +30,11 @@ pub enum GpuStep {
     /// A random model of a named shape made on the device: batch-1 and aggregate decode
     /// tokens/s, time to first token under load.
     Decode(decode::DecodeArgs),
+    /// The judge gRPC server on loopback over a random model on the device, hit by
+    /// concurrent streaming clients: judgments per minute, time to first token.
+    Grpc(grpc::GrpcArgs),
+    /// Writes a GGUF model's tokenizer.json, to carry for `grpc`.
+    ExportTokenizer(tokenizer::ExportTokenizerArgs),
 }
 
 /// Runs the chosen step and prints its JSON.
@@ -36,6 +43,8 @@ pub fn run(args: &GpuBenchArgs) -> anyhow::Result<()> {
         GpuStep::Machine(m) => machine::run(m)?,
         GpuStep::Correctness(c) => correctness::run(c)?,
         GpuStep::Decode(d) => decode::run(d)?,
+        GpuStep::Grpc(g) => grpc::run(g)?,
+        GpuStep::ExportTokenizer(e) => tokenizer::run(e)?,
     };
     println!("{report}");
     Ok(())
