@@ -60,8 +60,9 @@ pub struct GrpcArgs {
     /// Tokens every judgment generates (`max_new_tokens`; EOS never stops it).
     #[arg(long, default_value_t = 400)]
     pub new_tokens: usize,
-    /// Clients start no judgment after this many seconds; those running finish.
-    #[arg(long, default_value_t = 60)]
+    /// Clients start no judgment after this many seconds; those running finish (45 s plus
+    /// one round of judgments fits gpu-check's 150 s with the 13B shape on an H200).
+    #[arg(long, default_value_t = 45)]
     pub duration_s: u64,
     /// Stop after this many judgments have started (0: only the duration bounds them).
     #[arg(long, default_value_t = 0)]
