@@ -118,6 +118,49 @@ pub(crate) fn check_heads(path: &Path, hidden: usize, heads: usize, kv_heads: us
     Ok(())
 }
 
+/// The LLaMA hyper-parameters both engines read from a GGUF file's metadata, head counts
+/// checked against the width.
+pub(crate) struct LlamaDims {
+    /// Transformer blocks.
+    pub(crate) layers: usize,
+    /// Residual width.
+    pub(crate) hidden: usize,
+    /// Query heads.
+    pub(crate) heads: usize,
+    /// Key/value heads (the query heads when the file does not say).
+    pub(crate) kv_heads: usize,
+    /// RMS norm epsilon (1e-5 when the file does not say).
+    pub(crate) eps: f32,
+    /// Rotary base frequency (10,000 when the file does not say).
+    pub(crate) rope_base: f32,
+}
+
+impl LlamaDims {
+    /// Reads and checks the dimensions of the GGUF file at `path`.
+    pub(crate) fn read(path: &Path, content: &gguf_file::Content) -> Result<Self> {
+        let md = |key: &str| content.metadata.get(key);
+        let int = |key: &str| -> Result<usize> {
+            md(key)
+                .and_then(|v| v.to_u32().ok())
+                .map(|v| v as usize)
+                .ok_or_else(|| load_err(path, format!("metadata `{key}` is missing")))
+        };
+        let float =
+            |key: &str, default: f32| md(key).and_then(|v| v.to_f32().ok()).unwrap_or(default);
+        let heads = int("llama.attention.head_count")?;
+        let dims = Self {
+            layers: int("llama.block_count")?,
+            hidden: int("llama.embedding_length")?,
+            heads,
+            kv_heads: int("llama.attention.head_count_kv").unwrap_or(heads),
+            eps: float("llama.attention.layer_norm_rms_epsilon", 1e-5),
+            rope_base: float("llama.rope.freq_base", 10_000.0),
+        };
+        check_heads(path, dims.hidden, dims.heads, dims.kv_heads)?;
+        Ok(dims)
+    }
+}
+
 impl JudgeModel {
     /// Loads a GGUF file or a Hugging Face directory, whichever `spec.path` is.
     pub fn load(spec: &ModelSpec) -> Result<Self> {

@@ -254,22 +254,13 @@ async fn run(command: Command) -> ExitCode {
             client::run(ClientRequest::Critique { query, response }, &client).await
         }
         Command::Bench { bench } => {
-            telemetry::init("warn");
-            tokio::task::spawn_blocking(move || autoj_services::cli::bench::run(&bench))
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
+            benchmark(move || autoj_services::cli::bench::run(&bench)).await
         }
         Command::GpuBench { gpu } => {
-            telemetry::init("warn");
-            tokio::task::spawn_blocking(move || autoj_services::cli::gpu_bench::run(&gpu))
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
+            benchmark(move || autoj_services::cli::gpu_bench::run(&gpu)).await
         }
         Command::BenchClassifier { bench } => {
-            telemetry::init("warn");
-            tokio::task::spawn_blocking(move || autoj_services::cli::bench_classifier::run(&bench))
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
+            benchmark(move || autoj_services::cli::bench_classifier::run(&bench)).await
         }
         Command::Eval { eval } => {
             telemetry::init("warn");
@@ -313,6 +304,16 @@ fn or_exit_64<T>(result: Result<T, autoj_services::config::ConfigError>) -> T {
 }
 
 /// Validated engine settings, or exit 64 (EX_USAGE) with the reason.
+/// Runs a benchmark (blocking compute) off the async reactor, warnings only in the log.
+async fn benchmark(
+    run: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    telemetry::init("warn");
+    tokio::task::spawn_blocking(run)
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("benchmark panicked: {e}")))
+}
+
 fn validated(engine: &EngineArgs) -> autoj_services::config::JudgeSettings {
     match engine.validate() {
         Ok(s) => s,

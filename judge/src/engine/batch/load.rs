@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::engine::model::{
-    check_heads, file_name, load_err, open_gguf, read_chat_template, ModelInfo,
+    file_name, load_err, open_gguf, read_chat_template, LlamaDims, ModelInfo,
 };
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
@@ -28,20 +28,14 @@ impl BatchModel {
 
     fn load_gguf(path: &Path) -> Result<(Self, TextTokenizer, ModelInfo)> {
         let (mut file, content, meta) = open_gguf(path)?;
-        let md = |key: &str| content.metadata.get(key);
-        let int = |key: &str| -> Result<usize> {
-            md(key)
-                .and_then(|v| v.to_u32().ok())
-                .map(|v| v as usize)
-                .ok_or_else(|| load_err(path, format!("metadata `{key}` is missing")))
-        };
-        let float =
-            |key: &str, default: f32| md(key).and_then(|v| v.to_f32().ok()).unwrap_or(default);
-        let hidden = int("llama.embedding_length")?;
-        let heads = int("llama.attention.head_count")?;
-        let kv_heads = int("llama.attention.head_count_kv").unwrap_or(heads);
-        let layers = int("llama.block_count")?;
-        check_heads(path, hidden, heads, kv_heads)?;
+        let LlamaDims {
+            layers,
+            hidden,
+            heads,
+            kv_heads,
+            eps,
+            rope_base,
+        } = LlamaDims::read(path, &content)?;
         let mut get = |name: &str| {
             content
                 .tensor(&mut file, name, &Device::Cpu)
@@ -66,12 +60,12 @@ impl BatchModel {
             kv_heads,
             head_dim,
             vocab,
-            eps: float("llama.attention.layer_norm_rms_epsilon", 1e-5),
+            eps,
             kv: KvType::default(),
             rope: Rope::Interleaved,
         };
         let model = Self {
-            inv_freq: rope_inv_freq(head_dim, float("llama.rope.freq_base", 10_000.0)),
+            inv_freq: rope_inv_freq(head_dim, rope_base),
             layers: blocks,
             norm,
             lm_head,

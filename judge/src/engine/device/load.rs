@@ -12,8 +12,8 @@ use super::{DeviceLayer, DeviceModel, DeviceRope, DeviceShape};
 use crate::engine::batch::load::{read_safetensors, rope_inv_freq, HfConfig};
 use crate::engine::batch::BatchLimits;
 use crate::engine::model::{
-    check_heads, file_name, load_err, open_gguf, read_chat_template, ModelInfo, ModelSpec,
-    WeightDType,
+    check_heads, file_name, load_err, open_gguf, read_chat_template, LlamaDims, ModelInfo,
+    ModelSpec, WeightDType,
 };
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
@@ -212,23 +212,9 @@ fn load_gguf(
     dtype: DType,
 ) -> Result<(Weights, TextTokenizer, ModelInfo)> {
     let (mut file, content, meta) = open_gguf(path)?;
-    let md = |key: &str| content.metadata.get(key);
-    let int = |key: &str| -> Result<usize> {
-        md(key)
-            .and_then(|v| v.to_u32().ok())
-            .map(|v| v as usize)
-            .ok_or_else(|| load_err(path, format!("metadata `{key}` is missing")))
-    };
-    let float = |key: &str, default: f32| md(key).and_then(|v| v.to_f32().ok()).unwrap_or(default);
-    let heads = int("llama.attention.head_count")?;
-    let dims = [
-        int("llama.block_count")?,
-        int("llama.embedding_length")?,
-        heads,
-        int("llama.attention.head_count_kv").unwrap_or(heads),
-    ];
-    let eps = float("llama.attention.layer_norm_rms_epsilon", 1e-5);
-    let base = float("llama.rope.freq_base", 10_000.0);
+    let d = LlamaDims::read(path, &content)?;
+    let dims = [d.layers, d.hidden, d.heads, d.kv_heads];
+    let (eps, base) = (d.eps, d.rope_base);
     let mut get = |name: &str| -> Result<Tensor> {
         let q = content
             .tensor(&mut file, name, &Device::Cpu)
