@@ -41,12 +41,66 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Vec<Prediction>>, RouterError>>,
 }
 
+/// What the router makes of one query's whole distribution over scenarios.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The most probable group holds at least the configured confidence: route on its most
+    /// probable scenario.
+    Confident {
+        /// The scenario routed on.
+        scenario: String,
+        /// The probability summed over its group.
+        group_probability: f32,
+    },
+    /// No group is probable enough: route on the request's language and the default pool.
+    Unsure {
+        /// The best group's summed probability, below the threshold.
+        group_probability: f32,
+    },
+}
+
+/// The group decision: probabilities summed per group (a scenario outside the groups counts
+/// alone), the most probable group, and its most probable scenario with the group's summed
+/// probability. A query whose scenarios split within one group still routes confidently to
+/// that group, where the top scenario alone would look unsure. `None` for no predictions.
+pub fn group_decision(
+    predictions: &[Prediction],
+    group_of: impl Fn(&str) -> Option<String>,
+) -> Option<(String, f32)> {
+    let key = |p: &Prediction| group_of(&p.scenario).unwrap_or_else(|| p.scenario.clone());
+    let mut mass: Vec<(String, f32)> = Vec::new();
+    for p in predictions {
+        let k = key(p);
+        match mass.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, m)) => *m += p.probability,
+            None => mass.push((k, p.probability)),
+        }
+    }
+    // The first of equally probable groups wins (the order is the classifier's).
+    let (group, probability) =
+        mass.into_iter()
+            .fold(None, |best: Option<(String, f32)>, (g, m)| match best {
+                Some((_, b)) if b >= m => best,
+                _ => Some((g, m)),
+            })?;
+    let scenario = predictions.iter().filter(|p| key(p) == group).fold(
+        None,
+        |best: Option<&Prediction>, p| match best {
+            Some(b) if b.probability >= p.probability => Some(b),
+            _ => Some(p),
+        },
+    )?;
+    Some((scenario.scenario.clone(), probability))
+}
+
 /// A cheap, cloneable handle to the classifier worker thread. The thread ends when the last
 /// handle is dropped.
 #[derive(Debug, Clone)]
 pub struct ClassifierHandle {
     /// The bounded job queue.
     jobs: mpsc::Sender<Job>,
+    /// Below this summed group probability a query counts as unsure.
+    min_confidence: f32,
 }
 
 impl std::fmt::Debug for Job {
@@ -58,14 +112,22 @@ impl std::fmt::Debug for Job {
 }
 
 impl ClassifierHandle {
-    /// Starts the worker thread that owns `classifier`, with room for `queue` waiting jobs.
-    pub fn spawn(classifier: Box<dyn Classifier>, queue: usize) -> Result<Self, RouterError> {
+    /// Starts the worker thread that owns `classifier`, with room for `queue` waiting jobs;
+    /// a query whose best group holds less than `min_confidence` is [`Decision::Unsure`].
+    pub fn spawn(
+        classifier: Box<dyn Classifier>,
+        queue: usize,
+        min_confidence: f32,
+    ) -> Result<Self, RouterError> {
         let (jobs, rx) = mpsc::channel(queue.max(1));
         std::thread::Builder::new()
             .name("autoj-classifier".into())
             .spawn(move || worker(classifier, rx))
             .map_err(|e| RouterError::Server(format!("cannot start classifier thread: {e}")))?;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            min_confidence,
+        })
     }
 
     /// Classifies `queries` (in order) off the reactor; RESOURCE_EXHAUSTED when the queue is
@@ -88,13 +150,25 @@ impl ClassifierHandle {
         answer.await.map_err(|_| RouterError::ClassifierStopped)?
     }
 
-    /// The most probable scenario of one query.
-    pub async fn top1(&self, query: &str) -> Result<Prediction, RouterError> {
-        let mut results = self.classify(vec![query.to_owned()], 1).await?;
-        results
-            .pop()
-            .and_then(|mut top| (!top.is_empty()).then(|| top.swap_remove(0)))
-            .ok_or(RouterError::ClassifierShape { got: 0, want: 1 })
+    /// The group decision for one query over its whole distribution, with `group_of`
+    /// naming each scenario's group.
+    pub async fn decide(
+        &self,
+        query: &str,
+        group_of: impl Fn(&str) -> Option<String>,
+    ) -> Result<Decision, RouterError> {
+        let mut results = self.classify(vec![query.to_owned()], usize::MAX).await?;
+        let predictions = results.pop().unwrap_or_default();
+        let (scenario, group_probability) = group_decision(&predictions, group_of)
+            .ok_or(RouterError::ClassifierShape { got: 0, want: 1 })?;
+        Ok(if group_probability < self.min_confidence {
+            Decision::Unsure { group_probability }
+        } else {
+            Decision::Confident {
+                scenario,
+                group_probability,
+            }
+        })
     }
 }
 
@@ -140,6 +214,39 @@ pub fn top_k_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn p(scenario: &str, probability: f32) -> Prediction {
+        Prediction {
+            scenario: scenario.into(),
+            group: None,
+            probability,
+        }
+    }
+
+    #[test]
+    fn the_group_with_most_mass_wins_over_the_top_scenario() {
+        let group_of = |s: &str| match s {
+            "code_a" | "code_b" | "code_c" => Some("Code".to_owned()),
+            "essay" => Some("Writing".to_owned()),
+            _ => None,
+        };
+        // The top scenario is in Writing, but Code holds more of the distribution.
+        let predictions = [
+            p("essay", 0.30),
+            p("code_a", 0.25),
+            p("code_b", 0.20),
+            p("code_c", 0.15),
+            p("chitchat", 0.10),
+        ];
+        let (scenario, mass) = group_decision(&predictions, group_of).unwrap();
+        assert_eq!(scenario, "code_a", "the best scenario of the best group");
+        assert!((mass - 0.60).abs() < 1e-6);
+        // A scenario outside the groups counts alone.
+        let (scenario, mass) =
+            group_decision(&[p("chitchat", 0.7), p("essay", 0.3)], group_of).unwrap();
+        assert_eq!((scenario.as_str(), mass), ("chitchat", 0.7));
+        assert_eq!(group_decision(&[], group_of), None);
+    }
 
     #[test]
     fn top_k_orders_by_probability() {

@@ -147,6 +147,12 @@ pub struct ClassifierConfig {
     /// Classification jobs that may wait; more are refused with RESOURCE_EXHAUSTED.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// The summed probability of the most probable scenario group below which a query is
+    /// routed as unsure: on its language to the default pool, with `scenario_source`
+    /// LOW_CONFIDENCE and no scenario. 0 (the default until a calibrated value ships with
+    /// the classifier) routes every query on its group decision.
+    #[serde(default)]
+    pub min_confidence: f32,
 }
 
 /// The listen address unless configured.
@@ -176,6 +182,7 @@ impl Default for ClassifierConfig {
             model_dir: default_model_dir(),
             ort_dylib: None,
             queue: default_queue(),
+            min_confidence: 0.0,
         }
     }
 }

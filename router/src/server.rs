@@ -93,6 +93,12 @@ impl RouterBuilder {
             None => Catalog::load(&self.config.data_source())?,
         };
         let table = RoutingTable::new(&self.config.routing, &catalog)?;
+        let confidence = self.config.classifier.min_confidence;
+        if !(0.0..=1.0).contains(&confidence) {
+            return Err(RouterError::Routing(format!(
+                "`classifier.min_confidence` is {confidence}; it must be between 0 and 1"
+            )));
+        }
         if self.config.limits.max_in_flight == 0 || self.config.limits.max_new_tokens == 0 {
             return Err(RouterError::Routing(
                 "`limits.max_in_flight` and `limits.max_new_tokens` must be at least 1".into(),
@@ -116,6 +122,7 @@ impl RouterBuilder {
                 Some(ClassifierHandle::spawn(
                     classifier,
                     self.config.classifier.queue,
+                    self.config.classifier.min_confidence,
                 )?)
             }
             None => None,

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use crate::backend::{EventStream, JudgeBackend};
-use crate::classifier::ClassifierHandle;
+use crate::classifier::{ClassifierHandle, Decision};
 use crate::config::LimitsConfig;
 use crate::error::RouterError;
 use crate::language::Lang;
@@ -111,12 +111,19 @@ impl Inner {
             (named, ScenarioSource::Client)
         } else if let Some(classifier) = &self.classifier {
             let started = std::time::Instant::now();
-            let top = classifier
-                .top1(msg.query())
+            let group_of = |name: &str| self.catalog.get(name).and_then(|s| s.group.clone());
+            let decision = classifier
+                .decide(msg.query(), group_of)
                 .instrument(tracing::info_span!("classify"))
                 .await?;
             crate::metrics::record_classifier(started.elapsed());
-            (top.scenario, ScenarioSource::Classifier)
+            match decision {
+                Decision::Confident { scenario, .. } => (scenario, ScenarioSource::Classifier),
+                Decision::Unsure { group_probability } => {
+                    tracing::debug!(group_probability, "classifier unsure: routing on language");
+                    (String::new(), ScenarioSource::LowConfidence)
+                }
+            }
         } else {
             (String::new(), ScenarioSource::None)
         };

@@ -399,6 +399,19 @@ impl Classifier for FakeClassifier {
             .collect();
         names.retain(|n| *n != first);
         names.insert(0, first);
+        // An "ambiguous" query gets a flat distribution: no group stands out.
+        if query.contains("ambiguous") {
+            let flat = 1.0 / names.len() as f32;
+            return Ok(names
+                .into_iter()
+                .take(top_k)
+                .map(|name| Prediction {
+                    scenario: name.to_owned(),
+                    group: None,
+                    probability: flat,
+                })
+                .collect());
+        }
         Ok(names
             .into_iter()
             .take(top_k)
