@@ -268,7 +268,8 @@ pub fn event_json(ev: &pb::judge_event::Event) -> Value {
             o
         }
         Event::Usage(u) => json!({
-            "type": "usage", "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "type": "usage", "prompt_tokens": u.prompt_tokens,
+            "cached_prompt_tokens": u.cached_prompt_tokens, "completion_tokens": u.completion_tokens,
             "queue_ms": u.queue_ms, "prefill_ms": u.prefill_ms, "decode_ms": u.decode_ms,
             "finish_reason": pb::FinishReason::try_from(u.finish_reason).map(|f| f.as_str_name()).unwrap_or("?"),
         }),
@@ -307,8 +308,8 @@ fn print_text(out: &mut impl Write, ev: &pb::judge_event::Event) -> std::io::Res
         }
         Event::Usage(u) => writeln!(
             out,
-            "== {} prompt + {} generated tokens; prefill {:.0} ms, decode {:.0} ms",
-            u.prompt_tokens, u.completion_tokens, u.prefill_ms, u.decode_ms
+            "== {} prompt + {} generated tokens ({} prompt tokens from the prefix cache); prefill {:.0} ms, decode {:.0} ms",
+            u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.prefill_ms, u.decode_ms
         )?,
         Event::Consistency(c) => writeln!(out, "== consistent across orders: {}", c.consistent)?,
     }
