@@ -109,14 +109,38 @@ fn store_size(shape: &DeviceShape, context: usize, limits: &BatchLimits) -> Stor
         0 => context,
         n => n.min(context),
     };
-    let max_len = wanted.min(limits.kv_budget_bytes / per_token).max(1);
-    let slots = (limits.kv_budget_bytes / (max_len * per_token)).clamp(1, limits.max_seqs.max(1));
+    let budget = slot_budget(limits, per_token, wanted);
+    let max_len = wanted.min(budget / per_token).max(1);
+    let slots = (budget / (max_len * per_token)).clamp(1, limits.max_seqs.max(1));
     StoreSize {
         layers: shape.layers,
         kv_heads: shape.kv_heads,
         head_dim: shape.head_dim,
         slots,
         max_len,
+    }
+}
+
+/// The part of the key/value budget the slots get: the budget less what the prefix cache's
+/// device copies may take (`prefix_cache_tokens` positions), so `--kv-budget-mib` bounds all
+/// key/value memory on the device. When that would not leave one slot of `wanted` positions,
+/// the slots get the whole budget and the prefix cache comes on top (said in the log).
+fn slot_budget(limits: &BatchLimits, per_token: usize, wanted: usize) -> usize {
+    let prefix = limits.prefix_cache_tokens.saturating_mul(per_token);
+    let one_slot = wanted.saturating_mul(per_token);
+    match limits.kv_budget_bytes.checked_sub(prefix) {
+        Some(rest) if rest >= one_slot => rest,
+        _ => {
+            if prefix > 0 {
+                tracing::warn!(
+                    prefix_cache_bytes = prefix,
+                    budget_bytes = limits.kv_budget_bytes,
+                    "the prefix cache does not fit beside one slot in the key/value budget: it \
+                     comes on top of it; lower --prefix-cache-tokens or raise --kv-budget-mib"
+                );
+            }
+            limits.kv_budget_bytes
+        }
     }
 }
 
@@ -279,4 +303,44 @@ fn finish(
         inv_freq,
         shape,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> DeviceShape {
+        // 2 layers x 2 (K, V) x 2 heads x 16 x 4 bytes = 512 bytes a position.
+        DeviceShape {
+            layers: 2,
+            hidden: 64,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            ffn: 128,
+            vocab: 100,
+            eps: 1e-5,
+            dtype: DType::F32,
+            rope: DeviceRope::Halves,
+        }
+    }
+
+    #[test]
+    fn the_prefix_cache_is_paid_from_the_kv_budget() {
+        let per_token = shape().kv_bytes_per_token();
+        assert_eq!(per_token, 512);
+        let limits = |prefix_cache_tokens| BatchLimits {
+            // Ten slots of 1,024 positions, plus room for 2,048 cached prefix positions.
+            kv_budget_bytes: (10 * 1024 + 2048) * per_token,
+            max_seqs: 64,
+            slot_tokens: 1024,
+            prefix_cache_tokens,
+            ..BatchLimits::default()
+        };
+        assert_eq!(store_size(&shape(), 4096, &limits(2048)).slots, 10);
+        assert_eq!(store_size(&shape(), 4096, &limits(0)).slots, 12);
+        // A prefix cache larger than the budget leaves the slots the whole budget.
+        let size = store_size(&shape(), 4096, &limits(1 << 20));
+        assert_eq!((size.slots, size.max_len), (12, 1024));
+    }
 }
