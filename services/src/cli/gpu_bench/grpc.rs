@@ -111,6 +111,9 @@ pub fn run(args: &GrpcArgs) -> anyhow::Result<Value> {
         max_batch_tokens: args.max_batch_tokens,
         kv_budget_bytes: layout.slots * layout.slot_len * shape.kv_bytes_per_token(),
         slot_tokens: layout.slot_len,
+        // The store above is sized for the clients alone; the prefix cache's device copies
+        // come on top of it, so keep them to a few prompts' worth (13B: ~3.4 GB).
+        prefix_cache_tokens: 4096,
         ..BatchLimits::default()
     };
     let config = EngineConfig {
