@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, compare_json, Server};
+use common::{compare_json, serve_with_metrics};
 
 /// `GET /metrics` as HTTP/1.0 (so the body is never chunked); the body.
 fn scrape(addr: &str) -> String {
@@ -34,30 +34,8 @@ fn gauge(body: &str, name: &str) -> Option<f64> {
 fn device_scheduler_judges_and_reports_its_slots() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_gguf(dir.path(), &TinySpec::default()).unwrap();
-    let mut cmd = autoj();
-    cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-    let mut server = Server::spawn_with(
-        cmd,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--no-classifier",
-            "--scheduler",
-            "device",
-            "--max-seqs",
-            "2",
-            "--model",
-            model.to_str().unwrap(),
-        ],
-    );
-    let metrics = server
-        .announced("metrics on http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
+    let (server, metrics) =
+        serve_with_metrics(&model, &["--scheduler", "device", "--max-seqs", "2"]);
     let events = compare_json(&server.addr);
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(

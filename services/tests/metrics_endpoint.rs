@@ -9,31 +9,12 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, compare_json, run, Server};
+use common::{autoj, compare_json, run, serve_with_metrics, Server};
 use prometheus_parse::{Sample, Scrape, Value};
 
 /// Starts `autoj serve` with metrics on a free port; its gRPC and metrics addresses.
 fn serve(model: &std::path::Path) -> (Server, String, String) {
-    let mut cmd = autoj();
-    cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
-    let mut server = Server::spawn_with(
-        cmd,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--no-classifier",
-            "--model",
-            model.to_str().unwrap(),
-        ],
-    );
-    let metrics = server
-        .announced("metrics on http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
+    let (server, metrics) = serve_with_metrics(model, &[]);
     let grpc = server.addr.clone();
     (server, grpc, metrics)
 }

@@ -190,3 +190,28 @@ pub fn label_of(winner: &Value) -> Option<u64> {
         _ => None,
     }
 }
+
+/// Starts `autoj serve` (no classifier, no trace export) on `model` with metrics on a free
+/// port and `extra` arguments; the server and its metrics address (`host:port`).
+pub fn serve_with_metrics(model: &Path, extra: &[&str]) -> (Server, String) {
+    let mut cmd = autoj();
+    cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--no-classifier",
+        "--model",
+        model.to_str().expect("a UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let mut server = Server::spawn_with(cmd, &args);
+    let metrics = server
+        .announced("metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    (server, metrics)
+}
