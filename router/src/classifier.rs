@@ -29,6 +29,12 @@ pub trait Classifier: Send + 'static {
 
     /// The `top_k` most probable scenarios for `query`, most probable first. Blocking.
     fn classify(&mut self, query: &str, top_k: usize) -> Result<Vec<Prediction>, RouterError>;
+
+    /// The group confidence below which this model's decisions are more often wrong than
+    /// right, when the model ships one; used where the config sets no `min_confidence`.
+    fn recommended_min_confidence(&self) -> Option<f32> {
+        None
+    }
 }
 
 /// A classification job: the queries and where to send the answer.

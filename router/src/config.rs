@@ -9,6 +9,7 @@
 //! [classifier]
 //! model_dir = "router/classifier"
 //! # ort_dylib = "models/onnxruntime/libonnxruntime.so"   # else ORT_DYLIB_PATH
+//! # min_confidence = 0.4         # else the model's recommended_min_confidence, else 0
 //!
 //! [routing]
 //! default_pool = "general"
@@ -149,10 +150,11 @@ pub struct ClassifierConfig {
     pub queue: usize,
     /// The summed probability of the most probable scenario group below which a query is
     /// routed as unsure: on its language to the default pool, with `scenario_source`
-    /// LOW_CONFIDENCE and no scenario. 0 (the default until a calibrated value ships with
-    /// the classifier) routes every query on its group decision.
-    #[serde(default)]
-    pub min_confidence: f32,
+    /// LOW_CONFIDENCE and no scenario. Unset: the threshold the model ships with
+    /// (`recommended_min_confidence` in `labels.json`, picked on out-of-fold predictions,
+    /// see docs/router.md), else 0; 0 routes every query on its group decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_confidence: Option<f32>,
 }
 
 /// The listen address unless configured.
@@ -182,7 +184,7 @@ impl Default for ClassifierConfig {
             model_dir: default_model_dir(),
             ort_dylib: None,
             queue: default_queue(),
-            min_confidence: 0.0,
+            min_confidence: None,
         }
     }
 }

@@ -33,6 +33,9 @@ struct LabelsFile {
     labels: Vec<LabelEntry>,
     /// Tokens per query, [CLS] and [SEP] included; longer queries are truncated.
     max_length: usize,
+    /// The group confidence threshold picked with the model (absent in older label files).
+    #[serde(default)]
+    recommended_min_confidence: Option<f32>,
 }
 
 /// One label of `labels.json`.
@@ -82,6 +85,8 @@ pub struct OnnxClassifier {
     tokenizer: Tokenizer,
     /// Output index -> (scenario, group).
     labels: Vec<(String, Option<String>)>,
+    /// `labels.json`'s `recommended_min_confidence`, the router's default threshold.
+    recommended_min_confidence: Option<f32>,
 }
 
 impl std::fmt::Debug for OnnxClassifier {
@@ -109,6 +114,7 @@ impl OnnxClassifier {
             path: labels_path.clone(),
             reason,
         };
+        let recommended_min_confidence = file.recommended_min_confidence;
         let mut slots = vec![None; file.labels.len()];
         for entry in file.labels {
             let slot = slots
@@ -147,6 +153,7 @@ impl OnnxClassifier {
             session,
             tokenizer,
             labels,
+            recommended_min_confidence,
         })
     }
 
@@ -177,6 +184,10 @@ fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer, RouterErr
 impl Classifier for OnnxClassifier {
     fn labels(&self) -> Vec<String> {
         self.labels.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn recommended_min_confidence(&self) -> Option<f32> {
+        self.recommended_min_confidence
     }
 
     fn classify(&mut self, query: &str, top_k: usize) -> Result<Vec<Prediction>, RouterError> {

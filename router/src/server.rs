@@ -93,11 +93,8 @@ impl RouterBuilder {
             None => Catalog::load(&self.config.data_source())?,
         };
         let table = RoutingTable::new(&self.config.routing, &catalog)?;
-        let confidence = self.config.classifier.min_confidence;
-        if !(0.0..=1.0).contains(&confidence) {
-            return Err(RouterError::Routing(format!(
-                "`classifier.min_confidence` is {confidence}; it must be between 0 and 1"
-            )));
+        if let Some(confidence) = self.config.classifier.min_confidence {
+            check_confidence(confidence, "`classifier.min_confidence`")?;
         }
         if self.config.limits.max_in_flight == 0 || self.config.limits.max_new_tokens == 0 {
             return Err(RouterError::Routing(
@@ -119,10 +116,11 @@ impl RouterBuilder {
                 {
                     return Err(RouterError::UnknownLabel { label });
                 }
+                let min_confidence = min_confidence(&self.config, classifier.as_ref())?;
                 Some(ClassifierHandle::spawn(
                     classifier,
                     self.config.classifier.queue,
-                    self.config.classifier.min_confidence,
+                    min_confidence,
                 )?)
             }
             None => None,
@@ -178,6 +176,34 @@ async fn build_pools(
         )));
     }
     Ok(pools)
+}
+
+/// Refuses a confidence threshold outside [0, 1]; `what` names where it came from.
+fn check_confidence(confidence: f32, what: &str) -> Result<(), RouterError> {
+    if (0.0..=1.0).contains(&confidence) {
+        Ok(())
+    } else {
+        Err(RouterError::Routing(format!(
+            "{what} is {confidence}; it must be between 0 and 1"
+        )))
+    }
+}
+
+/// The group confidence below which queries route as unsure: the configured one, else the
+/// classifier's recommendation, else 0 (every query routes on its group decision).
+fn min_confidence(config: &RouterConfig, classifier: &dyn Classifier) -> Result<f32, RouterError> {
+    if let Some(configured) = config.classifier.min_confidence {
+        return Ok(configured);
+    }
+    let Some(recommended) = classifier.recommended_min_confidence() else {
+        return Ok(0.0);
+    };
+    check_confidence(recommended, "the classifier's `recommended_min_confidence`")?;
+    tracing::info!(
+        min_confidence = recommended,
+        "classifier threshold: the model's recommendation"
+    );
+    Ok(recommended)
 }
 
 /// The configured ONNX classifier. Loading parses a model and dlopens a library: it runs off

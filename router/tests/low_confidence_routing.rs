@@ -1,17 +1,20 @@
 //! A query the classifier is unsure about (no scenario group holds `classifier.min_confidence`
 //! of the probability) is routed on its language to the default pool, with no scenario and
-//! `scenario_source` LOW_CONFIDENCE; a clear query still routes on its group.
+//! `scenario_source` LOW_CONFIDENCE; a clear query still routes on its group. Without a
+//! configured threshold the router takes the one the classifier recommends.
 
 mod common;
 
-use autoj_proto::v1::ScenarioSource;
+use autoj_proto::v1::{Accepted, ScenarioSource};
 use common::*;
 
-fn config(special: &str, general: &str, min_confidence: f32) -> String {
+/// The routing table; `min_confidence` is left out of the file when `None`.
+fn config(special: &str, general: &str, min_confidence: Option<f32>) -> String {
+    let threshold = min_confidence.map_or(String::new(), |t| format!("min_confidence = {t}"));
     format!(
         r#"
         [classifier]
-        min_confidence = {min_confidence}
+        {threshold}
         [routing]
         default_pool = "general"
         [[routing.pool]]
@@ -36,7 +39,7 @@ async fn unsure_queries_route_on_language_to_the_default_pool() {
     let special = spawn_judge(FakeJudge::new("special-1", &log)).await;
     let general = spawn_judge(FakeJudge::new("general-1", &log)).await;
     let router = start_router(
-        &config(&special.url(), &general.url(), 0.5),
+        &config(&special.url(), &general.url(), Some(0.5)),
         FakeClassifier::default(),
     )
     .await;
@@ -82,7 +85,7 @@ async fn unsure_queries_route_on_language_to_the_default_pool() {
 #[tokio::test]
 async fn a_threshold_outside_zero_to_one_is_refused_at_start() {
     let built = build_router(
-        &config("http://127.0.0.1:1", "http://127.0.0.1:1", 1.5),
+        &config("http://127.0.0.1:1", "http://127.0.0.1:1", Some(1.5)),
         FakeClassifier::default(),
     )
     .await;
@@ -90,4 +93,57 @@ async fn a_threshold_outside_zero_to_one_is_refused_at_start() {
         panic!("a threshold of 1.5 was accepted");
     };
     assert!(error.to_string().contains("min_confidence"), "{error}");
+}
+
+/// The `Accepted` of one Compare call for `query`.
+async fn accepted_for(router: &Running, query: &str) -> Accepted {
+    let mut client = judge_client(router).await;
+    let stream = within(client.compare(compare(query, "")))
+        .await
+        .unwrap()
+        .into_inner();
+    accepted(&collect(stream).await.unwrap())
+}
+
+#[tokio::test]
+async fn without_a_configured_threshold_the_classifiers_recommendation_applies() {
+    let log = JudgeLog::default();
+    let special = spawn_judge(FakeJudge::new("special-1", &log)).await;
+    let general = spawn_judge(FakeJudge::new("general-1", &log)).await;
+    let recommending = FakeClassifier {
+        recommended_min_confidence: Some(0.5),
+        ..FakeClassifier::default()
+    };
+    // Nothing configured: the recommended 0.5 sends the ambiguous query to the default pool.
+    let router = start_router(
+        &config(&special.url(), &general.url(), None),
+        recommending.clone(),
+    )
+    .await;
+    let unsure = accepted_for(&router, "an ambiguous request").await;
+    assert_eq!(unsure.scenario_source, ScenarioSource::LowConfidence as i32);
+    assert!(unsure.replica.starts_with("general"), "{}", unsure.replica);
+    assert_eq!(unsure.scenario, "");
+    // A configured 0 overrides the recommendation: the same query routes on its group.
+    let router = start_router(
+        &config(&special.url(), &general.url(), Some(0.0)),
+        recommending.clone(),
+    )
+    .await;
+    let routed = accepted_for(&router, "an ambiguous request").await;
+    assert_eq!(routed.scenario_source, ScenarioSource::Classifier as i32);
+    assert!(!routed.scenario.is_empty());
+    // A recommendation outside [0, 1] is refused at start like a configured one.
+    let broken = FakeClassifier {
+        recommended_min_confidence: Some(2.0),
+        ..FakeClassifier::default()
+    };
+    let built = build_router(&config(&special.url(), &general.url(), None), broken).await;
+    let Err(error) = built else {
+        panic!("a recommended threshold of 2.0 was accepted");
+    };
+    assert!(
+        error.to_string().contains("recommended_min_confidence"),
+        "{error}"
+    );
 }

@@ -371,6 +371,8 @@ pub fn compare(query: &str, scenario: &str) -> CompareRequest {
 pub struct FakeClassifier {
     /// How many queries it classified.
     pub calls: Arc<AtomicUsize>,
+    /// The threshold it recommends to the router (as `labels.json` does for the real model).
+    pub recommended_min_confidence: Option<f32>,
 }
 
 impl Classifier for FakeClassifier {
@@ -380,6 +382,10 @@ impl Classifier for FakeClassifier {
             .iter()
             .map(|s| s.name.clone())
             .collect()
+    }
+
+    fn recommended_min_confidence(&self) -> Option<f32> {
+        self.recommended_min_confidence
     }
 
     fn classify(&mut self, query: &str, top_k: usize) -> Result<Vec<Prediction>, RouterError> {
