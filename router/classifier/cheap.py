@@ -59,7 +59,8 @@ def main():
     y, lg, G, src, C = ctx["y"], ctx["lg"], len(ctx["gnames"]), ctx["src"], len(ctx["labels"])
     counts = train.count_matrix(ctx["ids"])
     # instruction-only views of the training rows that have an input
-    aug_rows = [i for i, v in enumerate(ctx["views"]) if v is not None and v != ctx["texts"][i]]
+    aug_rows = [i for i, v in enumerate(ctx["views"])
+                if v is not None and v.strip() != ctx["texts"][i].strip()]
     aug_ids = [e.ids for e in ctx["tok"].encode_batch([ctx["views"][i] for i in aug_rows])]
     aug_counts = train.count_matrix(aug_ids)
     aug_of = {r: k for k, r in enumerate(aug_rows)}

@@ -349,10 +349,24 @@ def export_onnx(mod, path):
     )
 
 
-def quantize(src, dst, per_channel=True):
+def float_matmuls(path, n_labels, n_groups):
+    """MatMul nodes that multiply by the 0/1 label-group matrices. They stay float: dynamic
+    int8 quantization of their inputs (probabilities in [0, 1]) rounds small values to 0,
+    and the within-group normalisation then divides by zero."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    shapes = {i.name: tuple(i.dims) for i in m.graph.initializer}
+    want = {(n_labels, n_groups), (n_groups, n_labels)}
+    return [n.name for n in m.graph.node
+            if n.op_type == "MatMul" and any(shapes.get(x) in want for x in n.input)]
+
+
+def quantize(src, dst, n_labels, n_groups, per_channel=True):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     nodes_to_exclude=float_matmuls(src, n_labels, n_groups))
 
 
 def ort_session(path):
@@ -524,7 +538,7 @@ def int8_oof(ctx, folds_npz, prms, work):
         mod = Exported(enc, SavedBow(z), z["demb"], ctx["lg"], len(ctx["gnames"]), prm)
         fp32, int8 = work / f"fold{fold}.onnx", work / f"fold{fold}.int8.onnx"
         export_onnx(mod, fp32)
-        quantize(fp32, int8)
+        quantize(fp32, int8, len(ctx["labels"]), len(ctx["gnames"]))
         p[z["te"]] = ort_predict(ort_session(int8), z["te"], ctx["ids"])
         log(f"fold {fold}: int8 scored")
     return p
@@ -584,6 +598,8 @@ def parse_args():
     ap.add_argument("--val-frac", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a busy 2-core box)")
+    ap.add_argument("--reuse-final", action="store_true",
+                    help="quantize --work/final.onnx from an earlier run instead of training again")
     return ap.parse_args()
 
 
@@ -641,14 +657,18 @@ def main():
     final_epochs = int(statistics.median_low(best_epochs)) if best_epochs else args.epochs
     log(f"final: {final_epochs} epochs on all {len(y)} rows, {prm}")
     all_idx = list(range(len(y)))
-    enc, _, final_hist = train_encoder(args, ctx["ids"], y, ctx["yg"], all_idx, None, C, G,
-                                       seed=args.seed, fixed_epochs=final_epochs)
-    bow = BowModel(args.bow_c).fit(ctx["counts"], y, C)
-    demb = embed_descriptions(enc, ctx["desc_ids"])
     fp32 = work / "final.onnx"
     int8 = out / "scenario_classifier.onnx"
-    export_onnx(Exported(enc, bow, demb, ctx["lg"], G, prm), fp32)
-    quantize(fp32, int8)
+    if args.reuse_final and fp32.exists():
+        log(f"reusing the final model's float export {fp32} (same data, epochs, parameters)")
+        final_hist = "reused from the run that exported " + str(fp32)
+    else:
+        enc, _, final_hist = train_encoder(args, ctx["ids"], y, ctx["yg"], all_idx, None, C, G,
+                                           seed=args.seed, fixed_epochs=final_epochs)
+        bow = BowModel(args.bow_c).fit(ctx["counts"], y, C)
+        demb = embed_descriptions(enc, ctx["desc_ids"])
+        export_onnx(Exported(enc, bow, demb, ctx["lg"], G, prm), fp32)
+    quantize(fp32, int8, C, G)
 
     # latency, one query at a time on one thread, over every query
     lat = {}
