@@ -20,6 +20,7 @@ from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cv  # noqa: E402
 import setups  # noqa: E402
 import train  # noqa: E402
 
@@ -82,7 +83,7 @@ def main():
         oof["frozen_minilm_with"][te] = dense_logits(emb[tr], y[tr], emb[te], C)
         train.log(f"fold {fold} done")
     done = np.arange(len(y))
-    res = {n: train.subset_scores(setups.softmax(oof[n]), y, lg, G, src, done) for n in names}
+    res = {n: cv.subset_scores(setups.softmax(oof[n]), y, lg, G, src, done) for n in names}
     res["augmented_views"] = len(aug_rows)
     Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))
