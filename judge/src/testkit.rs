@@ -259,6 +259,37 @@ pub fn write_gguf(dir: &Path, spec: &TinySpec) -> Result<PathBuf> {
 /// Like [`write_gguf`], with the projection matrices quantized to `dtype` and, when that is
 /// not f32, the embedding table in Q8_0 (the layout of the default model file).
 pub fn write_gguf_as(dir: &Path, spec: &TinySpec, dtype: GgmlDType) -> Result<PathBuf> {
+    write_gguf_mix(dir, spec, |name| {
+        if dtype == GgmlDType::F32 {
+            GgmlDType::F32
+        } else if name == "token_embd.weight" {
+            GgmlDType::Q8_0
+        } else {
+            dtype
+        }
+    })
+}
+
+/// llama.cpp's Q4_K_M mix for a model whose width is a multiple of 256: Q6_K for the
+/// output matrix and for `attn_v` / `ffn_down` in the first layer (llama.cpp picks about
+/// half of the layers), Q4_K for everything else, the embedding included.
+pub fn q4_k_m(name: &str) -> GgmlDType {
+    let six = name == "output.weight"
+        || (name.starts_with("blk.0.") && (name.contains("attn_v") || name.contains("ffn_down")));
+    if six {
+        GgmlDType::Q6K
+    } else {
+        GgmlDType::Q4K
+    }
+}
+
+/// Like [`write_gguf`], each matrix (and the embedding table) stored as `type_of(name)`
+/// says; vectors stay f32.
+pub fn write_gguf_mix(
+    dir: &Path,
+    spec: &TinySpec,
+    type_of: impl Fn(&str) -> GgmlDType,
+) -> Result<PathBuf> {
     let path = dir.join("tiny.gguf");
     let tokens = tiny_tokens();
     let vocab = tokens.len();
@@ -267,12 +298,10 @@ pub fn write_gguf_as(dir: &Path, spec: &TinySpec, dtype: GgmlDType) -> Result<Pa
         .tensors
         .iter()
         .map(|(n, t)| {
-            let ty = if dtype == GgmlDType::F32 || t.rank() != 2 {
+            let ty = if t.rank() != 2 {
                 GgmlDType::F32
-            } else if n == "token_embd.weight" {
-                GgmlDType::Q8_0
             } else {
-                dtype
+                type_of(n)
             };
             Ok((n.clone(), QTensor::quantize(t, ty)?))
         })

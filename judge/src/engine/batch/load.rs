@@ -1,14 +1,20 @@
-//! Loading the batched engine's model: GGUF files (candle's GGUF reader, weights kept in
-//! their stored types) and Hugging Face directories (safetensors, dense weights).
+//! Loading the batched engine's model: GGUF files (weights kept in their stored types; the
+//! K-quant matrices read in place from the memory-mapped file, the rest through candle's
+//! GGUF reader) and Hugging Face directories (safetensors, dense weights).
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
+use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
 
+use super::kernels::{KQuant, Stored};
 use super::kv::KvType;
-use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
+use super::model::{kquant_name, BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::engine::model::{
     file_name, load_err, open_gguf, read_chat_template, LlamaDims, ModelInfo,
 };
@@ -27,7 +33,7 @@ impl BatchModel {
     }
 
     fn load_gguf(path: &Path) -> Result<(Self, TextTokenizer, ModelInfo)> {
-        let (mut file, content, meta) = open_gguf(path)?;
+        let (file, content, meta) = open_gguf(path)?;
         let LlamaDims {
             layers,
             hidden,
@@ -36,21 +42,15 @@ impl BatchModel {
             eps,
             rope_base,
         } = LlamaDims::read(path, &content)?;
-        let mut get = |name: &str| {
-            content
-                .tensor(&mut file, name, &Device::Cpu)
-                .map_err(|e| load_err(path, format!("tensor `{name}`: {e}")))
+        let mut src = GgufTensors::new(path, file, content)?;
+        let (embed, vocab) = src.embedding("token_embd.weight")?;
+        let lm_head = match src.has("output.weight") {
+            true => src.linear("output.weight")?,
+            false => src.linear("token_embd.weight")?,
         };
-        let embd = get("token_embd.weight")?;
-        let (vocab, _) = embd.shape().dims2()?;
-        let embed = Embedding::from_qtensor(&embd)?;
-        let lm_head = match get("output.weight") {
-            Ok(t) => Linear::from_qtensor(t)?,
-            Err(_) => Linear::from_qtensor(embd)?,
-        };
-        let norm = dequantized(get("output_norm.weight")?)?;
+        let norm = dequantized(src.qtensor("output_norm.weight")?)?;
         let blocks = (0..layers)
-            .map(|i| gguf_layer(&mut get, &format!("blk.{i}")))
+            .map(|i| gguf_layer(&mut src, &format!("blk.{i}")))
             .collect::<Result<Vec<_>>>()?;
         let head_dim = hidden / heads;
         let shape = Shape {
@@ -135,16 +135,88 @@ impl BatchModel {
     }
 }
 
+/// A GGUF file's tensors: K-quant matrices used where they lie in the memory-mapped file
+/// (never copied), everything else read through candle's reader.
+struct GgufTensors<'a> {
+    path: &'a Path,
+    file: File,
+    content: Content,
+    map: Arc<Mmap>,
+}
+
+impl<'a> GgufTensors<'a> {
+    fn new(path: &'a Path, file: File, content: Content) -> Result<Self> {
+        // The map is read-only and private to this process. If another process truncates
+        // or rewrites the file while it is mapped, reads of the changed pages see the new
+        // bytes (or fault): model files are replaced by renaming a new file into place,
+        // never rewritten where they lie (docs/operations.md).
+        #[allow(unsafe_code)]
+        // SAFETY: see above; nothing here writes through the map.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| load_err(path, format!("mmap: {e}")))?;
+        Ok(Self {
+            path,
+            file,
+            content,
+            map: Arc::new(map),
+        })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// `name` read into memory by candle.
+    fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content
+            .tensor(&mut self.file, name, &Device::Cpu)
+            .map_err(|e| load_err(self.path, format!("tensor `{name}`: {e}")))
+    }
+
+    /// `name` as a K-quant matrix over the mapped bytes, where it is one our kernels take.
+    fn mapped(&self, name: &str) -> Option<KQuant> {
+        let info = self.content.tensor_infos.get(name)?;
+        let kind = kquant_name(info.ggml_dtype)?;
+        let (n, k) = info.shape.dims2().ok()?;
+        let dt = info.ggml_dtype;
+        let size = (n * k).checked_div(dt.block_size())? * dt.type_size();
+        let start = usize::try_from(self.content.tensor_data_offset + info.offset).ok()?;
+        let range = start..start.checked_add(size)?;
+        if range.end > self.map.len() {
+            return None; // candle's reader reports the short file
+        }
+        let map = self.map.clone();
+        KQuant::new(kind, Stored::Mapped { map, range }, n, k)
+    }
+
+    fn linear(&mut self, name: &str) -> Result<Linear> {
+        match self.mapped(name) {
+            Some(m) => Ok(Linear::K(m)),
+            None => Linear::from_qtensor(self.qtensor(name)?),
+        }
+    }
+
+    /// The token embedding table and the vocabulary size.
+    fn embedding(&mut self, name: &str) -> Result<(Embedding, usize)> {
+        if let Some(m) = self.mapped(name) {
+            let vocab = m.rows();
+            return Ok((Embedding::K(m), vocab));
+        }
+        let t = self.qtensor(name)?;
+        let (vocab, _) = t.shape().dims2()?;
+        Ok((Embedding::from_qtensor(&t)?, vocab))
+    }
+}
+
 /// One transformer block of a GGUF file, its tensors named under `p`, in their stored types.
-fn gguf_layer(get: &mut impl FnMut(&str) -> Result<QTensor>, p: &str) -> Result<Layer> {
-    let mut lin = |n: &str| Linear::from_qtensor(get(&format!("{p}.{n}.weight"))?);
+fn gguf_layer(src: &mut GgufTensors<'_>, p: &str) -> Result<Layer> {
+    let mut lin = |n: &str| src.linear(&format!("{p}.{n}.weight"));
     Ok(Layer {
         qkv: Group::new(vec![lin("attn_q")?, lin("attn_k")?, lin("attn_v")?]),
         wo: lin("attn_output")?,
         gate_up: GateUp::new(lin("ffn_gate")?, lin("ffn_up")?),
         down: lin("ffn_down")?,
-        attn_norm: dequantized(get(&format!("{p}.attn_norm.weight"))?)?,
-        ffn_norm: dequantized(get(&format!("{p}.ffn_norm.weight"))?)?,
+        attn_norm: dequantized(src.qtensor(&format!("{p}.attn_norm.weight"))?)?,
+        ffn_norm: dequantized(src.qtensor(&format!("{p}.ffn_norm.weight"))?)?,
     })
 }
 

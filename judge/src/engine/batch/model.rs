@@ -12,7 +12,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend, HeadKv, KvValue};
-use super::kernels::{par_chunks, swiglu, Q4_1Matrix, Q8_0Matrix};
+use super::kernels::{par_chunks, swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
 use super::kv::{KvType, Run, Runs, SeqKv};
 use crate::error::{JudgeError, Result};
 
@@ -59,6 +59,8 @@ pub(super) enum Linear {
     Q4_1(Q4_1Matrix),
     /// Our Q8_0 kernel (shares weight blocks across a batch's rows).
     Q8_0(Q8_0Matrix),
+    /// Our Q4_K / Q5_K / Q6_K kernels, over the mapped file's bytes.
+    K(KQuant),
     /// candle's quantized or dense kernels (Q8_0, K-quants, f32, ...).
     Candle { w: QMatMul, out: usize },
 }
@@ -77,12 +79,44 @@ impl Linear {
                     return Ok(Self::Q8_0(m));
                 }
             }
-            _ => {}
+            dtype => {
+                if let Some(name) = kquant_name(dtype) {
+                    let bytes = Stored::Owned(t.data()?.into_owned().into());
+                    if let Some(m) = KQuant::new(name, bytes, n, k) {
+                        return Ok(Self::K(m));
+                    }
+                }
+            }
         }
         Ok(Self::Candle {
             w: QMatMul::from_qtensor(t)?,
             out: n,
         })
+    }
+
+    /// The kernel that runs this matrix, for [`BatchModel::kernel_census`].
+    fn kernel(&self) -> &'static str {
+        match self {
+            Self::Q4_1(_) => "q4_1",
+            Self::Q8_0(_) => "q8_0",
+            Self::K(m) => m.name(),
+            Self::Candle { .. } => "candle",
+        }
+    }
+
+    /// Bytes of weights one product reads.
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Q4_1(m) => m.bytes(),
+            Self::Q8_0(m) => m.bytes(),
+            Self::K(m) => m.bytes(),
+            Self::Candle { w, .. } => match w {
+                QMatMul::QTensor(t) => t.storage_size_in_bytes(),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                    t.elem_count() * t.dtype().size_in_bytes()
+                }
+            },
+        }
     }
 
     pub(super) fn dense(t: Tensor) -> Result<Self> {
@@ -98,6 +132,7 @@ impl Linear {
         match self {
             Self::Q4_1(w) => Ok(w.matmul(x, m)),
             Self::Q8_0(w) => Ok(w.matmul(x, m)),
+            Self::K(w) => Ok(w.matmul(x, m)),
             Self::Candle { w, out } => {
                 let k = x.len() / m.max(1);
                 let t = Tensor::from_slice(x, (m, k), &Device::Cpu)?;
@@ -109,10 +144,22 @@ impl Linear {
     }
 }
 
+/// The name [`KQuant::new`] takes for a GGUF type our K-quant kernels run.
+pub(super) fn kquant_name(dtype: GgmlDType) -> Option<&'static str> {
+    match dtype {
+        GgmlDType::Q4K => Some("q4_k"),
+        GgmlDType::Q5K => Some("q5_k"),
+        GgmlDType::Q6K => Some("q6_k"),
+        _ => None,
+    }
+}
+
 /// The token embedding table, kept in its stored form when rows can be read from it.
 pub(super) enum Embedding {
     /// Q8_0 rows of 34-byte blocks (the default model's table): 4x smaller than f32.
     Q8_0 { bytes: Vec<u8>, dim: usize },
+    /// K-quant rows, dequantized as they are looked up (over the mapped file's bytes).
+    K(KQuant),
     /// Anything else, expanded to f32.
     F32 { table: Vec<f32>, dim: usize },
 }
@@ -147,6 +194,7 @@ impl Embedding {
                     }
                 }
             }
+            Self::K(m) => m.row(id, out).ok_or_else(|| token_err(id))?,
             Self::F32 { table, dim } => out.copy_from_slice(
                 table
                     .get(id * dim..(id + 1) * dim)
@@ -297,6 +345,57 @@ pub struct StepInput<'a, K = SeqKv> {
 }
 
 impl BatchModel {
+    /// How many weight matrices each kernel runs ("q4_1", "q8_0", "q4_k", "q5_k", "q6_k" are
+    /// ours, "candle" candle's), and the embedding table's form under "embed:<form>": what a
+    /// benchmark reports and what tests check a quantization mix against.
+    pub fn kernel_census(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut count = std::collections::BTreeMap::new();
+        let mut add = |k: &'static str| *count.entry(k).or_insert(0) += 1;
+        for l in &self.layers {
+            match &l.qkv {
+                Group::Fused { .. } => (0..3).for_each(|_| add("q4_1")),
+                Group::Separate(parts) => parts.iter().for_each(|p| add(p.kernel())),
+            }
+            match &l.gate_up {
+                GateUp::Fused(_) => (0..2).for_each(|_| add("q4_1")),
+                GateUp::Separate(p) => [&p.0, &p.1].iter().for_each(|p| add(p.kernel())),
+            }
+            add(l.wo.kernel());
+            add(l.down.kernel());
+        }
+        add(self.lm_head.kernel());
+        add(match &self.embed {
+            Embedding::Q8_0 { .. } => "embed:q8_0",
+            Embedding::K(m) => match m.name() {
+                "q4_k" => "embed:q4_k",
+                "q5_k" => "embed:q5_k",
+                _ => "embed:q6_k",
+            },
+            Embedding::F32 { .. } => "embed:f32",
+        });
+        count
+    }
+
+    /// Bytes of weights one forward step reads whatever its batch: every matrix (one
+    /// embedding row aside). A single-stream decode step's floor is this over the machine's
+    /// memory bandwidth.
+    pub fn streamed_weight_bytes(&self) -> usize {
+        let group = |g: &Group| match g {
+            Group::Fused { w, .. } => w.bytes(),
+            Group::Separate(parts) => parts.iter().map(Linear::bytes).sum(),
+        };
+        let gate_up = |g: &GateUp| match g {
+            GateUp::Fused(w) => w.bytes(),
+            GateUp::Separate(p) => p.0.bytes() + p.1.bytes(),
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| group(&l.qkv) + gate_up(&l.gate_up) + l.wo.bytes() + l.down.bytes())
+            .sum();
+        layers + self.lm_head.bytes()
+    }
+
     /// An empty cache for one sequence, of the model's cache type.
     pub fn new_kv(&self) -> SeqKv {
         let s = &self.shape;

@@ -18,12 +18,16 @@ use half::f16;
 use std::ops::Range;
 
 mod blocks;
+mod kquant;
+#[cfg(target_arch = "x86_64")]
+mod kquant_avx2;
 #[cfg(target_arch = "x86_64")]
 mod tiles16;
 
 use blocks::{dot4, dot_fn, q8_dot4, q8_dot_fn};
 pub use blocks::{dot_scalar, kernel_name, q8_dot_scalar, quantize_rows};
 pub(super) use blocks::{hsum, uses_simd};
+pub use kquant::{kquant_kernel_name, quantize_q8k, KQuant, Stored, QK_K};
 
 /// Values per quantization block (Q4_1 and Q8_1 alike).
 pub const BLOCK: usize = 32;
@@ -373,6 +377,11 @@ impl Q8_0Matrix {
         Some(Self { layout, n, k })
     }
 
+    /// Bytes of the weights as the file stores them.
+    pub fn bytes(&self) -> usize {
+        self.n * (self.k / BLOCK) * Q8_0_SIZE
+    }
+
     /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         let kb = self.k / BLOCK;
@@ -530,21 +539,22 @@ where
     }
 }
 
-/// One weight row's dot product with one quantized activation row.
-type BlockDot<B> = fn(&[B], &[BlockQ8_1]) -> f32;
+/// One weight row's dot product with one quantized activation row (`A`: the activation
+/// block type, Q8_1 or Q8_K).
+type BlockDot<B, A = BlockQ8_1> = fn(&[B], &[A]) -> f32;
 /// The same against four activation rows at once.
-type BlockDot4<B> = fn(&[B], [&[BlockQ8_1]; 4]) -> [f32; 4];
+type BlockDot4<B, A = BlockQ8_1> = fn(&[B], [&[A]; 4]) -> [f32; 4];
 
 /// One weight row (`kb` blocks as stored) against activation `rows` (`xq`, `kb` blocks each)
-/// quantized to Q8_1:
+/// quantized to `A`:
 /// four rows per pass share each unpacked weight block, the rest one by one (the same
 /// arithmetic per row either way).
-fn block_rows<B>(
+fn block_rows<B, A>(
     w: &[B],
-    (xq, kb): (&[BlockQ8_1], usize),
+    (xq, kb): (&[A], usize),
     rows: Range<usize>,
     o: &mut [f32],
-    (dot, dot4): (BlockDot<B>, BlockDot4<B>),
+    (dot, dot4): (BlockDot<B, A>, BlockDot4<B, A>),
 ) {
     let x = |r: usize| &xq[r * kb..(r + 1) * kb];
     let mut i = 0;
@@ -596,5 +606,7 @@ unsafe impl Send for SharedOut {}
 // SAFETY: as above; the pointer itself is never used to read shared data.
 unsafe impl Sync for SharedOut {}
 
+#[cfg(test)]
+mod kquant_tests;
 #[cfg(test)]
 mod tests;

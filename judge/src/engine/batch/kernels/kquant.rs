@@ -1,0 +1,472 @@
+//! K-quant weights (Q4_K, Q5_K, Q6_K) as GGUF stores them, and their products.
+//!
+//! A K-quant super-block holds 256 values in sub-blocks that share 6-bit (Q4_K, Q5_K) or
+//! 8-bit (Q6_K) scales under one half-precision factor. The activations meet them quantized
+//! to Q8_K: one f32 factor per 256 values, 8-bit values, and the sum of every 16 of them
+//! (what the weights' offsets multiply). The integer part of a product is exact, so the
+//! AVX2 and portable kernels differ only in the order of float additions, and one row's
+//! result never depends on how many rows share its pass.
+//!
+//! The weights are never copied: a matrix reads its blocks straight from the memory-mapped
+//! model file (or from bytes it owns, in tests).
+
+use std::marker::PhantomData;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::{block_rows, by_column, tiled, uses_simd, Epilogue, GROUP};
+
+/// Values per K-quant super-block.
+pub const QK_K: usize = 256;
+
+/// One activation super-block: `value ≈ d * q`; `bsums[i]` is the sum of `qs[16i..16i+16]`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct BlockQ8K {
+    pub(super) d: f32,
+    pub(super) qs: [i8; QK_K],
+    pub(super) bsums: [i16; QK_K / 16],
+}
+
+/// A Q4_K super-block (144 bytes): eight sub-blocks of 32 four-bit values, each with a
+/// 6-bit scale and a 6-bit min: `value = d * sc * q - dmin * m`.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ4K {
+    pub(super) d: [u8; 2],
+    pub(super) dmin: [u8; 2],
+    pub(super) scales: [u8; 12],
+    pub(super) qs: [u8; QK_K / 2],
+}
+
+/// A Q5_K super-block (176 bytes): Q4_K with a fifth bit per value in `qh`.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ5K {
+    pub(super) d: [u8; 2],
+    pub(super) dmin: [u8; 2],
+    pub(super) scales: [u8; 12],
+    pub(super) qh: [u8; QK_K / 8],
+    pub(super) qs: [u8; QK_K / 2],
+}
+
+/// A Q6_K super-block (210 bytes): sixteen sub-blocks of 16 six-bit values (low four bits
+/// in `ql`, high two in `qh`), each with a signed 8-bit scale: `value = d * sc * (q - 32)`.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ6K {
+    pub(super) ql: [u8; QK_K / 2],
+    pub(super) qh: [u8; QK_K / 4],
+    pub(super) scales: [i8; QK_K / 16],
+    pub(super) d: [u8; 2],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
+
+fn half(bytes: [u8; 2]) -> f32 {
+    f16::from_le_bytes(bytes).to_f32()
+}
+
+/// The eight 6-bit scales and eight 6-bit mins packed in a Q4_K / Q5_K block's 12 bytes:
+/// bytes 0-3 hold scales 0-3 (and the top bits of scales 4-7), bytes 4-7 mins 0-3 (and
+/// the top bits of mins 4-7), bytes 8-11 the low four bits of scales and mins 4-7.
+pub(super) fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+    for j in 0..4 {
+        sc[j] = q[j] & 63;
+        mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (q[j + 8] & 0x0F) | ((q[j] >> 6) << 4);
+        mn[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    }
+    (sc, mn)
+}
+
+/// Quantizes `m` rows of `k` values (`k` a multiple of 256) to Q8_K blocks.
+pub fn quantize_q8k(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8K> {
+    debug_assert_eq!(x.len(), m * k);
+    x.chunks_exact(QK_K)
+        .map(|chunk| {
+            let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut qs = [0i8; QK_K];
+            for (q, v) in qs.iter_mut().zip(chunk) {
+                *q = (v * inv).round() as i8;
+            }
+            let mut bsums = [0i16; QK_K / 16];
+            for (s, group) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+                *s = group.iter().map(|&q| q as i16).sum();
+            }
+            BlockQ8K { d, qs, bsums }
+        })
+        .collect()
+}
+
+impl BlockQ8K {
+    /// The block's values as the kernels see them (tests compare products against these).
+    pub fn values(&self) -> [f32; QK_K] {
+        self.qs.map(|q| self.d * q as f32)
+    }
+}
+
+/// What the matrix code needs of a super-block type.
+pub trait SuperBlock: Pod + Sync + Send {
+    /// The GGUF type's name, for reports.
+    const NAME: &'static str;
+    /// Writes the block's 256 values to `out` (embedding rows and tests).
+    fn dequantize(&self, out: &mut [f32]);
+    /// The portable product of one row of blocks with `N` activation rows.
+    fn dot_portable<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N];
+    /// The AVX2 product (same integers, float sums in vector lanes).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N];
+}
+
+impl SuperBlock for BlockQ4K {
+    const NAME: &'static str = "q4_k";
+
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (half(self.d), half(self.dmin));
+        let (sc, mn) = scales_mins(&self.scales);
+        for (j, q) in self.qs.chunks_exact(32).enumerate() {
+            let (lo, hi) = out[64 * j..64 * j + 64].split_at_mut(32);
+            let (d1, m1) = (d * sc[2 * j] as f32, dmin * mn[2 * j] as f32);
+            let (d2, m2) = (d * sc[2 * j + 1] as f32, dmin * mn[2 * j + 1] as f32);
+            for ((l, h), &b) in lo.iter_mut().zip(hi).zip(q) {
+                *l = d1 * (b & 0x0F) as f32 - m1;
+                *h = d2 * (b >> 4) as f32 - m2;
+            }
+        }
+    }
+
+    fn dot_portable<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        offset_dot(
+            w,
+            x,
+            |w| (half(w.d), half(w.dmin), scales_mins(&w.scales)),
+            |w, i| {
+                let b = w.qs[(i / 64) * 32 + i % 32];
+                if i % 64 < 32 {
+                    b & 0x0F
+                } else {
+                    b >> 4
+                }
+            },
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C.
+        unsafe { super::kquant_avx2::q4k(w, x) }
+    }
+}
+
+impl SuperBlock for BlockQ5K {
+    const NAME: &'static str = "q5_k";
+
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (half(self.d), half(self.dmin));
+        let (sc, mn) = scales_mins(&self.scales);
+        for (i, o) in out[..QK_K].iter_mut().enumerate() {
+            let s = i / 32;
+            *o = d * sc[s] as f32 * q5(self, i) as f32 - dmin * mn[s] as f32;
+        }
+    }
+
+    fn dot_portable<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        offset_dot(
+            w,
+            x,
+            |w| (half(w.d), half(w.dmin), scales_mins(&w.scales)),
+            q5,
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C.
+        unsafe { super::kquant_avx2::q5k(w, x) }
+    }
+}
+
+/// Value `i` (0..256) of a Q5_K block, 0..32: chunk `i / 64` takes its low half from the
+/// low nibbles and bit `2 · chunk` of `qh`, its high half from the high nibbles and the
+/// next bit.
+fn q5(w: &BlockQ5K, i: usize) -> u8 {
+    let (chunk, l) = (i / 64, i % 32);
+    let b = w.qs[chunk * 32 + l];
+    let (nibble, bit) = if i % 64 < 32 {
+        (b & 0x0F, 2 * chunk)
+    } else {
+        (b >> 4, 2 * chunk + 1)
+    };
+    nibble | (((w.qh[l] >> bit) & 1) << 4)
+}
+
+/// The portable Q4_K / Q5_K product: `Σ d·sc·q·x − dmin·m·Σx` per 32-value sub-block, the
+/// integer sums exact; `head` reads a block's factors and scales, `value(w, i)` its `i`-th
+/// unsigned value.
+fn offset_dot<B, const N: usize>(
+    w: &[B],
+    x: [&[BlockQ8K]; N],
+    head: impl Fn(&B) -> (f32, f32, ([u8; 8], [u8; 8])),
+    value: impl Fn(&B, usize) -> u8,
+) -> [f32; N] {
+    let mut out = [0f32; N];
+    for (b, wb) in w.iter().enumerate() {
+        let (d, dmin, (sc, mn)) = head(wb);
+        let q: [u8; QK_K] = std::array::from_fn(|i| value(wb, i));
+        for (o, xr) in out.iter_mut().zip(x) {
+            let xb = &xr[b];
+            let (mut dots, mut mins) = (0i32, 0i32);
+            for s in 0..8 {
+                let part: i32 = (32 * s..32 * s + 32)
+                    .map(|i| q[i] as i32 * xb.qs[i] as i32)
+                    .sum();
+                dots += sc[s] as i32 * part;
+                mins += mn[s] as i32 * (xb.bsums[2 * s] as i32 + xb.bsums[2 * s + 1] as i32);
+            }
+            *o += xb.d * (d * dots as f32 - dmin * mins as f32);
+        }
+    }
+    out
+}
+
+impl SuperBlock for BlockQ6K {
+    const NAME: &'static str = "q6_k";
+
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = half(self.d);
+        for (i, o) in out[..QK_K].iter_mut().enumerate() {
+            *o = d * self.scales[i / 16] as f32 * (q6(self, i) as i32 - 32) as f32;
+        }
+    }
+
+    fn dot_portable<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        let mut out = [0f32; N];
+        for (b, wb) in w.iter().enumerate() {
+            let d = half(wb.d);
+            let q: [u8; QK_K] = std::array::from_fn(|i| q6(wb, i));
+            for (o, xr) in out.iter_mut().zip(x) {
+                let xb = &xr[b];
+                let (mut dots, mut offs) = (0i32, 0i32);
+                for g in 0..16 {
+                    let part: i32 = (16 * g..16 * g + 16)
+                        .map(|i| q[i] as i32 * xb.qs[i] as i32)
+                        .sum();
+                    dots += wb.scales[g] as i32 * part;
+                    offs += wb.scales[g] as i32 * xb.bsums[g] as i32;
+                }
+                *o += xb.d * d * (dots - 32 * offs) as f32;
+            }
+        }
+        out
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx2<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        // SAFETY: the caller guarantees AVX2, FMA and F16C.
+        unsafe { super::kquant_avx2::q6k(w, x) }
+    }
+}
+
+/// Value `i` (0..256) of a Q6_K block before the −32 offset, 0..64. Each 128-value half
+/// has 64 `ql` bytes and 32 `qh` bytes; quarter `t` of a half takes the low (t = 0, 1) or
+/// high (t = 2, 3) nibbles of `ql[32 · (t % 2)..]` and bits `2t..2t+2` of `qh`.
+fn q6(w: &BlockQ6K, i: usize) -> u8 {
+    let (h, t, l) = (i / 128, (i % 128) / 32, i % 32);
+    let b = w.ql[64 * h + 32 * (t % 2) + l];
+    let nibble = if t < 2 { b & 0x0F } else { b >> 4 };
+    nibble | (((w.qh[32 * h + l] >> (2 * t)) & 3) << 4)
+}
+
+/// A weight matrix's bytes: owned, or a range of a memory-mapped model file (shared by the
+/// matrices that read it, and by the embedding when the output matrix is tied to it).
+#[derive(Clone)]
+pub enum Stored {
+    /// Bytes read into memory.
+    Owned(Arc<[u8]>),
+    /// `range` of the mapped file.
+    Mapped {
+        /// The whole file.
+        map: Arc<memmap2::Mmap>,
+        /// This tensor's bytes.
+        range: Range<usize>,
+    },
+}
+
+impl Deref for Stored {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Owned(b) => b,
+            Self::Mapped { map, range } => &map[range.clone()],
+        }
+    }
+}
+
+/// A K-quant matrix of `n` rows (outputs) by `k` columns (inputs), each row `k / 256`
+/// super-blocks.
+pub struct KMatrix<B> {
+    w: Stored,
+    n: usize,
+    k: usize,
+    _block: PhantomData<B>,
+}
+
+type KDot<B> = fn(&[B], &[BlockQ8K]) -> f32;
+type KDot4<B> = fn(&[B], [&[BlockQ8K]; 4]) -> [f32; 4];
+
+impl<B: SuperBlock> KMatrix<B> {
+    /// `n` rows of `k` values stored in `w`; `None` when `k` is not a multiple of 256 or
+    /// the byte count does not match.
+    pub fn new(w: Stored, n: usize, k: usize) -> Option<Self> {
+        let size = std::mem::size_of::<B>();
+        if !k.is_multiple_of(QK_K) || w.len() != n * (k / QK_K) * size {
+            return None;
+        }
+        Some(Self {
+            w,
+            n,
+            k,
+            _block: PhantomData,
+        })
+    }
+
+    fn blocks(&self) -> &[B] {
+        // Blocks are byte arrays (alignment 1) and the length was checked in `new`.
+        bytemuck::cast_slice(&self.w)
+    }
+
+    /// The kernels this CPU runs for `B`, chosen with the Q4_1 kernels' check.
+    fn kernels() -> (KDot<B>, KDot4<B>) {
+        #[cfg(target_arch = "x86_64")]
+        if uses_simd() {
+            // SAFETY (both): `uses_simd` holds only where the CPU has AVX2, FMA and F16C.
+            return (
+                |w, x| unsafe { B::dot_avx2(w, [x]) }[0],
+                |w, x| unsafe { B::dot_avx2(w, x) },
+            );
+        }
+        (
+            |w, x| B::dot_portable(w, [x])[0],
+            |w, x| B::dot_portable(w, x),
+        )
+    }
+
+    /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let kb = self.k / QK_K;
+        let xq = quantize_q8k(x, m, self.k);
+        let blocks = self.blocks();
+        let dots = Self::kernels();
+        let column = |col: usize, rows: Range<usize>, out: &mut [f32]| {
+            let w = &blocks[col * kb..(col + 1) * kb];
+            block_rows(w, (&xq, kb), rows, out, dots)
+        };
+        tiled(self.n, m, GROUP, Epilogue::Plain, by_column(self.n, column))
+    }
+
+    /// Row `r`'s values (an embedding lookup); `None` past the last row.
+    pub fn row(&self, r: usize, out: &mut [f32]) -> Option<()> {
+        let kb = self.k / QK_K;
+        let row = self.blocks().get(r * kb..(r + 1) * kb)?;
+        for (b, dst) in row.iter().zip(out.chunks_exact_mut(QK_K)) {
+            b.dequantize(dst);
+        }
+        Some(())
+    }
+
+    /// Output size.
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+}
+
+/// A K-quant matrix of any of the three types.
+pub enum KQuant {
+    /// Q4_K weights.
+    Q4K(KMatrix<BlockQ4K>),
+    /// Q5_K weights.
+    Q5K(KMatrix<BlockQ5K>),
+    /// Q6_K weights.
+    Q6K(KMatrix<BlockQ6K>),
+}
+
+impl KQuant {
+    /// The matrix of GGUF type `name` ("q4_k", "q5_k", "q6_k"); `None` for other types or
+    /// shapes the kernels do not take.
+    pub fn new(name: &str, w: Stored, n: usize, k: usize) -> Option<Self> {
+        match name {
+            BlockQ4K::NAME => KMatrix::new(w, n, k).map(Self::Q4K),
+            BlockQ5K::NAME => KMatrix::new(w, n, k).map(Self::Q5K),
+            BlockQ6K::NAME => KMatrix::new(w, n, k).map(Self::Q6K),
+            _ => None,
+        }
+    }
+
+    /// See [`KMatrix::matmul`].
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        match self {
+            Self::Q4K(w) => w.matmul(x, m),
+            Self::Q5K(w) => w.matmul(x, m),
+            Self::Q6K(w) => w.matmul(x, m),
+        }
+    }
+
+    /// See [`KMatrix::row`].
+    pub fn row(&self, r: usize, out: &mut [f32]) -> Option<()> {
+        match self {
+            Self::Q4K(w) => w.row(r, out),
+            Self::Q5K(w) => w.row(r, out),
+            Self::Q6K(w) => w.row(r, out),
+        }
+    }
+
+    /// Output size.
+    pub fn rows(&self) -> usize {
+        match self {
+            Self::Q4K(w) => w.rows(),
+            Self::Q5K(w) => w.rows(),
+            Self::Q6K(w) => w.rows(),
+        }
+    }
+
+    /// Bytes of weights (in the mapped file or owned).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Q4K(w) => w.w.len(),
+            Self::Q5K(w) => w.w.len(),
+            Self::Q6K(w) => w.w.len(),
+        }
+    }
+
+    /// The weight type's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Q4K(_) => BlockQ4K::NAME,
+            Self::Q5K(_) => BlockQ5K::NAME,
+            Self::Q6K(_) => BlockQ6K::NAME,
+        }
+    }
+}
+
+/// The K-quant kernel path in use, for benchmark reports ("avx2" or "portable"); the AVX-512
+/// machines run the AVX2 path for these types.
+pub fn kquant_kernel_name() -> &'static str {
+    if uses_simd() {
+        "avx2"
+    } else {
+        "portable"
+    }
+}
