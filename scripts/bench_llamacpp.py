@@ -6,6 +6,10 @@ exactly --n-predict one-token forward passes, each feeding the argmax of the pre
 logits (greedy; EOS is ignored so the count is exact). Only llama_decode and the argmax
 are timed, never tokenization or loading. One untimed warm-up pass comes first.
 
+With --concurrency 1,4,8,16 it also measures batched decoding: that many sequences step
+together, one llama_batch per step holding one token of each sequence under its own
+sequence id (llama.cpp's own batched decoding; see `batched_decode`).
+
 Prints one JSON line on stdout (medians over repeats); everything else goes to stderr:
     {"engine":"llama.cpp","version":...,"threads":N,"prompt_tokens":P,
      "prefill_tok_s":...,"decode_tok_s":...,"runs":R,...}
@@ -60,6 +64,78 @@ def run_once(llm: llama_cpp.Llama, prompt: list[int], n_predict: int) -> tuple[f
     return t1 - t0, t2 - t1
 
 
+def batched_context(llm: llama_cpp.Llama, n_ctx: int, n_batch: int, n_seq: int, threads: int):
+    """A second context on the loaded model that holds `n_seq` sequences in one unified
+    KV cache (copied prompt cells are shared, as our forked caches are)."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = n_ctx
+    params.n_batch = n_batch
+    params.n_ubatch = n_batch
+    params.n_seq_max = n_seq
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    if hasattr(params, "kv_unified"):
+        params.kv_unified = True
+    ctx = llama_cpp.llama_init_from_model(llm.model, params)
+    if not ctx:
+        raise RuntimeError("llama_init_from_model failed")
+    return ctx
+
+
+def batched_decode(ctx, n_vocab: int, prompt: list[int], n_seq: int, n_predict: int) -> float:
+    """Aggregate greedy decode tokens/s of `n_seq` sequences stepping together, each token of
+    a step one entry of one llama_batch with its own sequence id. All start from the same
+    prefilled prompt (sequence 0 copied to the others); only the decode steps are timed."""
+    mem = llama_cpp.llama_get_memory(ctx)
+    llama_cpp.llama_memory_clear(mem, True)
+    batch = llama_cpp.llama_batch_init(max(len(prompt), n_seq), 0, n_seq)
+    try:
+        def fill(entries):
+            batch.n_tokens = len(entries)
+            for i, (tok, pos, seq, want) in enumerate(entries):
+                batch.token[i] = tok
+                batch.pos[i] = pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = seq
+                batch.logits[i] = want
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+
+        last = len(prompt) - 1
+        fill([(t, p, 0, p == last) for p, t in enumerate(prompt)])
+        first = int(np.argmax(np.ctypeslib.as_array(
+            llama_cpp.llama_get_logits_ith(ctx, last), shape=(n_vocab,))))
+        for s in range(1, n_seq):
+            llama_cpp.llama_memory_seq_cp(mem, 0, s, -1, -1)
+        nxt = [first] * n_seq
+        t0 = time.perf_counter()
+        for step in range(n_predict):
+            fill([(nxt[s], len(prompt) + step, s, True) for s in range(n_seq)])
+            nxt = [int(np.argmax(np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx, s), shape=(n_vocab,)))) for s in range(n_seq)]
+        return n_seq * n_predict / (time.perf_counter() - t0)
+    finally:
+        llama_cpp.llama_batch_free(batch)
+
+
+def concurrency_levels(llm, prompt, levels, args) -> list[dict]:
+    """Median aggregate decode speed per level; the levels take turns, as in autoj bench."""
+    top = max(levels)
+    n_ctx = len(prompt) + top * (args.n_predict + 8) + 16
+    ctx = batched_context(llm, n_ctx, max(512, len(prompt)), top, args.threads)
+    try:
+        batched_decode(ctx, llm.n_vocab(), prompt, min(2, top), min(2, args.n_predict))  # warm-up
+        runs = {b: [] for b in levels}
+        for _ in range(args.repeat):
+            for b in levels:
+                runs[b].append(batched_decode(ctx, llm.n_vocab(), prompt, b, args.n_predict))
+                log(f"{b} sequences: {runs[b][-1]:.2f} tok/s")
+    finally:
+        llama_cpp.llama_free(ctx)
+    return [{"concurrent_sequences": b, "aggregate_decode_tok_s": round(statistics.median(r), 3)}
+            for b, r in runs.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -67,6 +143,8 @@ def main() -> None:
     ap.add_argument("--prompt-file", type=Path, required=True)
     ap.add_argument("--n-predict", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--concurrency", default="",
+                    help="comma-separated sequence counts for batched decode (empty: skip)")
     args = ap.parse_args()
 
     # Tokenize with a vocab-only load first, so the context can be sized to the prompt.
@@ -98,8 +176,12 @@ def main() -> None:
         log(f"run {i + 1}: prefill {tp * 1e3:.1f} ms ({prefill[-1]:.1f} tok/s), "
             f"decode {td * 1e3:.1f} ms ({decode_[-1]:.1f} tok/s)")
 
+    levels = [int(v) for v in args.concurrency.split(",") if v.strip()]
+    batched = concurrency_levels(llm, prompt, levels, args) if levels else []
+
     print(json.dumps({
         "engine": "llama.cpp",
+        "batched_decode": batched,
         "version": llama_cpp.__version__,
         "threads": args.threads,
         "prompt_tokens": n_prompt,

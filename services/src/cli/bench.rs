@@ -13,12 +13,14 @@ use anyhow::Context;
 use autoj_judge::engine::batch::kernels;
 use autoj_judge::engine::batch::kv::SeqKv;
 use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
+use autoj_judge::engine::tokenizer::TextTokenizer;
 use autoj_judge::engine::{choose_format, PromptFormatChoice};
+use autoj_judge::protocol::prompt::PromptFormat;
 use autoj_judge::protocol::prompt::{render, Lang, Task};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::bench_batch;
+use super::{bench_batch, bench_roofline};
 
 /// Benchmark settings.
 #[derive(Debug, Clone, Args)]
@@ -70,6 +72,11 @@ pub struct BenchArgs {
         default_value = "../shared/autoj/testdata_pairwise.jsonl"
     )]
     pub pairwise_file: PathBuf,
+    /// Prompt length in tokens (0: the sample pairwise task as it is, ~200 tokens; more:
+    /// its second response grows paragraph by paragraph until the prompt has at least this
+    /// many tokens, as long judge inputs do).
+    #[arg(long, env = "AUTOJ_BENCH_PROMPT_TOKENS", default_value_t = 0)]
+    pub prompt_tokens: usize,
     /// Rows of that file to judge per setting (0: skip the gRPC part).
     #[arg(long, env = "AUTOJ_BENCH_GRPC_ROWS", default_value_t = 16)]
     pub grpc_rows: usize,
@@ -90,13 +97,35 @@ fn sample_task() -> Task {
     }
 }
 
+/// The sample task's prompt, its second response grown until the prompt has at least
+/// `min_tokens` tokens; the text and its ids.
+fn prompt(
+    tokenizer: &TextTokenizer,
+    format: &PromptFormat,
+    min_tokens: usize,
+) -> anyhow::Result<(String, Vec<u32>)> {
+    const PARAGRAPH: &str = "\n\nTo check this, compare the two answers line by line: the loop keeps two running values and updates them n times, while the recursive version calls itself twice for every n above one, so the number of calls grows like the Fibonacci numbers themselves.";
+    let mut task = sample_task();
+    loop {
+        let text = render(&task, Lang::En, format)?;
+        let ids = tokenizer.encode(&text, true)?;
+        if ids.len() >= min_tokens {
+            return Ok((text, ids));
+        }
+        if let Task::Pairwise { response_2, .. } = &mut task {
+            response_2.push_str(PARAGRAPH);
+        }
+    }
+}
+
 /// Runs both engines and prints one JSON object per engine plus the ratios.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     let (mut model, tokenizer, info) = BatchModel::load(&args.model)?;
+    let load_s = started.elapsed().as_secs_f64();
     model.shape.kv = args.kv_dtype.into();
     let format = choose_format(PromptFormatChoice::Auto, &info, &tokenizer)?;
-    let text = render(&sample_task(), Lang::En, &format)?;
-    let ids = tokenizer.encode(&text, true)?;
+    let (text, ids) = prompt(&tokenizer, &format, args.prompt_tokens)?;
     let n = ids.len();
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
     let new_kv = || model.new_kv();
@@ -119,16 +148,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let ours = json!({
         "engine": "autoj (batched engine, one sequence)", "threads": args.threads,
-        "q4_1_kernel": kernels::kernel_name(), "prompt_tokens": n,
+        "q4_1_kernel": kernels::kernel_name(), "kquant_kernel": kernels::kquant_kernel_name(),
+        "kernels": model.kernel_census(), "load_s": load_s, "prompt_tokens": n,
         "kv_dtype": format!("{:?}", model.shape.kv).to_lowercase(),
         "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,
     });
     println!("{ours}");
-    llamacpp(args, &text, &ours)?;
+    let decode_tok_s = ours["decode_tok_s"].as_f64().unwrap_or(f64::NAN);
+    let step_bytes = model.streamed_weight_bytes();
+    println!(
+        "{}",
+        bench_roofline::report(args.threads, step_bytes, decode_tok_s)
+    );
+    let mut levels = Vec::new();
     if !args.concurrency.is_empty() {
-        let levels = &args.concurrency;
-        let lines = bench_batch::concurrency(&model, &ids, levels, args.n_predict, args.repeat)?;
-        for line in lines {
+        let c = &args.concurrency;
+        levels = bench_batch::concurrency(&model, &ids, c, args.n_predict, args.repeat)?;
+        for line in &levels {
             println!("{line}");
         }
         println!(
@@ -137,10 +173,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 "kv_bytes_per_token": model.shape.kv_bytes_per_token(),
                 "kv_bytes_per_sequence_at_prompt_plus_n_predict":
                     model.shape.kv_bytes_per_token() * (n + args.n_predict),
+                "model_file_bytes": std::fs::metadata(&args.model).map(|m| m.len()).ok(),
                 "peak_rss_bytes": bench_batch::peak_rss_bytes(),
             })
         );
     }
+    llamacpp(args, &text, &ours, &levels)?;
     drop(model);
     if args.grpc_rows == 0 {
         return Ok(());
@@ -177,7 +215,7 @@ fn one(model: &BatchModel, kv: &mut SeqKv, tokens: &[u32]) -> anyhow::Result<Vec
 }
 
 /// The llama.cpp side on the same file, prompt and threads, and the ratios.
-fn llamacpp(args: &BenchArgs, text: &str, ours: &Value) -> anyhow::Result<()> {
+fn llamacpp(args: &BenchArgs, text: &str, ours: &Value, levels: &[Value]) -> anyhow::Result<()> {
     if !args.llamacpp_python.exists() {
         eprintln!(
             "llama.cpp comparison skipped: {} not found (run scripts/bench-setup.sh)",
@@ -198,6 +236,13 @@ fn llamacpp(args: &BenchArgs, text: &str, ours: &Value) -> anyhow::Result<()> {
             &args.n_predict.to_string(),
             "--repeat",
             &args.repeat.to_string(),
+            "--concurrency",
+            &args
+                .concurrency
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         ])
         .output()
         .context("running the llama.cpp benchmark")?;
@@ -211,10 +256,27 @@ fn llamacpp(args: &BenchArgs, text: &str, ours: &Value) -> anyhow::Result<()> {
         serde_json::from_slice(&out.stdout).context("llama.cpp benchmark output")?;
     println!("{theirs}");
     let ratio = |k: &str| ours[k].as_f64().unwrap_or(0.0) / theirs[k].as_f64().unwrap_or(f64::NAN);
+    let tok_s = |v: &Value| v["aggregate_decode_tok_s"].as_f64().unwrap_or(f64::NAN);
+    let batched: Vec<Value> = levels
+        .iter()
+        .filter_map(|ours| {
+            let b = &ours["concurrent_sequences"];
+            let theirs = theirs["batched_decode"]
+                .as_array()?
+                .iter()
+                .find(|t| &t["concurrent_sequences"] == b)?;
+            Some(
+                json!({"concurrent_sequences": b, "aggregate_decode": tok_s(ours) / tok_s(theirs)}),
+            )
+        })
+        .collect();
     println!(
         "{}",
         json!({
-            "ratio_autoj_over_llamacpp": {"prefill": ratio("prefill_tok_s"), "decode": ratio("decode_tok_s")},
+            "ratio_autoj_over_llamacpp": {
+                "prefill": ratio("prefill_tok_s"), "decode": ratio("decode_tok_s"),
+                "batched": batched,
+            },
             "same_prompt_tokens": theirs["prompt_tokens"] == ours["prompt_tokens"],
         })
     );

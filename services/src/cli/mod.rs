@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_batch;
 pub mod bench_classifier;
+pub mod bench_roofline;
 pub mod classify;
 pub mod client;
 pub mod eval;
