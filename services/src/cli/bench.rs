@@ -154,12 +154,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,
     });
     println!("{ours}");
-    let decode_tok_s = ours["decode_tok_s"].as_f64().unwrap_or(f64::NAN);
-    let step_bytes = model.streamed_weight_bytes();
-    println!(
-        "{}",
-        bench_roofline::report(args.threads, step_bytes, decode_tok_s)
-    );
     let mut levels = Vec::new();
     if !args.concurrency.is_empty() {
         let c = &args.concurrency;
@@ -178,6 +172,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             })
         );
     }
+    // After the peak-memory line: the roofline's own buffers would count in it.
+    let decode_tok_s = ours["decode_tok_s"].as_f64().unwrap_or(f64::NAN);
+    let step_bytes = model.streamed_weight_bytes();
+    println!(
+        "{}",
+        bench_roofline::report(args.threads, step_bytes, decode_tok_s)
+    );
     llamacpp(args, &text, &ours, &levels)?;
     drop(model);
     if args.grpc_rows == 0 {

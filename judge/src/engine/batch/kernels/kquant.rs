@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::{block_rows, by_column, tiled, uses_simd, Epilogue, GROUP};
+use super::{block_rows, by_column, tiled, uses_avx512, uses_simd, Epilogue, GROUP};
 
 /// Values per K-quant super-block.
 pub const QK_K: usize = 256;
@@ -76,14 +76,16 @@ fn half(bytes: [u8; 2]) -> f32 {
 /// bytes 0-3 hold scales 0-3 (and the top bits of scales 4-7), bytes 4-7 mins 0-3 (and
 /// the top bits of mins 4-7), bytes 8-11 the low four bits of scales and mins 4-7.
 pub(super) fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
-    for j in 0..4 {
-        sc[j] = q[j] & 63;
-        mn[j] = q[j + 4] & 63;
-        sc[j + 4] = (q[j + 8] & 0x0F) | ((q[j] >> 6) << 4);
-        mn[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
-    }
-    (sc, mn)
+    // The same unpacking four bytes at a time (the kernels call this once per block).
+    let word = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (a, b, c) = (word(0), word(1), word(2));
+    const LOW6: u32 = 0x3F3F_3F3F;
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const TOP2: u32 = 0x0303_0303;
+    let sc_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
+    let mn_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
+    let join = |lo: u32, hi: u32| ((hi as u64) << 32 | lo as u64).to_le_bytes();
+    (join(a & LOW6, sc_hi), join(b & LOW6, mn_hi))
 }
 
 /// Quantizes `m` rows of `k` values (`k` a multiple of 256) to Q8_K blocks.
@@ -128,6 +130,12 @@ pub trait SuperBlock: Pod + Sync + Send {
     /// The CPU must have AVX2, FMA and F16C.
     #[cfg(target_arch = "x86_64")]
     unsafe fn dot_avx2<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N];
+    /// The AVX-512 VNNI product (same integers, 512-bit lanes).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW and VNNI, AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N];
 }
 
 impl SuperBlock for BlockQ4K {
@@ -168,6 +176,12 @@ impl SuperBlock for BlockQ4K {
         // SAFETY: the caller guarantees AVX2, FMA and F16C.
         unsafe { super::kquant_avx2::q4k(w, x) }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        // SAFETY: the caller guarantees the AVX-512 and AVX2 features.
+        unsafe { super::kquant_avx512::q4k(w, x) }
+    }
 }
 
 impl SuperBlock for BlockQ5K {
@@ -195,6 +209,12 @@ impl SuperBlock for BlockQ5K {
     unsafe fn dot_avx2<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
         // SAFETY: the caller guarantees AVX2, FMA and F16C.
         unsafe { super::kquant_avx2::q5k(w, x) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        // SAFETY: the caller guarantees the AVX-512 and AVX2 features.
+        unsafe { super::kquant_avx512::q5k(w, x) }
     }
 }
 
@@ -277,6 +297,12 @@ impl SuperBlock for BlockQ6K {
         // SAFETY: the caller guarantees AVX2, FMA and F16C.
         unsafe { super::kquant_avx2::q6k(w, x) }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn dot_avx512<const N: usize>(w: &[Self], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        // SAFETY: the caller guarantees the AVX-512 and AVX2 features.
+        unsafe { super::kquant_avx512::q6k(w, x) }
+    }
 }
 
 /// Value `i` (0..256) of a Q6_K block before the −32 offset, 0..64. Each 128-value half
@@ -348,8 +374,18 @@ impl<B: SuperBlock> KMatrix<B> {
         bytemuck::cast_slice(&self.w)
     }
 
-    /// The kernels this CPU runs for `B`, chosen with the Q4_1 kernels' check.
+    /// The kernels this CPU runs for `B`, chosen with the Q4_1 kernels' checks (so
+    /// `AUTOJ_Q4_1_KERNEL=avx2` also forces the AVX2 path here).
     fn kernels() -> (KDot<B>, KDot4<B>) {
+        #[cfg(target_arch = "x86_64")]
+        if uses_avx512() && uses_simd() {
+            // SAFETY (both): `uses_avx512` holds only where the CPU has AVX-512 F, BW and
+            // VNNI, `uses_simd` where it has AVX2, FMA and F16C.
+            return (
+                |w, x| unsafe { B::dot_avx512(w, [x]) }[0],
+                |w, x| unsafe { B::dot_avx512(w, x) },
+            );
+        }
         #[cfg(target_arch = "x86_64")]
         if uses_simd() {
             // SAFETY (both): `uses_simd` holds only where the CPU has AVX2, FMA and F16C.
@@ -461,10 +497,12 @@ impl KQuant {
     }
 }
 
-/// The K-quant kernel path in use, for benchmark reports ("avx2" or "portable"); the AVX-512
-/// machines run the AVX2 path for these types.
+/// The K-quant kernel path in use, for benchmark reports ("avx512-vnni", "avx2" or
+/// "portable").
 pub fn kquant_kernel_name() -> &'static str {
-    if uses_simd() {
+    if uses_avx512() && uses_simd() {
+        "avx512-vnni"
+    } else if uses_simd() {
         "avx2"
     } else {
         "portable"

@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::hsum;
-use super::kquant::{scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use super::kquant::{scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
 /// Loads 32 bytes from `b[at..at + 32]`.
 #[inline]
@@ -24,7 +24,7 @@ unsafe fn load32<T>(b: &[T], at: usize) -> __m256i {
 /// Half-precision bytes as f32 (F16C).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half(b: [u8; 2]) -> f32 {
+pub(super) unsafe fn half(b: [u8; 2]) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(
         _mm_cvtsi32_si128(u16::from_le_bytes(b) as i32),
     ))
@@ -48,7 +48,7 @@ unsafe fn eight_subblocks(q: &[__m256i; 8], scale: &[__m256i; 8], x: &BlockQ8K) 
 /// sum), added in pairs: eight 32-bit lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn weighted_bsums(x: &BlockQ8K, weights: __m256i) -> __m256i {
+pub(super) unsafe fn weighted_bsums(x: &BlockQ8K, weights: __m256i) -> __m256i {
     // SAFETY: `bsums` is 16 i16, 32 bytes; unaligned loads are allowed.
     let sums = unsafe { _mm256_loadu_si256(x.bsums.as_ptr().cast()) };
     _mm256_madd_epi16(sums, weights)
@@ -68,10 +68,10 @@ unsafe fn offset_kernel<B, const N: usize>(
     for (b, wb) in w.iter().enumerate() {
         let (q, d, dmin, sc, mn) = unpack(wb);
         let scale: [__m256i; 8] = std::array::from_fn(|s| _mm256_set1_epi16(sc[s] as i16));
-        // Each sub-block's min against both of its 16-value sums.
-        let mins: [i16; 16] = std::array::from_fn(|i| mn[i / 2] as i16);
-        // SAFETY: `mins` is 32 bytes.
-        let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
+        // Each sub-block's min against both of its 16-value sums: the eight bytes doubled
+        // and widened to sixteen 16-bit lanes (in registers, no round trip through memory).
+        let mn = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
+        let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
         for j in 0..N {
             let xb = &x[j][b];
             // SAFETY: the caller's features (AVX2) are enabled in this inlined body.
@@ -89,86 +89,103 @@ unsafe fn offset_kernel<B, const N: usize>(
     out
 }
 
+/// A Q4_K block's eight sub-blocks of 32 unsigned values, `d`, `dmin`, scales and mins.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn unpack_q4k(b: &BlockQ4K) -> ([__m256i; 8], f32, f32, [u8; 8], [u8; 8]) {
+    let low = _mm256_set1_epi8(0x0F);
+    let mut q = [_mm256_setzero_si256(); 8];
+    for j in 0..4 {
+        // SAFETY: `qs` holds 128 bytes.
+        let packed = unsafe { load32(&b.qs, 32 * j) };
+        q[2 * j] = _mm256_and_si256(packed, low);
+        q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+    }
+    let (sc, mn) = scales_mins(&b.scales);
+    // SAFETY: F16C is enabled for this function.
+    let (d, dmin) = unsafe { (half(b.d), half(b.dmin)) };
+    (q, d, dmin, sc, mn)
+}
+
 /// Q4_K rows × `N` activation rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q4k<const N: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; N]) -> [f32; N] {
-    let low = _mm256_set1_epi8(0x0F);
-    let unpack = |b: &BlockQ4K| {
-        let mut q = [_mm256_setzero_si256(); 8];
-        for j in 0..4 {
-            // SAFETY: `qs` holds 128 bytes.
-            let packed = unsafe { load32(&b.qs, 32 * j) };
-            q[2 * j] = _mm256_and_si256(packed, low);
-            q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-        }
-        let (sc, mn) = scales_mins(&b.scales);
-        // SAFETY: F16C is enabled for this function.
-        let (d, dmin) = unsafe { (half(b.d), half(b.dmin)) };
-        (q, d, dmin, sc, mn)
+    // SAFETY: this function's features are the kernel's and the unpacker's.
+    unsafe { offset_kernel(w, x, |b| unpack_q4k(b)) }
+}
+
+/// A Q5_K block's eight sub-blocks of 32 unsigned values, `d`, `dmin`, scales and mins.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn unpack_q5k(b: &BlockQ5K) -> ([__m256i; 8], f32, f32, [u8; 8], [u8; 8]) {
+    let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
+    // SAFETY: `qh` holds 32 bytes.
+    let high = unsafe { load32(&b.qh, 0) };
+    // Bit `s` of every `qh` byte, moved to bit 4 (16-bit shifts: the bits that cross
+    // into a byte from its neighbour are masked off).
+    let fifth = |s: i32| {
+        let bit = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(s)), one);
+        _mm256_slli_epi16(bit, 4)
     };
-    // SAFETY: this function's features are the kernel's.
-    unsafe { offset_kernel(w, x, unpack) }
+    let mut q = [_mm256_setzero_si256(); 8];
+    for j in 0..4 {
+        // SAFETY: `qs` holds 128 bytes.
+        let packed = unsafe { load32(&b.qs, 32 * j) };
+        let lo = _mm256_and_si256(packed, low);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
+        q[2 * j] = _mm256_or_si256(lo, fifth(2 * j as i32));
+        q[2 * j + 1] = _mm256_or_si256(hi, fifth(2 * j as i32 + 1));
+    }
+    let (sc, mn) = scales_mins(&b.scales);
+    // SAFETY: F16C is enabled for this function.
+    let (d, dmin) = unsafe { (half(b.d), half(b.dmin)) };
+    (q, d, dmin, sc, mn)
 }
 
 /// Q5_K rows × `N` activation rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q5k<const N: usize>(w: &[BlockQ5K], x: [&[BlockQ8K]; N]) -> [f32; N] {
-    let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
-    let unpack = |b: &BlockQ5K| {
-        // SAFETY: `qh` holds 32 bytes.
-        let high = unsafe { load32(&b.qh, 0) };
-        // Bit `s` of every `qh` byte, moved to bit 4 (16-bit shifts: the bits that cross
-        // into a byte from its neighbour are masked off).
-        let fifth = |s: i32| {
-            let bit = _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(s)), one);
-            _mm256_slli_epi16(bit, 4)
+    // SAFETY: this function's features are the kernel's and the unpacker's.
+    unsafe { offset_kernel(w, x, |b| unpack_q5k(b)) }
+}
+
+/// A Q6_K block's eight quarters of 32 unsigned values (before the −32 offset).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn unpack_q6k(b: &BlockQ6K) -> [__m256i; 8] {
+    let (low, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+    let mut q = [_mm256_setzero_si256(); 8];
+    for h in 0..2 {
+        // SAFETY: `ql` holds 128 bytes, `qh` 64.
+        let (ql0, ql1, qh) = unsafe {
+            (
+                load32(&b.ql, 64 * h),
+                load32(&b.ql, 64 * h + 32),
+                load32(&b.qh, 32 * h),
+            )
         };
-        let mut q = [_mm256_setzero_si256(); 8];
-        for j in 0..4 {
-            // SAFETY: `qs` holds 128 bytes.
-            let packed = unsafe { load32(&b.qs, 32 * j) };
-            let lo = _mm256_and_si256(packed, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
-            q[2 * j] = _mm256_or_si256(lo, fifth(2 * j as i32));
-            q[2 * j + 1] = _mm256_or_si256(hi, fifth(2 * j as i32 + 1));
-        }
-        let (sc, mn) = scales_mins(&b.scales);
-        // SAFETY: F16C is enabled for this function.
-        let (d, dmin) = unsafe { (half(b.d), half(b.dmin)) };
-        (q, d, dmin, sc, mn)
-    };
-    // SAFETY: this function's features are the kernel's.
-    unsafe { offset_kernel(w, x, unpack) }
+        let top = |shift: i32| {
+            let bits = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), two);
+            _mm256_slli_epi16(bits, 4)
+        };
+        let nib_hi = |v| _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        q[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, low), top(0));
+        q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low), top(2));
+        q[4 * h + 2] = _mm256_or_si256(nib_hi(ql0), top(4));
+        q[4 * h + 3] = _mm256_or_si256(nib_hi(ql1), top(6));
+    }
+    q
 }
 
 /// Q6_K rows × `N` activation rows: eight 32-value quarters, each spanning two 16-value
 /// scale groups (the low 128-bit lane's eight 16-bit pair sums take the first scale).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q6k<const N: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; N]) -> [f32; N] {
-    let (low, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
     let mut acc = [_mm256_setzero_ps(); N];
     let mut offsets = [_mm256_setzero_ps(); N];
     for (b, wb) in w.iter().enumerate() {
-        let mut q = [_mm256_setzero_si256(); 8];
-        for h in 0..2 {
-            // SAFETY: `ql` holds 128 bytes, `qh` 64.
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    load32(&wb.ql, 64 * h),
-                    load32(&wb.ql, 64 * h + 32),
-                    load32(&wb.qh, 32 * h),
-                )
-            };
-            let top = |shift: i32| {
-                let bits = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), two);
-                _mm256_slli_epi16(bits, 4)
-            };
-            let nib_hi = |v| _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-            q[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, low), top(0));
-            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, low), top(2));
-            q[4 * h + 2] = _mm256_or_si256(nib_hi(ql0), top(4));
-            q[4 * h + 3] = _mm256_or_si256(nib_hi(ql1), top(6));
-        }
+        // SAFETY: the features are this function's.
+        let q = unsafe { unpack_q6k(wb) };
         let sc = wb.scales;
         let scale: [__m256i; 8] = std::array::from_fn(|t| {
             _mm256_set_m128i(
@@ -178,9 +195,8 @@ pub(super) unsafe fn q6k<const N: usize>(w: &[BlockQ6K], x: [&[BlockQ8K]; N]) ->
         });
         let d = half(wb.d);
         // The −32 offset of every value, against the 16-value activation sums.
-        let sc16: [i16; QK_K / 16] = std::array::from_fn(|g| sc[g] as i16);
-        // SAFETY: `sc16` is 32 bytes.
-        let sc16 = unsafe { _mm256_loadu_si256(sc16.as_ptr().cast()) };
+        // SAFETY: `scales` is 16 bytes; unaligned loads are allowed.
+        let sc16 = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr().cast())) };
         for j in 0..N {
             let xb = &x[j][b];
             let dots = eight_subblocks(&q, &scale, xb);

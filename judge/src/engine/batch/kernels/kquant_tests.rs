@@ -121,6 +121,28 @@ fn kernels_agree<B: SuperBlock>(bytes: &[u8], k: usize) {
     } else {
         eprintln!("AVX2 kernels not compared: this CPU has no AVX2/FMA/F16C");
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::tiles16::available() && uses_simd() {
+        // SAFETY: the CPU has AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C.
+        let wide = unsafe { B::dot_avx512(w, rows) };
+        for (a, b) in portable.iter().zip(wide) {
+            assert!(
+                (a - b).abs() < 1e-4 * a.abs().max(1.0),
+                "{} avx512: {a} vs {b}",
+                B::NAME
+            );
+        }
+        // SAFETY: as above.
+        let one = unsafe { B::dot_avx512(w, [rows[1]]) };
+        assert_eq!(
+            one[0].to_bits(),
+            wide[1].to_bits(),
+            "{}: avx512 batch",
+            B::NAME
+        );
+    } else {
+        eprintln!("AVX-512 VNNI kernels not compared: this CPU lacks them");
+    }
 }
 
 #[test]

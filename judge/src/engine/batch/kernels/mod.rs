@@ -22,6 +22,8 @@ mod kquant;
 #[cfg(target_arch = "x86_64")]
 mod kquant_avx2;
 #[cfg(target_arch = "x86_64")]
+mod kquant_avx512;
+#[cfg(target_arch = "x86_64")]
 mod tiles16;
 
 use blocks::{dot4, dot_fn, q8_dot4, q8_dot_fn};
