@@ -22,13 +22,15 @@ use super::{block_rows, by_column, tiled, uses_avx512, uses_simd, Epilogue, GROU
 /// Values per K-quant super-block.
 pub const QK_K: usize = 256;
 
-/// One activation super-block: `value ≈ d * q`; `bsums[i]` is the sum of `qs[16i..16i+16]`.
+/// One activation super-block: `value ≈ d * q`; `bsums[i]` is the sum of `qs[16i..16i+16]`
+/// and `dsums[i]` is `d * bsums[i]` (what the AVX-512 kernels weigh the offsets with).
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub struct BlockQ8K {
     pub(super) d: f32,
     pub(super) qs: [i8; QK_K],
     pub(super) bsums: [i16; QK_K / 16],
+    pub(super) dsums: [f32; QK_K / 16],
 }
 
 /// A Q4_K super-block (144 bytes): eight sub-blocks of 32 four-bit values, each with a
@@ -76,16 +78,14 @@ fn half(bytes: [u8; 2]) -> f32 {
 /// bytes 0-3 hold scales 0-3 (and the top bits of scales 4-7), bytes 4-7 mins 0-3 (and
 /// the top bits of mins 4-7), bytes 8-11 the low four bits of scales and mins 4-7.
 pub(super) fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    // The same unpacking four bytes at a time (the kernels call this once per block).
-    let word = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
-    let (a, b, c) = (word(0), word(1), word(2));
-    const LOW6: u32 = 0x3F3F_3F3F;
-    const LOW4: u32 = 0x0F0F_0F0F;
-    const TOP2: u32 = 0x0303_0303;
-    let sc_hi = (c & LOW4) | (((a >> 6) & TOP2) << 4);
-    let mn_hi = ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4);
-    let join = |lo: u32, hi: u32| ((hi as u64) << 32 | lo as u64).to_le_bytes();
-    (join(a & LOW6, sc_hi), join(b & LOW6, mn_hi))
+    let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+    for j in 0..4 {
+        sc[j] = q[j] & 63;
+        mn[j] = q[j + 4] & 63;
+        sc[j + 4] = (q[j + 8] & 0x0F) | ((q[j] >> 6) << 4);
+        mn[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+    }
+    (sc, mn)
 }
 
 /// Quantizes `m` rows of `k` values (`k` a multiple of 256) to Q8_K blocks.
@@ -104,7 +104,13 @@ pub fn quantize_q8k(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8K> {
             for (s, group) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
                 *s = group.iter().map(|&q| q as i16).sum();
             }
-            BlockQ8K { d, qs, bsums }
+            let dsums = bsums.map(|b| d * b as f32);
+            BlockQ8K {
+                d,
+                qs,
+                bsums,
+                dsums,
+            }
         })
         .collect()
 }
@@ -351,7 +357,14 @@ pub struct KMatrix<B> {
 }
 
 type KDot<B> = fn(&[B], &[BlockQ8K]) -> f32;
-type KDot4<B> = fn(&[B], [&[BlockQ8K]; 4]) -> [f32; 4];
+type KDotN<B, const N: usize> = fn(&[B], [&[BlockQ8K]; N]) -> [f32; N];
+
+/// The K-quant product paths: the AVX-512 kernels keep eight activation rows' accumulators
+/// in registers (32 of them), the 256-bit and portable ones four.
+enum Kernels<B> {
+    Eight(KDot<B>, KDotN<B, 8>),
+    Four(KDot<B>, KDotN<B, 4>),
+}
 
 impl<B: SuperBlock> KMatrix<B> {
     /// `n` rows of `k` values stored in `w`; `None` when `k` is not a multiple of 256 or
@@ -376,12 +389,12 @@ impl<B: SuperBlock> KMatrix<B> {
 
     /// The kernels this CPU runs for `B`, chosen with the Q4_1 kernels' checks (so
     /// `AUTOJ_Q4_1_KERNEL=avx2` also forces the AVX2 path here).
-    fn kernels() -> (KDot<B>, KDot4<B>) {
+    fn kernels() -> Kernels<B> {
         #[cfg(target_arch = "x86_64")]
         if uses_avx512() && uses_simd() {
             // SAFETY (both): `uses_avx512` holds only where the CPU has AVX-512 F, BW and
             // VNNI, `uses_simd` where it has AVX2, FMA and F16C.
-            return (
+            return Kernels::Eight(
                 |w, x| unsafe { B::dot_avx512(w, [x]) }[0],
                 |w, x| unsafe { B::dot_avx512(w, x) },
             );
@@ -389,12 +402,12 @@ impl<B: SuperBlock> KMatrix<B> {
         #[cfg(target_arch = "x86_64")]
         if uses_simd() {
             // SAFETY (both): `uses_simd` holds only where the CPU has AVX2, FMA and F16C.
-            return (
+            return Kernels::Four(
                 |w, x| unsafe { B::dot_avx2(w, [x]) }[0],
                 |w, x| unsafe { B::dot_avx2(w, x) },
             );
         }
-        (
+        Kernels::Four(
             |w, x| B::dot_portable(w, [x])[0],
             |w, x| B::dot_portable(w, x),
         )
@@ -405,10 +418,13 @@ impl<B: SuperBlock> KMatrix<B> {
         let kb = self.k / QK_K;
         let xq = quantize_q8k(x, m, self.k);
         let blocks = self.blocks();
-        let dots = Self::kernels();
+        let kernels = Self::kernels();
         let column = |col: usize, rows: Range<usize>, out: &mut [f32]| {
             let w = &blocks[col * kb..(col + 1) * kb];
-            block_rows(w, (&xq, kb), rows, out, dots)
+            match kernels {
+                Kernels::Eight(one, eight) => block_rows(w, (&xq, kb), rows, out, (one, eight)),
+                Kernels::Four(one, four) => block_rows(w, (&xq, kb), rows, out, (one, four)),
+            }
         };
         tiled(self.n, m, GROUP, Epilogue::Plain, by_column(self.n, column))
     }

@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::blocks::hsum;
-use super::kquant::{scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use super::kquant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
 /// Loads 32 bytes from `b[at..at + 32]`.
 #[inline]
@@ -54,24 +54,108 @@ pub(super) unsafe fn weighted_bsums(x: &BlockQ8K, weights: __m256i) -> __m256i {
     _mm256_madd_epi16(sums, weights)
 }
 
-/// The Q4_K / Q5_K loop; `unpack(block)` gives the eight sub-blocks' 32 unsigned values and
-/// the block's `d`, `dmin`, scales and mins.
+/// The eight 6-bit scales and eight 6-bit mins of a Q4_K / Q5_K block as sixteen bytes
+/// (scales 0-7, then mins 0-7), unpacked in a vector register: the 12 packed bytes are
+/// words `a, b, c`; scales 0-3 are `a`'s low six bits per byte, mins 0-3 `b`'s, scales 4-7
+/// `c`'s low nibbles with `a`'s top two bits above them, mins 4-7 `c`'s high nibbles with
+/// `b`'s top two bits.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn offset_kernel<B, const N: usize>(
-    w: &[B],
-    x: [&[BlockQ8K]; N],
-    unpack: impl Fn(&B) -> ([__m256i; 8], f32, f32, [u8; 8], [u8; 8]),
-) -> [f32; N] {
+pub(super) fn scale_bytes(packed: &[u8; 12]) -> __m128i {
+    let words = [0, 4, 8]
+        .map(|i| i32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]));
+    let v = _mm_set_epi32(0, words[2], words[1], words[0]);
+    // Lanes 0, 2: a, b & LOW6.
+    let low = _mm_and_si128(_mm_shuffle_epi32::<0b01_01_00_00>(v), _mm_set1_epi8(0x3F));
+    // Lanes 1, 3: c, c >> 4 & LOW4, or'ed with (a, b >> 6 & TOP2) << 4.
+    let c = _mm_srlv_epi32(
+        _mm_shuffle_epi32::<0b10_10_10_10>(v),
+        _mm_set_epi32(4, 0, 0, 0),
+    );
+    let top = _mm_srli_epi32::<6>(_mm_shuffle_epi32::<0b01_01_00_00>(v));
+    let high = _mm_or_si128(
+        _mm_and_si128(c, _mm_set1_epi8(0x0F)),
+        _mm_slli_epi32::<4>(_mm_and_si128(top, _mm_set1_epi8(0x03))),
+    );
+    _mm_blend_epi32::<0b1010>(low, high)
+}
+
+/// What the Q4_K / Q5_K loops need of a block.
+pub(super) trait OffsetBlock {
+    /// The eight sub-blocks' 32 unsigned values each.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    unsafe fn values(&self) -> [__m256i; 8];
+    /// `d` and `dmin` as stored (half precision).
+    fn factors(&self) -> ([u8; 2], [u8; 2]);
+    /// The packed scales and mins.
+    fn packed(&self) -> &[u8; 12];
+}
+
+impl OffsetBlock for BlockQ4K {
+    #[inline]
+    unsafe fn values(&self) -> [__m256i; 8] {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { values_q4k(self) }
+    }
+    #[inline]
+    fn factors(&self) -> ([u8; 2], [u8; 2]) {
+        (self.d, self.dmin)
+    }
+    #[inline]
+    fn packed(&self) -> &[u8; 12] {
+        &self.scales
+    }
+}
+
+impl OffsetBlock for BlockQ5K {
+    #[inline]
+    unsafe fn values(&self) -> [__m256i; 8] {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { values_q5k(self) }
+    }
+    #[inline]
+    fn factors(&self) -> ([u8; 2], [u8; 2]) {
+        (self.d, self.dmin)
+    }
+    #[inline]
+    fn packed(&self) -> &[u8; 12] {
+        &self.scales
+    }
+}
+
+/// The Q4_K / Q5_K loop.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn offset_kernel<B: OffsetBlock, const N: usize>(w: &[B], x: [&[BlockQ8K]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
     let mut offsets = [_mm256_setzero_ps(); N];
     for (b, wb) in w.iter().enumerate() {
-        let (q, d, dmin, sc, mn) = unpack(wb);
-        let scale: [__m256i; 8] = std::array::from_fn(|s| _mm256_set1_epi16(sc[s] as i16));
+        // SAFETY: AVX2 is enabled for this function.
+        let q = unsafe { wb.values() };
+        let head = scale_bytes(wb.packed());
+        let scales = _mm256_cvtepu8_epi16(head);
+        let scale: [__m256i; 8] = std::array::from_fn(|s| {
+            let lane = _mm256_castsi256_si128(scales);
+            _mm256_broadcastw_epi16(match s {
+                0 => lane,
+                1 => _mm_srli_si128::<2>(lane),
+                2 => _mm_srli_si128::<4>(lane),
+                3 => _mm_srli_si128::<6>(lane),
+                4 => _mm_srli_si128::<8>(lane),
+                5 => _mm_srli_si128::<10>(lane),
+                6 => _mm_srli_si128::<12>(lane),
+                _ => _mm_srli_si128::<14>(lane),
+            })
+        });
         // Each sub-block's min against both of its 16-value sums: the eight bytes doubled
-        // and widened to sixteen 16-bit lanes (in registers, no round trip through memory).
-        let mn = _mm_cvtsi64_si128(i64::from_le_bytes(mn));
+        // and widened to sixteen 16-bit lanes.
+        let mn = _mm_srli_si128::<8>(head);
         let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
+        let (d, dmin) = wb.factors();
+        // SAFETY: F16C is enabled for this function.
+        let (d, dmin) = unsafe { (half(d), half(dmin)) };
         for j in 0..N {
             let xb = &x[j][b];
             // SAFETY: the caller's features (AVX2) are enabled in this inlined body.
@@ -89,10 +173,10 @@ unsafe fn offset_kernel<B, const N: usize>(
     out
 }
 
-/// A Q4_K block's eight sub-blocks of 32 unsigned values, `d`, `dmin`, scales and mins.
+/// A Q4_K block's eight sub-blocks of 32 unsigned values.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn unpack_q4k(b: &BlockQ4K) -> ([__m256i; 8], f32, f32, [u8; 8], [u8; 8]) {
+fn values_q4k(b: &BlockQ4K) -> [__m256i; 8] {
     let low = _mm256_set1_epi8(0x0F);
     let mut q = [_mm256_setzero_si256(); 8];
     for j in 0..4 {
@@ -101,23 +185,20 @@ pub(super) unsafe fn unpack_q4k(b: &BlockQ4K) -> ([__m256i; 8], f32, f32, [u8; 8
         q[2 * j] = _mm256_and_si256(packed, low);
         q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low);
     }
-    let (sc, mn) = scales_mins(&b.scales);
-    // SAFETY: F16C is enabled for this function.
-    let (d, dmin) = unsafe { (half(b.d), half(b.dmin)) };
-    (q, d, dmin, sc, mn)
+    q
 }
 
 /// Q4_K rows × `N` activation rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q4k<const N: usize>(w: &[BlockQ4K], x: [&[BlockQ8K]; N]) -> [f32; N] {
-    // SAFETY: this function's features are the kernel's and the unpacker's.
-    unsafe { offset_kernel(w, x, |b| unpack_q4k(b)) }
+    // SAFETY: this function's features are the kernel's.
+    unsafe { offset_kernel(w, x) }
 }
 
-/// A Q5_K block's eight sub-blocks of 32 unsigned values, `d`, `dmin`, scales and mins.
+/// A Q5_K block's eight sub-blocks of 32 unsigned values.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn unpack_q5k(b: &BlockQ5K) -> ([__m256i; 8], f32, f32, [u8; 8], [u8; 8]) {
+fn values_q5k(b: &BlockQ5K) -> [__m256i; 8] {
     let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(1));
     // SAFETY: `qh` holds 32 bytes.
     let high = unsafe { load32(&b.qh, 0) };
@@ -136,17 +217,14 @@ pub(super) unsafe fn unpack_q5k(b: &BlockQ5K) -> ([__m256i; 8], f32, f32, [u8; 8
         q[2 * j] = _mm256_or_si256(lo, fifth(2 * j as i32));
         q[2 * j + 1] = _mm256_or_si256(hi, fifth(2 * j as i32 + 1));
     }
-    let (sc, mn) = scales_mins(&b.scales);
-    // SAFETY: F16C is enabled for this function.
-    let (d, dmin) = unsafe { (half(b.d), half(b.dmin)) };
-    (q, d, dmin, sc, mn)
+    q
 }
 
 /// Q5_K rows × `N` activation rows.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q5k<const N: usize>(w: &[BlockQ5K], x: [&[BlockQ8K]; N]) -> [f32; N] {
-    // SAFETY: this function's features are the kernel's and the unpacker's.
-    unsafe { offset_kernel(w, x, |b| unpack_q5k(b)) }
+    // SAFETY: this function's features are the kernel's.
+    unsafe { offset_kernel(w, x) }
 }
 
 /// A Q6_K block's eight quarters of 32 unsigned values (before the −32 offset).

@@ -452,7 +452,7 @@ fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
 /// Output columns per work item for the per-column (256-bit and portable) kernels.
 const GROUP: usize = 8;
 /// Activation rows per work item.
-const TILE: usize = 16;
+const TILE: usize = 64;
 /// The widest column group a layout uses (the sixteen-row tiles).
 const MAX_GROUP: usize = 16;
 
@@ -544,26 +544,25 @@ where
 /// One weight row's dot product with one quantized activation row (`A`: the activation
 /// block type, Q8_1 or Q8_K).
 type BlockDot<B, A = BlockQ8_1> = fn(&[B], &[A]) -> f32;
-/// The same against four activation rows at once.
-type BlockDot4<B, A = BlockQ8_1> = fn(&[B], [&[A]; 4]) -> [f32; 4];
+/// The same against `N` activation rows at once.
+type BlockDotN<B, const N: usize, A = BlockQ8_1> = fn(&[B], [&[A]; N]) -> [f32; N];
 
 /// One weight row (`kb` blocks as stored) against activation `rows` (`xq`, `kb` blocks each)
-/// quantized to `A`:
-/// four rows per pass share each unpacked weight block, the rest one by one (the same
-/// arithmetic per row either way).
-fn block_rows<B, A>(
+/// quantized to `A`: `N` rows per pass share each unpacked weight block, the rest one by
+/// one (the same arithmetic per row either way).
+fn block_rows<B, A, const N: usize>(
     w: &[B],
     (xq, kb): (&[A], usize),
     rows: Range<usize>,
     o: &mut [f32],
-    (dot, dot4): (BlockDot<B, A>, BlockDot4<B, A>),
+    (dot, dotn): (BlockDot<B, A>, BlockDotN<B, N, A>),
 ) {
     let x = |r: usize| &xq[r * kb..(r + 1) * kb];
     let mut i = 0;
-    while rows.start + i + 4 <= rows.end {
+    while rows.start + i + N <= rows.end {
         let r = rows.start + i;
-        o[i..i + 4].copy_from_slice(&dot4(w, [x(r), x(r + 1), x(r + 2), x(r + 3)]));
-        i += 4;
+        o[i..i + N].copy_from_slice(&dotn(w, std::array::from_fn(|j| x(r + j))));
+        i += N;
     }
     for row in rows.start + i..rows.end {
         o[row - rows.start] = dot(w, x(row));
