@@ -360,9 +360,9 @@ type KDot<B> = fn(&[B], &[BlockQ8K]) -> f32;
 type KDotN<B, const N: usize> = fn(&[B], [&[BlockQ8K]; N]) -> [f32; N];
 
 /// The K-quant product paths: the AVX-512 kernels keep eight activation rows' accumulators
-/// in registers (32 of them), the 256-bit and portable ones four.
+/// in registers (32 of them), then four for the rest; the 256-bit and portable ones four.
 enum Kernels<B> {
-    Eight(KDot<B>, KDotN<B, 8>),
+    Eight(KDot<B>, KDotN<B, 4>, KDotN<B, 8>),
     Four(KDot<B>, KDotN<B, 4>),
 }
 
@@ -392,10 +392,11 @@ impl<B: SuperBlock> KMatrix<B> {
     fn kernels() -> Kernels<B> {
         #[cfg(target_arch = "x86_64")]
         if uses_avx512() && uses_simd() {
-            // SAFETY (both): `uses_avx512` holds only where the CPU has AVX-512 F, BW and
+            // SAFETY (all three): `uses_avx512` holds only where the CPU has AVX-512 F, BW and
             // VNNI, `uses_simd` where it has AVX2, FMA and F16C.
             return Kernels::Eight(
                 |w, x| unsafe { B::dot_avx512(w, [x]) }[0],
+                |w, x| unsafe { B::dot_avx512(w, x) },
                 |w, x| unsafe { B::dot_avx512(w, x) },
             );
         }
@@ -422,7 +423,12 @@ impl<B: SuperBlock> KMatrix<B> {
         let column = |col: usize, rows: Range<usize>, out: &mut [f32]| {
             let w = &blocks[col * kb..(col + 1) * kb];
             match kernels {
-                Kernels::Eight(one, eight) => block_rows(w, (&xq, kb), rows, out, (one, eight)),
+                Kernels::Eight(one, four, eight) => {
+                    let split = rows.start + rows.len() / 8 * 8;
+                    let (by8, rest) = out.split_at_mut(split - rows.start);
+                    block_rows(w, (&xq, kb), rows.start..split, by8, (one, eight));
+                    block_rows(w, (&xq, kb), split..rows.end, rest, (one, four));
+                }
                 Kernels::Four(one, four) => block_rows(w, (&xq, kb), rows, out, (one, four)),
             }
         };

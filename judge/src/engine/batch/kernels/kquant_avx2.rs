@@ -130,7 +130,6 @@ impl OffsetBlock for BlockQ5K {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn offset_kernel<B: OffsetBlock, const N: usize>(w: &[B], x: [&[BlockQ8K]; N]) -> [f32; N] {
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut offsets = [_mm256_setzero_ps(); N];
     for (b, wb) in w.iter().enumerate() {
         // SAFETY: AVX2 is enabled for this function.
         let q = unsafe { wb.values() };
@@ -149,28 +148,33 @@ unsafe fn offset_kernel<B: OffsetBlock, const N: usize>(w: &[B], x: [&[BlockQ8K]
                 _ => _mm_srli_si128::<14>(lane),
             })
         });
-        // Each sub-block's min against both of its 16-value sums: the eight bytes doubled
-        // and widened to sixteen 16-bit lanes.
-        let mn = _mm_srli_si128::<8>(head);
-        let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
+        // Each sub-block's min (times dmin) against both of its 16-value sums, as floats
+        // to meet the activation's `d · sum`: the eight bytes doubled and widened.
         let (d, dmin) = wb.factors();
         // SAFETY: F16C is enabled for this function.
-        let (d, dmin) = unsafe { (half(d), half(dmin)) };
+        let (d, dmin) = unsafe { (_mm256_set1_ps(half(d)), _mm256_set1_ps(half(dmin))) };
+        let mn = _mm_srli_si128::<8>(head);
+        let mn = _mm_unpacklo_epi8(mn, mn);
+        let widen = |v: __m128i| _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), dmin);
+        let mins = [widen(mn), widen(_mm_srli_si128::<8>(mn))];
         for j in 0..N {
             let xb = &x[j][b];
-            // SAFETY: the caller's features (AVX2) are enabled in this inlined body.
-            let (dots, offs) =
-                unsafe { (eight_subblocks(&q, &scale, xb), weighted_bsums(xb, mins)) };
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb.d), _mm256_cvtepi32_ps(dots), acc[j]);
-            let f = _mm256_set1_ps(dmin * xb.d);
-            offsets[j] = _mm256_fmadd_ps(f, _mm256_cvtepi32_ps(offs), offsets[j]);
+            // SAFETY: the caller's features (AVX2) are enabled in this inlined body; `dsums`
+            // is 16 f32 (two unaligned 8-float loads).
+            let (dots, sums) = unsafe {
+                let s = xb.dsums.as_ptr();
+                (
+                    eight_subblocks(&q, &scale, xb),
+                    [_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8))],
+                )
+            };
+            let dots = _mm256_mul_ps(_mm256_cvtepi32_ps(dots), _mm256_set1_ps(xb.d));
+            acc[j] = _mm256_fmadd_ps(dots, d, acc[j]);
+            acc[j] = _mm256_fnmadd_ps(mins[0], sums[0], acc[j]);
+            acc[j] = _mm256_fnmadd_ps(mins[1], sums[1], acc[j]);
         }
     }
-    let mut out = [0f32; N];
-    for j in 0..N {
-        out[j] = hsum!(acc[j]) - hsum!(offsets[j]);
-    }
-    out
+    acc.map(|a| hsum!(a))
 }
 
 /// A Q4_K block's eight sub-blocks of 32 unsigned values.
