@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use super::{block_rows, by_column, tiled, uses_avx512, uses_simd, Epilogue, GROUP};
+use super::{block_rows, by_column, tiled, uses_avx512, uses_simd, Epilogue, GROUP, KQUANT_TILE};
 
 /// Values per K-quant super-block.
 pub const QK_K: usize = 256;
@@ -432,7 +432,13 @@ impl<B: SuperBlock> KMatrix<B> {
                 Kernels::Four(one, four) => block_rows(w, (&xq, kb), rows, out, (one, four)),
             }
         };
-        tiled(self.n, m, GROUP, Epilogue::Plain, by_column(self.n, column))
+        tiled(
+            self.n,
+            m,
+            (GROUP, KQUANT_TILE),
+            Epilogue::Plain,
+            by_column(self.n, column),
+        )
     }
 
     /// Row `r`'s values (an embedding lookup); `None` past the last row.

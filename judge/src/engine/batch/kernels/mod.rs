@@ -301,7 +301,7 @@ impl Q4_1Matrix {
                 tiled(
                     self.n,
                     m,
-                    GROUP,
+                    (GROUP, TILE),
                     epilogue,
                     by_column(self.n, |col, rows, out| {
                         let w = &blocks[col * kb..(col + 1) * kb];
@@ -312,9 +312,13 @@ impl Q4_1Matrix {
             #[cfg(target_arch = "x86_64")]
             Layout::Tiles(t) => {
                 let xq = tiles16::quantize(x, m, self.k);
-                tiled(self.n, m, tiles16::ROWS, epilogue, |g, rows, out| {
-                    t.group_rows(g, &xq, rows, out)
-                })
+                tiled(
+                    self.n,
+                    m,
+                    (tiles16::ROWS, TILE),
+                    epilogue,
+                    |g, rows, out| t.group_rows(g, &xq, rows, out),
+                )
             }
             #[cfg(not(target_arch = "x86_64"))]
             Layout::Tiles(_) => unreachable!("tiles are built only on x86_64"),
@@ -394,7 +398,7 @@ impl Q8_0Matrix {
                 tiled(
                     self.n,
                     m,
-                    GROUP,
+                    (GROUP, TILE),
                     plain,
                     by_column(self.n, |col, rows, out| {
                         let w = &blocks[col * kb..(col + 1) * kb];
@@ -405,9 +409,13 @@ impl Q8_0Matrix {
             #[cfg(target_arch = "x86_64")]
             Layout::Tiles(t) => {
                 let xq = tiles16::quantize(x, m, self.k);
-                tiled(self.n, m, tiles16::ROWS, Epilogue::Plain, |g, rows, out| {
-                    t.group_rows(g, &xq, rows, out)
-                })
+                tiled(
+                    self.n,
+                    m,
+                    (tiles16::ROWS, TILE),
+                    Epilogue::Plain,
+                    |g, rows, out| t.group_rows(g, &xq, rows, out),
+                )
             }
             #[cfg(not(target_arch = "x86_64"))]
             Layout::Tiles(_) => unreachable!("tiles are built only on x86_64"),
@@ -451,8 +459,13 @@ fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
 
 /// Output columns per work item for the per-column (256-bit and portable) kernels.
 const GROUP: usize = 8;
-/// Activation rows per work item.
-const TILE: usize = 64;
+/// Activation rows per work item for the Q4_1 / Q8_0 kernels.
+const TILE: usize = 16;
+/// Activation rows per work item for the K-quant kernels: at 7B width each weight row is
+/// streamed from memory once per tile, and taller tiles measured faster there.
+const KQUANT_TILE: usize = 64;
+/// The tallest tile any kernel uses.
+const MAX_TILE: usize = 64;
 /// The widest column group a layout uses (the sixteen-row tiles).
 const MAX_GROUP: usize = 16;
 
@@ -462,30 +475,36 @@ const MAX_GROUP: usize = 16;
 /// writes group `g`'s products with activation `rows`, row by row: `out[i · group + c]` for
 /// the `i`-th row and the group's `c`-th column. Each item writes its own cells of the
 /// `[m, n]` result (or `[m, n / 2]` after SwiGLU).
-fn tiled<F>(n: usize, m: usize, group: usize, epilogue: Epilogue, fill: F) -> Vec<f32>
+fn tiled<F>(
+    n: usize,
+    m: usize,
+    (group, tile_rows): (usize, usize),
+    epilogue: Epilogue,
+    fill: F,
+) -> Vec<f32>
 where
     F: Fn(usize, Range<usize>, &mut [f32]) + Sync,
 {
-    let tiles = m.div_ceil(TILE);
+    let tiles = m.div_ceil(tile_rows);
     let groups = n.div_ceil(group);
     let width = match epilogue {
         Epilogue::Plain => n,
         Epilogue::SwiGlu => n / 2,
     };
-    assert!(group <= MAX_GROUP);
+    assert!(group <= MAX_GROUP && tile_rows <= MAX_TILE);
     let mut out = vec![0f32; m * width];
     let cells = SharedOut(out.as_mut_ptr());
     let len = out.len();
     candle_core::utils::barrier_pool().execute_chunked(tiles * groups, |items| {
-        let mut tile = [0f32; MAX_GROUP * TILE];
+        let mut tile = [0f32; MAX_GROUP * MAX_TILE];
         let (mut gate, mut up, mut act) = (
-            [0f32; MAX_GROUP * TILE / 2],
-            [0f32; MAX_GROUP * TILE / 2],
-            [0f32; MAX_GROUP * TILE / 2],
+            [0f32; MAX_GROUP * MAX_TILE / 2],
+            [0f32; MAX_GROUP * MAX_TILE / 2],
+            [0f32; MAX_GROUP * MAX_TILE / 2],
         );
         for item in items {
             let (t, g) = (item / groups, item % groups);
-            let rows = t * TILE..(t * TILE + TILE).min(m);
+            let rows = t * tile_rows..(t * tile_rows + tile_rows).min(m);
             let cols = g * group..(g * group + group).min(n);
             fill(g, rows.clone(), &mut tile[..rows.len() * group]);
             let (at, n_out) = match epilogue {
@@ -531,7 +550,7 @@ where
     F: Fn(usize, Range<usize>, &mut [f32]) + Sync,
 {
     move |g, rows, out| {
-        let mut column = [0f32; TILE];
+        let mut column = [0f32; MAX_TILE];
         for (c, col) in (g * GROUP..(g * GROUP + GROUP).min(n)).enumerate() {
             col_rows(col, rows.clone(), &mut column[..rows.len()]);
             for (i, v) in column[..rows.len()].iter().enumerate() {
