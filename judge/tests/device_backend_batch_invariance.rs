@@ -9,7 +9,7 @@ use autoj_judge::engine::batch::{Backend, BatchLimits, SeqCache, StepInput, Want
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
 use autoj_judge::engine::generate::{argmax, GenerationParams};
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
-use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling};
+use autoj_judge::engine::{Engine, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::TinySpec;
@@ -137,25 +137,6 @@ fn request(query: &str, response: &str, max_new_tokens: usize) -> JudgeRequest {
 }
 
 /// Submits every request at once; each one's critique text, in order.
-fn texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
-    let subs: Vec<_> = reqs
-        .into_iter()
-        .map(|r| engine.submit(r).expect("admitted"))
-        .collect();
-    subs.into_iter()
-        .map(|mut s| {
-            let mut text = String::new();
-            while let Some(ev) = s.events.blocking_recv() {
-                match ev.expect("no engine error") {
-                    EngineEvent::Delta(d) => text.push_str(&d),
-                    EngineEvent::Verdict(_) => {}
-                    EngineEvent::Usage(_) => break,
-                }
-            }
-            text
-        })
-        .collect()
-}
 
 #[test]
 fn device_backend_a_request_alone_and_in_a_batch_of_mixed_lengths_gives_the_same_tokens() {
@@ -165,7 +146,7 @@ fn device_backend_a_request_alone_and_in_a_batch_of_mixed_lengths_gives_the_same
     cfg.model.device = test_device();
     let engine = Engine::start(cfg).unwrap();
     let target = || request("Write a haiku about rain.", "Soft rain on the roof", 20);
-    let solo = texts(&engine, vec![target()]).remove(0);
+    let solo = common::stream_texts(&engine, vec![target()]).remove(0);
     assert!(!solo.is_empty());
     let steps_before = engine
         .stats()
@@ -181,7 +162,7 @@ fn device_backend_a_request_alone_and_in_a_batch_of_mixed_lengths_gives_the_same
         ),
         request("2+2?", "4", 12),
     ];
-    let got = texts(&engine, others);
+    let got = common::stream_texts(&engine, others);
     assert_eq!(got[1], solo, "the batch changed a greedy request's tokens");
     let steps = engine
         .stats()

@@ -7,7 +7,7 @@ mod common;
 use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
 use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
-use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest};
+use autoj_judge::engine::{Engine, JudgeRequest};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::{self, TinySpec};
@@ -106,23 +106,7 @@ fn request(query: &str) -> JudgeRequest {
 }
 
 fn texts(engine: &Engine, queries: &[&str]) -> Vec<String> {
-    let subs: Vec<_> = queries
-        .iter()
-        .map(|q| engine.submit(request(q)).expect("admitted"))
-        .collect();
-    subs.into_iter()
-        .map(|mut s| {
-            let mut text = String::new();
-            while let Some(ev) = s.events.blocking_recv() {
-                match ev.expect("no engine error") {
-                    EngineEvent::Delta(d) => text.push_str(&d),
-                    EngineEvent::Verdict(_) => {}
-                    EngineEvent::Usage(_) => break,
-                }
-            }
-            text
-        })
-        .collect()
+    common::stream_texts(engine, queries.iter().map(|q| request(q)).collect())
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
-use autoj_judge::engine::{Engine, EngineConfig, JudgeRequest, PromptFormatChoice, Scheduling};
+use autoj_judge::engine::{
+    Engine, EngineConfig, EngineEvent, JudgeRequest, PromptFormatChoice, Scheduling,
+};
 use autoj_judge::grpc::{service::JudgeService, validate::ServiceLimits};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
@@ -198,4 +200,26 @@ pub fn haiku_request(params: GenerationParams) -> JudgeRequest {
         truncation: TruncationPolicy::Auto,
         deadline: None,
     }
+}
+
+/// Submits every request at once and collects each stream's text (deltas until usage), in
+/// submission order: what batch-invariance tests compare.
+pub fn stream_texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
+    let subs: Vec<_> = reqs
+        .into_iter()
+        .map(|r| engine.submit(r).expect("admitted"))
+        .collect();
+    subs.into_iter()
+        .map(|mut s| {
+            let mut text = String::new();
+            while let Some(ev) = s.events.blocking_recv() {
+                match ev.expect("no engine error") {
+                    EngineEvent::Delta(d) => text.push_str(&d),
+                    EngineEvent::Verdict(_) => {}
+                    EngineEvent::Usage(_) => break,
+                }
+            }
+            text
+        })
+        .collect()
 }

@@ -93,37 +93,30 @@ pub(super) trait OffsetBlock {
     fn packed(&self) -> &[u8; 12];
 }
 
-impl OffsetBlock for BlockQ4K {
-    #[inline]
-    unsafe fn values(&self) -> [__m256i; 8] {
-        // SAFETY: the caller guarantees AVX2.
-        unsafe { values_q4k(self) }
-    }
-    #[inline]
-    fn factors(&self) -> ([u8; 2], [u8; 2]) {
-        (self.d, self.dmin)
-    }
-    #[inline]
-    fn packed(&self) -> &[u8; 12] {
-        &self.scales
-    }
+/// Q4_K and Q5_K share the header layout (`d`, `dmin`, 12 scale bytes); only the values
+/// differ.
+macro_rules! offset_block {
+    ($block:ty, $values:ident) => {
+        impl OffsetBlock for $block {
+            #[inline]
+            unsafe fn values(&self) -> [__m256i; 8] {
+                // SAFETY: the caller guarantees AVX2.
+                unsafe { $values(self) }
+            }
+            #[inline]
+            fn factors(&self) -> ([u8; 2], [u8; 2]) {
+                (self.d, self.dmin)
+            }
+            #[inline]
+            fn packed(&self) -> &[u8; 12] {
+                &self.scales
+            }
+        }
+    };
 }
 
-impl OffsetBlock for BlockQ5K {
-    #[inline]
-    unsafe fn values(&self) -> [__m256i; 8] {
-        // SAFETY: the caller guarantees AVX2.
-        unsafe { values_q5k(self) }
-    }
-    #[inline]
-    fn factors(&self) -> ([u8; 2], [u8; 2]) {
-        (self.d, self.dmin)
-    }
-    #[inline]
-    fn packed(&self) -> &[u8; 12] {
-        &self.scales
-    }
-}
+offset_block!(BlockQ4K, values_q4k);
+offset_block!(BlockQ5K, values_q5k);
 
 /// The Q4_K / Q5_K loop.
 #[inline]
