@@ -8,7 +8,7 @@ use autoj_judge::engine::batch::kv::{KvType, SeqKv};
 use autoj_judge::engine::batch::{BatchLimits, BatchModel, StepInput, Want};
 use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
-use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling};
+use autoj_judge::engine::{Engine, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::{self, TinySpec};
@@ -171,27 +171,6 @@ fn request(query: &str, max_new_tokens: usize) -> JudgeRequest {
     }
 }
 
-/// Runs every request at once and returns each one's text and verdict, in order.
-fn run_all(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<(String, String)> {
-    let subs: Vec<_> = reqs
-        .into_iter()
-        .map(|r| engine.submit(r).expect("admitted"))
-        .collect();
-    subs.into_iter()
-        .map(|mut s| {
-            let (mut text, mut verdict) = (String::new(), String::new());
-            while let Some(ev) = s.events.blocking_recv() {
-                match ev.expect("no engine error") {
-                    EngineEvent::Delta(d) => text.push_str(&d),
-                    EngineEvent::Verdict(v) => verdict = format!("{:?}", v.outcome),
-                    EngineEvent::Usage(_) => break,
-                }
-            }
-            (text, verdict)
-        })
-        .collect()
-}
-
 #[test]
 fn concurrent_requests_share_steps_and_match_serial_output() {
     let tiny = tiny_model(Kind::Gguf, &TinySpec::default());
@@ -205,9 +184,9 @@ fn concurrent_requests_share_steps_and_match_serial_output() {
     let mut serial_cfg = engine_config(tiny.path.clone(), 8);
     serial_cfg.scheduling = Scheduling::Serial;
     let serial = Engine::start(serial_cfg).unwrap();
-    let expected = run_all(&serial, reqs());
+    let expected = common::stream_results(&serial, reqs());
     let batched = Engine::start(engine_config(tiny.path.clone(), 8)).unwrap();
-    let got = run_all(&batched, reqs());
+    let got = common::stream_results(&batched, reqs());
     assert_eq!(got, expected, "greedy output must not depend on batching");
     let stats = batched.stats();
     let steps = stats.steps.load(std::sync::atomic::Ordering::Relaxed);

@@ -202,24 +202,33 @@ pub fn haiku_request(params: GenerationParams) -> JudgeRequest {
     }
 }
 
-/// Submits every request at once and collects each stream's text (deltas until usage), in
-/// submission order: what batch-invariance tests compare.
-pub fn stream_texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
+/// Submits every request at once and collects each stream's text (deltas until usage) and
+/// verdict outcome (empty when none came), in submission order: what batch-invariance tests
+/// compare.
+pub fn stream_results(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<(String, String)> {
     let subs: Vec<_> = reqs
         .into_iter()
         .map(|r| engine.submit(r).expect("admitted"))
         .collect();
     subs.into_iter()
         .map(|mut s| {
-            let mut text = String::new();
+            let (mut text, mut verdict) = (String::new(), String::new());
             while let Some(ev) = s.events.blocking_recv() {
                 match ev.expect("no engine error") {
                     EngineEvent::Delta(d) => text.push_str(&d),
-                    EngineEvent::Verdict(_) => {}
+                    EngineEvent::Verdict(v) => verdict = format!("{:?}", v.outcome),
                     EngineEvent::Usage(_) => break,
                 }
             }
-            text
+            (text, verdict)
         })
+        .collect()
+}
+
+/// [`stream_results`]' texts alone.
+pub fn stream_texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
+    stream_results(engine, reqs)
+        .into_iter()
+        .map(|(text, _)| text)
         .collect()
 }

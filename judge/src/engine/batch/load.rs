@@ -14,7 +14,7 @@ use memmap2::Mmap;
 
 use super::kernels::{KQuant, Stored};
 use super::kv::KvType;
-use super::model::{kquant_name, BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
+use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::engine::model::{
     file_name, load_err, open_gguf, read_chat_template, LlamaDims, ModelInfo,
 };
@@ -44,10 +44,13 @@ impl BatchModel {
         } = LlamaDims::read(path, &content)?;
         let mut src = GgufTensors::new(path, file, content)?;
         let (embed, vocab) = src.embedding("token_embd.weight")?;
-        let lm_head = match src.has("output.weight") {
-            true => src.linear("output.weight")?,
-            false => src.linear("token_embd.weight")?,
-        };
+        // Without its own output matrix the model's output is tied to the embedding.
+        let tied = !src.has("output.weight");
+        let lm_head = src.linear(if tied {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        })?;
         let norm = dequantized(src.qtensor("output_norm.weight")?)?;
         let blocks = (0..layers)
             .map(|i| gguf_layer(&mut src, &format!("blk.{i}")))
@@ -175,9 +178,11 @@ impl<'a> GgufTensors<'a> {
     /// `name` as a K-quant matrix over the mapped bytes, where it is one our kernels take.
     fn mapped(&self, name: &str) -> Option<KQuant> {
         let info = self.content.tensor_infos.get(name)?;
-        let kind = kquant_name(info.ggml_dtype)?;
-        let (n, k) = info.shape.dims2().ok()?;
         let dt = info.ggml_dtype;
+        if !KQuant::takes(dt) {
+            return None;
+        }
+        let (n, k) = info.shape.dims2().ok()?;
         let size = (n * k).checked_div(dt.block_size())? * dt.type_size();
         let start = usize::try_from(self.content.tensor_data_offset + info.offset).ok()?;
         let range = start..start.checked_add(size)?;
@@ -185,7 +190,7 @@ impl<'a> GgufTensors<'a> {
             return None; // candle's reader reports the short file
         }
         let map = self.map.clone();
-        KQuant::new(kind, Stored::Mapped { map, range }, n, k)
+        KQuant::new(dt, Stored::Mapped { map, range }, n, k)
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {

@@ -79,14 +79,13 @@ impl Linear {
                     return Ok(Self::Q8_0(m));
                 }
             }
-            dtype => {
-                if let Some(name) = kquant_name(dtype) {
-                    let bytes = Stored::Owned(t.data()?.into_owned().into());
-                    if let Some(m) = KQuant::new(name, bytes, n, k) {
-                        return Ok(Self::K(m));
-                    }
+            dtype if KQuant::takes(dtype) => {
+                let bytes = Stored::Owned(t.data()?.into_owned().into());
+                if let Some(m) = KQuant::new(dtype, bytes, n, k) {
+                    return Ok(Self::K(m));
                 }
             }
+            _ => {}
         }
         Ok(Self::Candle {
             w: QMatMul::from_qtensor(t)?,
@@ -141,16 +140,6 @@ impl Linear {
                 Ok(y.flatten_all()?.to_vec1::<f32>()?)
             }
         }
-    }
-}
-
-/// The name [`KQuant::new`] takes for a GGUF type our K-quant kernels run.
-pub(super) fn kquant_name(dtype: GgmlDType) -> Option<&'static str> {
-    match dtype {
-        GgmlDType::Q4K => Some("q4_k"),
-        GgmlDType::Q5K => Some("q5_k"),
-        GgmlDType::Q6K => Some("q6_k"),
-        _ => None,
     }
 }
 
@@ -348,9 +337,9 @@ impl BatchModel {
     /// How many weight matrices each kernel runs ("q4_1", "q8_0", "q4_k", "q5_k", "q6_k" are
     /// ours, "candle" candle's), and the embedding table's form under "embed:<form>": what a
     /// benchmark reports and what tests check a quantization mix against.
-    pub fn kernel_census(&self) -> std::collections::BTreeMap<&'static str, usize> {
+    pub fn kernel_census(&self) -> std::collections::BTreeMap<String, usize> {
         let mut count = std::collections::BTreeMap::new();
-        let mut add = |k: &'static str| *count.entry(k).or_insert(0) += 1;
+        let mut add = |k: &str| *count.entry(k.to_string()).or_insert(0) += 1;
         for l in &self.layers {
             match &l.qkv {
                 Group::Fused { .. } => (0..3).for_each(|_| add("q4_1")),
@@ -364,15 +353,14 @@ impl BatchModel {
             add(l.down.kernel());
         }
         add(self.lm_head.kernel());
-        add(match &self.embed {
-            Embedding::Q8_0 { .. } => "embed:q8_0",
-            Embedding::K(m) => match m.name() {
-                "q4_k" => "embed:q4_k",
-                "q5_k" => "embed:q5_k",
-                _ => "embed:q6_k",
-            },
-            Embedding::F32 { .. } => "embed:f32",
-        });
+        add(&format!(
+            "embed:{}",
+            match &self.embed {
+                Embedding::Q8_0 { .. } => "q8_0",
+                Embedding::K(m) => m.name(),
+                Embedding::F32 { .. } => "f32",
+            }
+        ));
         count
     }
 

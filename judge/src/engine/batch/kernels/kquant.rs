@@ -15,6 +15,7 @@ use std::ops::{Deref, Range};
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
+use candle_core::quantized::GgmlDType;
 use half::f16;
 
 use super::{block_rows, by_column, tiled, uses_avx512, uses_simd, Epilogue, GROUP, KQUANT_TILE};
@@ -468,13 +469,18 @@ pub enum KQuant {
 }
 
 impl KQuant {
-    /// The matrix of GGUF type `name` ("q4_k", "q5_k", "q6_k"); `None` for other types or
+    /// Whether the kernels take GGUF type `dtype` (checked before the bytes are gathered).
+    pub fn takes(dtype: GgmlDType) -> bool {
+        matches!(dtype, GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
+    }
+
+    /// The matrix of GGUF type `dtype` (Q4_K, Q5_K or Q6_K); `None` for other types or
     /// shapes the kernels do not take.
-    pub fn new(name: &str, w: Stored, n: usize, k: usize) -> Option<Self> {
-        match name {
-            BlockQ4K::NAME => KMatrix::new(w, n, k).map(Self::Q4K),
-            BlockQ5K::NAME => KMatrix::new(w, n, k).map(Self::Q5K),
-            BlockQ6K::NAME => KMatrix::new(w, n, k).map(Self::Q6K),
+    pub fn new(dtype: GgmlDType, w: Stored, n: usize, k: usize) -> Option<Self> {
+        match dtype {
+            GgmlDType::Q4K => KMatrix::new(w, n, k).map(Self::Q4K),
+            GgmlDType::Q5K => KMatrix::new(w, n, k).map(Self::Q5K),
+            GgmlDType::Q6K => KMatrix::new(w, n, k).map(Self::Q6K),
             _ => None,
         }
     }

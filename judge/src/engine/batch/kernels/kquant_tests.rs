@@ -20,12 +20,7 @@ fn candle_weights(dtype: GgmlDType, n: usize, k: usize, seed: u32) -> (Vec<u8>, 
 }
 
 fn matrix(dtype: GgmlDType, bytes: &[u8], n: usize, k: usize) -> KQuant {
-    let name = match dtype {
-        GgmlDType::Q4K => "q4_k",
-        GgmlDType::Q5K => "q5_k",
-        _ => "q6_k",
-    };
-    KQuant::new(name, Stored::Owned(bytes.into()), n, k).expect("valid K-quant bytes")
+    KQuant::new(dtype, Stored::Owned(bytes.into()), n, k).expect("valid K-quant bytes")
 }
 
 #[test]
@@ -174,10 +169,10 @@ fn a_row_does_not_depend_on_its_batch() {
 #[test]
 fn wrong_shapes_are_refused() {
     let (bytes, _) = candle_weights(GgmlDType::Q4K, 2, 256, 1);
-    assert!(KQuant::new("q4_k", Stored::Owned(bytes.clone().into()), 2, 256).is_some());
-    assert!(KQuant::new("q4_k", Stored::Owned(bytes.clone().into()), 3, 256).is_none());
-    assert!(KQuant::new("q6_k", Stored::Owned(bytes.clone().into()), 2, 256).is_none());
-    assert!(KQuant::new("q4_0", Stored::Owned(bytes.into()), 2, 256).is_none());
+    assert!(KQuant::new(GgmlDType::Q4K, Stored::Owned(bytes.clone().into()), 2, 256).is_some());
+    assert!(KQuant::new(GgmlDType::Q4K, Stored::Owned(bytes.clone().into()), 3, 256).is_none());
+    assert!(KQuant::new(GgmlDType::Q6K, Stored::Owned(bytes.clone().into()), 2, 256).is_none());
+    assert!(KQuant::new(GgmlDType::Q4_0, Stored::Owned(bytes.into()), 2, 256).is_none());
     let _ = KMatrix::<BlockQ4K>::new(Stored::Owned(vec![0u8; 144].into()), 1, 128)
         .map(|_| panic!("k must be a multiple of 256"));
 }
