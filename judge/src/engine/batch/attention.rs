@@ -10,9 +10,7 @@ use std::arch::x86_64::{__m256, __m512};
 
 use half::f16;
 
-#[cfg(target_arch = "x86_64")]
-use super::kernels::hsum;
-use super::kernels::uses_simd;
+use super::kernels::{par_chunks, uses_simd};
 
 /// A cached key/value element: `f32`, or `f16` widened as it is loaded.
 pub trait KvValue: Copy + Send + Sync {
@@ -93,89 +91,153 @@ pub struct HeadKv<'a, T> {
     pub stride: usize,
 }
 
-/// Causal attention of one query head over the first `len` cached positions, written to
-/// `out`. Compiled twice, portable and with AVX2+FMA (chosen at run time), so the
-/// loops vectorise 8 wide on CPUs that have it without a CPU-specific build.
+impl<T> HeadKv<'_, T> {
+    /// Positions the runs hold.
+    pub fn cached(&self) -> usize {
+        self.runs.iter().map(|r| r.2).sum()
+    }
+}
+
+/// Most query heads one attention block holds: both SIMD kernels keep a block's per-head
+/// accumulators in registers up to this many.
+pub const MAX_BLOCK_HEADS: usize = 8;
+
+/// Query heads that share one key/value head: `rows` consecutive positions of one sequence,
+/// `group` query heads each, so cached keys and values are read once for all of them.
+pub struct QueryBlock<'q> {
+    /// Queries, `head_dim` values per head, heads of the first position first.
+    pub q: &'q [f32],
+    /// Query heads per key/value head.
+    pub group: usize,
+    /// Positions the first row attends to (its own included); row `r` attends to
+    /// `first_len + r`.
+    pub first_len: usize,
+    /// Values per head.
+    pub head_dim: usize,
+    /// Score scale, `1 / sqrt(head_dim)`.
+    pub scale: f32,
+}
+
+impl QueryBlock<'_> {
+    /// Query heads in the block.
+    pub fn heads(&self) -> usize {
+        self.q.len() / self.head_dim
+    }
+
+    /// Positions head `h` attends to.
+    pub fn len_of(&self, h: usize) -> usize {
+        self.first_len + h / self.group
+    }
+}
+
+/// Causal attention of a block of query heads over their shared key/value head, written
+/// to `out` (heads side by side). The SIMD kernels read each cached row once per block; on
+/// other CPUs or head sizes every head runs alone. Which kernel runs depends only on the CPU
+/// and the shape, and each head's result only on its own query and cache.
+pub fn attend_block<T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out: &mut [f32]) {
+    let (heads, d) = (block.heads(), block.head_dim);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::attention_avx512::supports(heads, d) {
+            return super::attention_avx512::attend_block(block, kv, out);
+        }
+        if super::attention_avx2::supports(heads, d) {
+            return super::attention_avx2::attend_block(block, kv, out);
+        }
+    }
+    for (h, (q, o)) in block
+        .q
+        .chunks_exact(d)
+        .zip(out.chunks_exact_mut(d))
+        .enumerate()
+    {
+        o.fill(0.0);
+        attend(q, kv, block.len_of(h), block.scale, o);
+    }
+}
+
+/// The attention shape of a model.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (query heads are grouped over them).
+    pub kv_heads: usize,
+    /// Values per head.
+    pub head_dim: usize,
+}
+
+/// Causal attention of every packed row over its own sequence's cache. `rows` gives each
+/// row's input and absolute position, `runs` each input's cache, `q` the rows' queries
+/// (`heads × head_dim` each); returns the rows' attention outputs in the same layout.
+///
+/// Consecutive rows of one input form blocks of up to [`MAX_BLOCK_HEADS`] query heads per
+/// key/value head (eight prompt positions of an MHA model, two of a model with four query
+/// heads per key/value head); one pool item per block and key/value head.
+pub fn attend_packed<T: KvValue>(
+    geo: Geometry,
+    runs: &[&[super::kv::Run<'_, T>]],
+    rows: &[(usize, usize)],
+    q: &[f32],
+) -> Vec<f32> {
+    let (d, group) = (geo.head_dim, geo.heads / geo.kv_heads);
+    let per_block = (MAX_BLOCK_HEADS / group).max(1);
+    let mut blocks = Vec::new();
+    let mut r = 0;
+    while r < rows.len() {
+        let (input, pos) = rows[r];
+        let mut n = 1;
+        while n < per_block && rows.get(r + n) == Some(&(input, pos + n)) {
+            n += 1;
+        }
+        blocks.push((r, n));
+        r += n;
+    }
+    let (q_width, width) = (geo.heads * d, per_block * group * d);
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut scratch = vec![0f32; blocks.len() * geo.kv_heads * width];
+    par_chunks(&mut scratch, width, |item, o| {
+        let ((r0, n), kvh) = (blocks[item / geo.kv_heads], item % geo.kv_heads);
+        let (input, pos) = rows[r0];
+        let mut qb = Vec::with_capacity(n * group * d);
+        for row in q[r0 * q_width..(r0 + n) * q_width].chunks_exact(q_width) {
+            qb.extend_from_slice(&row[kvh * group * d..(kvh + 1) * group * d]);
+        }
+        let block = QueryBlock {
+            q: &qb,
+            group,
+            first_len: pos + 1,
+            head_dim: d,
+            scale,
+        };
+        let kv = HeadKv {
+            runs: runs[input],
+            offset: kvh * d,
+            stride: geo.kv_heads * d,
+        };
+        attend_block(&block, &kv, &mut o[..n * group * d]);
+    });
+    let mut out = vec![0f32; rows.len() * q_width];
+    for (item, o) in scratch.chunks_exact(width).enumerate() {
+        let ((r0, n), kvh) = (blocks[item / geo.kv_heads], item % geo.kv_heads);
+        for (r, heads) in o[..n * group * d].chunks_exact(group * d).enumerate() {
+            let at = (r0 + r) * q_width + kvh * group * d;
+            out[at..at + group * d].copy_from_slice(heads);
+        }
+    }
+    out
+}
+
+/// Causal attention of one query head over the first `len` cached positions, added to
+/// `out`: the portable loop, compiled a second time with AVX2+FMA (chosen at run time) for
+/// head sizes the block kernels do not take.
 pub fn attend<T: KvValue>(q: &[f32], kv: &HeadKv<'_, T>, len: usize, scale: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if uses_simd() {
-        // SAFETY (all three): `dot_fn` chose a SIMD kernel only after the CPU reported AVX2
-        // and FMA.
-        return unsafe {
-            match q.len() {
-                64 => attend_simd::<8, T>(q, kv, len, scale, out),
-                128 => attend_simd::<16, T>(q, kv, len, scale, out),
-                _ => attend_avx2(q, kv, len, scale, out),
-            }
-        };
+        // SAFETY: `uses_simd` reported AVX2 and FMA.
+        return unsafe { attend_avx2(q, kv, len, scale, out) };
     }
     attend_body(q, kv, len, scale, out)
-}
-
-/// Attention for a head size known at compile time (`L` vectors of 8), in AVX2 intrinsics:
-/// one 8-wide accumulator per score, and the output row held in `L` registers across
-/// positions.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn attend_simd<const L: usize, T: KvValue>(
-    q: &[f32],
-    kv: &HeadKv<'_, T>,
-    len: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let d = L * 8;
-    assert!(q.len() == d && out.len() == d);
-    let mut scores = Vec::with_capacity(len);
-    let mut left = len;
-    for &(k, _, n) in kv.runs {
-        let take = n.min(left);
-        for p in 0..take {
-            let row = &k[p * kv.stride + kv.offset..p * kv.stride + kv.offset + d];
-            let mut acc = _mm256_setzero_ps();
-            for c in 0..L {
-                // SAFETY: `q` and `row` hold L * 8 values; c < L.
-                let (a, b) = unsafe {
-                    (
-                        _mm256_loadu_ps(q.as_ptr().add(c * 8)),
-                        T::load8(row.as_ptr().add(c * 8)),
-                    )
-                };
-                acc = _mm256_fmadd_ps(a, b, acc);
-            }
-            scores.push(hsum!(acc) * scale);
-        }
-        left -= take;
-    }
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for sc in scores.iter_mut() {
-        *sc = (*sc - max).exp();
-        sum += *sc;
-    }
-    let inv = 1.0 / sum;
-    let mut acc = [_mm256_setzero_ps(); L];
-    let mut idx = 0;
-    let mut left = len;
-    for &(_, v, n) in kv.runs {
-        let take = n.min(left);
-        for p in 0..take {
-            let w = _mm256_set1_ps(scores[idx] * inv);
-            let row = &v[p * kv.stride + kv.offset..p * kv.stride + kv.offset + d];
-            for (c, a) in acc.iter_mut().enumerate() {
-                // SAFETY: `row` holds L * 8 values; c < L.
-                let x = unsafe { T::load8(row.as_ptr().add(c * 8)) };
-                *a = _mm256_fmadd_ps(w, x, *a);
-            }
-            idx += 1;
-        }
-        left -= take;
-    }
-    for (c, a) in acc.iter().enumerate() {
-        // SAFETY: `out` holds L * 8 values; c < L.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(c * 8), *a) };
-    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -1,151 +1,222 @@
-//! Grouped-query attention in AVX-512 for the batched forward pass.
+//! Attention in AVX-512 for the batched forward pass, over blocks of query heads that share
+//! one key/value head.
 //!
-//! The query heads that share one key/value head run together: each cached key and value
-//! row is loaded once for the whole group (SmolLM2 has three query heads per key/value head),
-//! scores of sixteen positions are reduced together by one transpose-and-add tree instead of
-//! one horizontal sum each, and the softmax exponentials are computed sixteen at a time.
-//! A head's result depends only on its own query and its sequence's cache, never on the other
-//! heads of the group or on other sequences.
+//! A block is the query heads of one key/value head (SmolLM2 has three per key/value head,
+//! LLaMA-2 one) for one position, or for several consecutive positions of one sequence in
+//! prefill. Each cached key and value row is loaded once for the whole block, so a prompt
+//! chunk reads its cache once per eight heads instead of once per head; scores of sixteen
+//! positions are reduced together by one transpose-and-add tree instead of one horizontal
+//! sum each, and the softmax exponentials are computed sixteen at a time.
+//!
+//! Every head's result is computed by the same sequence of operations whatever the block
+//! holds: positions past a head's own length are masked out, never added as zeros. So a
+//! position's attention is bit-identical whether its sequence decodes alone, among others,
+//! or in a prompt chunk of any length (chunks depend on what else is in the step).
 
 // `unsafe`: AVX-512 intrinsics and pointer loads, each with its SAFETY argument.
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
 
-use super::attention::{HeadKv, KvValue};
+use super::attention::{HeadKv, KvValue, QueryBlock, MAX_BLOCK_HEADS};
 
-/// Whether [`attend_group`] can run `group` query heads of `head_dim` values on this CPU.
-pub fn supports(group: usize, head_dim: usize) -> bool {
+/// Whether [`attend_block`] can run `heads` query heads of `head_dim` values on this CPU.
+pub fn supports(heads: usize, head_dim: usize) -> bool {
     super::kernels::uses_avx512()
         && is_x86_feature_detected!("avx512f")
-        && matches!((group, head_dim), (1..=4, 64) | (1..=2, 128))
+        && (1..=MAX_BLOCK_HEADS).contains(&heads)
+        && matches!(head_dim, 64 | 128)
 }
 
-/// Causal attention of the query heads in `q` (`group × head_dim` values, heads side by
-/// side) over the first `len` positions of their shared key/value head, scores scaled by
-/// `scale`; writes `out` (same shape). Only for shapes [`supports`] accepts.
-pub fn attend_group<T: KvValue>(
-    q: &[f32],
-    (kv, len): (&HeadKv<'_, T>, usize),
-    (scale, head_dim): (f32, usize),
-    out: &mut [f32],
-) {
-    assert!(is_x86_feature_detected!("avx512f") && q.len() == out.len());
-    // SAFETY (every arm): AVX-512F was checked just above.
-    unsafe {
-        match (q.len() / head_dim, head_dim) {
-            (1, 64) => attend::<1, 4, T>(q, kv, len, scale, out),
-            (2, 64) => attend::<2, 4, T>(q, kv, len, scale, out),
-            (3, 64) => attend::<3, 4, T>(q, kv, len, scale, out),
-            (4, 64) => attend::<4, 4, T>(q, kv, len, scale, out),
-            (1, 128) => attend::<1, 8, T>(q, kv, len, scale, out),
-            (2, 128) => attend::<2, 8, T>(q, kv, len, scale, out),
-            other => panic!("unsupported attention group (heads, head size) {other:?}"),
-        }
+/// Causal attention of a block of query heads over their shared key/value head; writes
+/// `out` (heads side by side, as in the block's queries). Only for shapes [`supports`]
+/// accepts.
+pub fn attend_block<T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out: &mut [f32]) {
+    assert!(is_x86_feature_detected!("avx512f") && block.q.len() == out.len());
+    // The column pass width `C` keeps `H × C` accumulators and `C` value vectors within the
+    // 32 registers.
+    macro_rules! table {
+        ($(($h:literal, $l:literal, $c:literal)),* $(,)?) => {
+            match (block.heads(), block.head_dim) {
+                // SAFETY (every arm): AVX-512F was checked just above.
+                $(($h, $l) => unsafe { attend::<$h, { $l / 16 }, $c, T>(block, kv, out) },)*
+                other => panic!("unsupported attention block (heads, head size) {other:?}"),
+            }
+        };
     }
+    table!(
+        (1, 64, 4),
+        (2, 64, 4),
+        (3, 64, 4),
+        (4, 64, 4),
+        (5, 64, 2),
+        (6, 64, 2),
+        (7, 64, 2),
+        (8, 64, 2),
+        (1, 128, 8),
+        (2, 128, 8),
+        (3, 128, 4),
+        (4, 128, 4),
+        (5, 128, 2),
+        (6, 128, 2),
+        (7, 128, 2),
+        (8, 128, 2),
+    );
 }
 
-/// `G` query heads of `L` sixteen-lane vectors each.
+/// `H` query heads of `L` sixteen-lane vectors each; values accumulated `C` vectors at a time.
 #[target_feature(enable = "avx512f")]
-fn attend<const G: usize, const L: usize, T: KvValue>(
-    q: &[f32],
+fn attend<const H: usize, const L: usize, const C: usize, T: KvValue>(
+    block: &QueryBlock<'_>,
     kv: &HeadKv<'_, T>,
-    len: usize,
-    scale: f32,
     out: &mut [f32],
 ) {
     let d = L * 16;
-    assert!(q.len() == G * d && out.len() == G * d);
-    // SAFETY: `q` holds G·L·16 values.
-    let qv: [[__m512; L]; G] = std::array::from_fn(|g| {
-        std::array::from_fn(|c| unsafe { _mm512_loadu_ps(q.as_ptr().add(g * d + c * 16)) })
-    });
+    assert!(block.q.len() == H * d && out.len() == H * d && L.is_multiple_of(C));
+    let lens: [usize; H] = std::array::from_fn(|h| block.len_of(h));
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    assert!(
+        kv.cached() >= longest,
+        "attention past the cached positions"
+    );
     // Scores, head-major, padded to whole blocks of sixteen positions.
-    let padded = len.div_ceil(16) * 16;
-    let mut scores = vec![f32::NEG_INFINITY; G * padded];
-    let mut partial = [[_mm512_setzero_ps(); 16]; G];
+    let padded = longest.div_ceil(16) * 16;
+    let mut scores = vec![f32::NEG_INFINITY; H * padded];
+    key_scores::<H, L, T>(block.q, kv, (&lens, longest), block.scale, &mut scores);
+    for (h, &len) in lens.iter().enumerate() {
+        softmax(&mut scores[h * padded..h * padded + len.div_ceil(16) * 16]);
+    }
+    for pass in 0..L / C {
+        weighted_values::<H, C, T>(kv, (&lens, longest), (&scores, padded), pass, out);
+    }
+}
+
+/// Every head's scaled dot product with each cached key up to the head's own length, into
+/// `scores` (head-major, `scores.len() / H` per head); later positions keep their -inf.
+#[target_feature(enable = "avx512f")]
+fn key_scores<const H: usize, const L: usize, T: KvValue>(
+    q: &[f32],
+    kv: &HeadKv<'_, T>,
+    (lens, longest): (&[usize; H], usize),
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let d = L * 16;
+    let padded = scores.len() / H;
+    let mut partial = [[_mm512_setzero_ps(); 16]; H];
     let mut p = 0;
-    let mut left = len;
+    let mut left = longest;
     for &(k, _, n) in kv.runs {
         for i in 0..n.min(left) {
             let at = i * kv.stride + kv.offset;
             prefetch_row(k, at + AHEAD * kv.stride, d);
             let row = &k[at..at + d];
-            // SAFETY: `row` holds L·16 values.
-            let kr: [__m512; L] =
-                std::array::from_fn(|c| unsafe { T::load16(row.as_ptr().add(c * 16)) });
-            for g in 0..G {
-                let mut acc = _mm512_mul_ps(qv[g][0], kr[0]);
-                for c in 1..L {
-                    acc = _mm512_fmadd_ps(qv[g][c], kr[c], acc);
+            // One key vector at a time against every head: H accumulators and one key in
+            // registers; each head's sum still runs over the columns in order.
+            let mut acc = [_mm512_setzero_ps(); H];
+            for c in 0..L {
+                // SAFETY: `row` holds L·16 values and `q` H·L·16; c < L, h < H.
+                let kc = unsafe { T::load16(row.as_ptr().add(c * 16)) };
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let qc = unsafe { _mm512_loadu_ps(q.as_ptr().add(h * d + c * 16)) };
+                    *a = if c == 0 {
+                        _mm512_mul_ps(qc, kc)
+                    } else {
+                        _mm512_fmadd_ps(qc, kc, *a)
+                    };
                 }
-                partial[g][p % 16] = acc;
+            }
+            for (h, a) in acc.into_iter().enumerate() {
+                partial[h][p % 16] = a;
             }
             p += 1;
-            if p % 16 == 0 || p == len {
+            if p % 16 == 0 || p == longest {
                 let block = (p - 1) / 16 * 16;
-                for g in 0..G {
-                    for v in partial[g].iter_mut().skip(p - block) {
-                        *v = _mm512_setzero_ps();
+                for (h, &len) in lens.iter().enumerate() {
+                    // Lanes of `sum16` are independent, so positions past a head's length
+                    // (or stale from the previous block) never touch its stored scores.
+                    let filled = len.min(p).saturating_sub(block);
+                    if filled == 0 {
+                        continue;
                     }
-                    let sums = _mm512_mul_ps(sum16(&partial[g]), _mm512_set1_ps(scale));
-                    let dst = &mut scores[g * padded + block..g * padded + block + 16];
-                    // Positions past `len` keep their -inf (weight 0 after the softmax).
-                    let filled = (((1u32 << (p - block)) - 1) & 0xFFFF) as __mmask16;
+                    let sums = _mm512_mul_ps(sum16(&partial[h]), _mm512_set1_ps(scale));
+                    let dst = &mut scores[h * padded + block..h * padded + block + 16];
+                    let mask = (((1u32 << filled) - 1) & 0xFFFF) as __mmask16;
                     // SAFETY: `dst` holds 16 values.
-                    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), filled, sums) };
+                    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, sums) };
                 }
             }
         }
         left -= n.min(left);
     }
-    // Softmax per head; the padding stays at -inf and becomes 0.
-    for g in 0..G {
-        let s = &mut scores[g * padded..(g + 1) * padded];
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-        for c in s.chunks_exact(16) {
-            // SAFETY: 16 values.
-            max = _mm512_max_ps(max, unsafe { _mm512_loadu_ps(c.as_ptr()) });
-        }
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-        let mut sum = _mm512_setzero_ps();
-        for c in s.chunks_exact_mut(16) {
-            // SAFETY: 16 values.
-            let e = exp(_mm512_sub_ps(unsafe { _mm512_loadu_ps(c.as_ptr()) }, max));
-            sum = _mm512_add_ps(sum, e);
-            // SAFETY: 16 values.
-            unsafe { _mm512_storeu_ps(c.as_mut_ptr(), e) };
-        }
-        let inv = 1.0 / _mm512_reduce_add_ps(sum);
-        for v in s.iter_mut() {
-            *v *= inv;
-        }
+}
+
+/// Softmax of one head's scores in place (a whole number of sixteen-position blocks; the
+/// -inf padding becomes exactly 0).
+#[target_feature(enable = "avx512f")]
+fn softmax(s: &mut [f32]) {
+    let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+    for c in s.chunks_exact(16) {
+        // SAFETY: 16 values.
+        max = _mm512_max_ps(max, unsafe { _mm512_loadu_ps(c.as_ptr()) });
     }
-    let mut acc = [[_mm512_setzero_ps(); L]; G];
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+    let mut sum = _mm512_setzero_ps();
+    for c in s.chunks_exact_mut(16) {
+        // SAFETY: 16 values.
+        let e = exp(_mm512_sub_ps(unsafe { _mm512_loadu_ps(c.as_ptr()) }, max));
+        sum = _mm512_add_ps(sum, e);
+        // SAFETY: 16 values.
+        unsafe { _mm512_storeu_ps(c.as_mut_ptr(), e) };
+    }
+    let inv = 1.0 / _mm512_reduce_add_ps(sum);
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// One column pass of the weighted sum of values: columns `pass·C·16 ..` of every head's
+/// output, each head summing only over its own positions, in position order.
+#[target_feature(enable = "avx512f")]
+fn weighted_values<const H: usize, const C: usize, T: KvValue>(
+    kv: &HeadKv<'_, T>,
+    (lens, longest): (&[usize; H], usize),
+    (scores, padded): (&[f32], usize),
+    pass: usize,
+    out: &mut [f32],
+) {
+    let d = out.len() / H;
+    let col = pass * C * 16;
+    // Every head attends to at least the first head's positions (lengths never decrease).
+    let shared = lens[0];
+    let mut acc = [[_mm512_setzero_ps(); C]; H];
     let mut p = 0;
-    let mut left = len;
+    let mut left = longest;
     for &(_, v, n) in kv.runs {
         for i in 0..n.min(left) {
-            let at = i * kv.stride + kv.offset;
-            prefetch_row(v, at + AHEAD * kv.stride, d);
-            let row = &v[at..at + d];
-            // SAFETY: `row` holds L·16 values.
-            let vr: [__m512; L] =
+            let at = i * kv.stride + kv.offset + col;
+            prefetch_row(v, at + AHEAD * kv.stride, C * 16);
+            let row = &v[at..at + C * 16];
+            // SAFETY: `row` holds C·16 values.
+            let vr: [__m512; C] =
                 std::array::from_fn(|c| unsafe { T::load16(row.as_ptr().add(c * 16)) });
-            for g in 0..G {
-                let w = _mm512_set1_ps(scores[g * padded + p]);
-                for c in 0..L {
-                    acc[g][c] = _mm512_fmadd_ps(w, vr[c], acc[g][c]);
+            for (h, a) in acc.iter_mut().enumerate() {
+                if p >= shared && p >= lens[h] {
+                    continue;
+                }
+                let w = _mm512_set1_ps(scores[h * padded + p]);
+                for c in 0..C {
+                    a[c] = _mm512_fmadd_ps(w, vr[c], a[c]);
                 }
             }
             p += 1;
         }
         left -= n.min(left);
     }
-    for (g, head) in acc.iter().enumerate() {
+    for (h, head) in acc.iter().enumerate() {
         for (c, v) in head.iter().enumerate() {
-            // SAFETY: `out` holds G·L·16 values.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(g * d + c * 16), *v) };
+            // SAFETY: `out` holds H·d values and col + C·16 ≤ d.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(h * d + col + c * 16), *v) };
         }
     }
 }
@@ -220,67 +291,6 @@ pub(crate) fn exp(x: __m512) -> __m512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::batch::attention::attend_body;
-    use crate::engine::batch::test_values;
-
-    /// Values in [-2, 2): wider than the shared helper's, for sharper softmaxes.
-    fn random(n: usize, seed: u32) -> Vec<f32> {
-        test_values::random(n, seed)
-            .into_iter()
-            .map(|x| 2.0 * x)
-            .collect()
-    }
-
-    /// The grouped kernel against the portable loop, head by head, on caches of type `T`.
-    fn check<T: KvValue>(widen: fn(f32) -> T) {
-        for (group, d, kvh) in [(3, 64, 3), (1, 64, 2), (4, 64, 1), (2, 128, 2), (1, 128, 1)] {
-            let positions = 53;
-            let width = kvh * d;
-            let k: Vec<T> = random(positions * width, 3 + d as u32)
-                .into_iter()
-                .map(widen)
-                .collect();
-            let v: Vec<T> = random(positions * width, 5 + group as u32)
-                .into_iter()
-                .map(widen)
-                .collect();
-            let q = random(group * d, 7);
-            // Two runs (a shared prefix and the sequence's own positions).
-            let runs: Vec<crate::engine::batch::kv::Run<'_, T>> = vec![
-                (&k[..20 * width], &v[..20 * width], 20),
-                (&k[20 * width..], &v[20 * width..], 33),
-            ];
-            let head = HeadKv {
-                runs: &runs,
-                offset: (kvh - 1) * d,
-                stride: width,
-            };
-            for len in [1, 16, 17, 40, 53] {
-                let mut fast = vec![0f32; group * d];
-                attend_group(&q, (&head, len), (0.125, d), &mut fast);
-                for g in 0..group {
-                    let mut want = vec![0f32; d];
-                    attend_body(&q[g * d..(g + 1) * d], &head, len, 0.125, &mut want);
-                    for (a, b) in fast[g * d..(g + 1) * d].iter().zip(&want) {
-                        assert!(
-                            (a - b).abs() < 1e-5,
-                            "group {group} d {d} len {len}: {a} vs {b}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn grouped_heads_match_the_portable_loop() {
-        if !is_x86_feature_detected!("avx512f") {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
-        check::<f32>(|x| x);
-        check::<half::f16>(half::f16::from_f32);
-    }
 
     #[test]
     fn exp_is_accurate() {

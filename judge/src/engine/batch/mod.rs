@@ -1,12 +1,16 @@
 //! The batched CPU engine: our own LLaMA forward over per-sequence f16 or f32 caches
 //! ([`model`], [`load`], [`kv`]), the Q4_1 and Q8_0 kernels ([`kernels`]: AVX-512 VNNI,
 //! AVX-VNNI, AVX2 or portable, picked at run time), attention over the caches
-//! ([`attention`], and grouped-query AVX-512 attention), and the continuous batching loop
+//! ([`attention`]: blocks of query heads sharing each cached row, in AVX-512 or AVX2), and the continuous batching loop
 //! ([`scheduler`]).
 
 pub mod attention;
 #[cfg(target_arch = "x86_64")]
+mod attention_avx2;
+#[cfg(target_arch = "x86_64")]
 mod attention_avx512;
+#[cfg(test)]
+mod attention_tests;
 pub mod backend;
 mod finish;
 pub mod kernels;

@@ -11,8 +11,8 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::attention::{attend, HeadKv, KvValue};
-use super::kernels::{par_chunks, swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
+use super::attention::{attend_packed, Geometry, KvValue};
+use super::kernels::{swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
 use super::kv::{KvType, Run, Runs, SeqKv};
 use crate::error::{JudgeError, Result};
 
@@ -529,39 +529,12 @@ impl BatchModel {
         q: &[f32],
     ) -> Vec<f32> {
         let s = &self.shape;
-        let d = s.head_dim;
-        let group = s.heads / s.kv_heads;
-        let kv_width = s.kv_heads * d;
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut out = vec![0f32; rows.len() * s.heads * d];
-        #[cfg(target_arch = "x86_64")]
-        if super::attention_avx512::supports(group, d) {
-            // One item per (row, key/value head): the group's query heads are contiguous in
-            // both `q` and `out`.
-            par_chunks(&mut out, group * d, |item, o| {
-                let (r, kvh) = (item / s.kv_heads, item % s.kv_heads);
-                let (input, pos) = rows[r];
-                let head_kv = HeadKv {
-                    runs: runs[input],
-                    offset: kvh * d,
-                    stride: kv_width,
-                };
-                let q = &q[item * group * d..(item + 1) * group * d];
-                super::attention_avx512::attend_group(q, (&head_kv, pos + 1), (scale, d), o);
-            });
-            return out;
-        }
-        par_chunks(&mut out, d, |item, o| {
-            let (r, head) = (item / s.heads, item % s.heads);
-            let (input, pos) = rows[r];
-            let head_kv = HeadKv {
-                runs: runs[input],
-                offset: (head / group) * d,
-                stride: kv_width,
-            };
-            attend(&q[item * d..(item + 1) * d], &head_kv, pos + 1, scale, o);
-        });
-        out
+        let geo = Geometry {
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+        };
+        attend_packed(geo, runs, rows, q)
     }
 }
 

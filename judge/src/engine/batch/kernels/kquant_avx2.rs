@@ -62,9 +62,14 @@ pub(super) unsafe fn weighted_bsums(x: &BlockQ8K, weights: __m256i) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn scale_bytes(packed: &[u8; 12]) -> __m128i {
-    let words = [0, 4, 8]
-        .map(|i| i32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]));
-    let v = _mm_set_epi32(0, words[2], words[1], words[0]);
+    // Three plain loads (a closure here was not inlined and cost 4% of a prefill).
+    let [p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11] = *packed;
+    let v = _mm_set_epi32(
+        0,
+        i32::from_le_bytes([p8, p9, p10, p11]),
+        i32::from_le_bytes([p4, p5, p6, p7]),
+        i32::from_le_bytes([p0, p1, p2, p3]),
+    );
     // Lanes 0, 2: a, b & LOW6.
     let low = _mm_and_si128(_mm_shuffle_epi32::<0b01_01_00_00>(v), _mm_set1_epi8(0x3F));
     // Lanes 1, 3: c, c >> 4 & LOW4, or'ed with (a, b >> 6 & TOP2) << 4.
