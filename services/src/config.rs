@@ -118,8 +118,9 @@ pub struct EngineArgs {
     #[arg(long, env = "AUTOJ_SLOT_TOKENS", default_value_t = BatchLimits::default().slot_tokens)]
     pub slot_tokens: usize,
     /// How the CPU batched engine's key/value caches store keys and values: `f16` (half the
-    /// memory per sequence and half the bytes attention reads) or `f32` (the same numbers
-    /// as the serial engine). The device backend keeps them in the weights' `--dtype`.
+    /// memory per sequence and half the bytes attention reads), `f32` (the same numbers as
+    /// the serial engine) or `q8` (8-bit with a scale per 32 values: 56% of f16, for long
+    /// prompts and many sequences). The device backend keeps them in the weights' `--dtype`.
     #[arg(long, env = "AUTOJ_KV_DTYPE", value_enum, default_value_t = KvType::default().into())]
     pub kv_dtype: KvDTypeArg,
 }
@@ -131,6 +132,8 @@ pub enum KvDTypeArg {
     F16,
     /// Single precision.
     F32,
+    /// 8-bit integers with a scale per 32 values (56% of f16's memory and reads).
+    Q8,
 }
 
 impl From<KvType> for KvDTypeArg {
@@ -138,6 +141,7 @@ impl From<KvType> for KvDTypeArg {
         match t {
             KvType::F16 => KvDTypeArg::F16,
             KvType::F32 => KvDTypeArg::F32,
+            KvType::Q8 => KvDTypeArg::Q8,
         }
     }
 }
@@ -147,6 +151,7 @@ impl From<KvDTypeArg> for KvType {
         match a {
             KvDTypeArg::F16 => KvType::F16,
             KvDTypeArg::F32 => KvType::F32,
+            KvDTypeArg::Q8 => KvType::Q8,
         }
     }
 }

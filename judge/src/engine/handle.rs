@@ -291,7 +291,10 @@ impl Loop {
         match &self.path {
             Path::Cpu(limits) => match BatchModel::load(&spec.path) {
                 Ok((mut model, tokenizer, info)) => {
-                    model.shape.kv = limits.kv_type;
+                    if let Err(e) = model.shape.set_kv(limits.kv_type) {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
                     let per_token = model.shape.kv_bytes_per_token();
                     let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
                     super::batch::run(model, tokenizer, rx, limits, chunk, stats);

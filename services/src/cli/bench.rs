@@ -123,7 +123,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut model, tokenizer, info) = BatchModel::load(&args.model)?;
     let load_s = started.elapsed().as_secs_f64();
-    model.shape.kv = args.kv_dtype.into();
+    model.shape.set_kv(args.kv_dtype.into())?;
     let format = choose_format(PromptFormatChoice::Auto, &info, &tokenizer)?;
     let (text, ids) = prompt(&tokenizer, &format, args.prompt_tokens)?;
     let n = ids.len();

@@ -11,73 +11,139 @@ use std::arch::x86_64::{__m256, __m512};
 use half::f16;
 
 use super::kernels::{par_chunks, uses_simd};
+use super::kv::{Q8_BLOCK, Q8_BLOCK_BYTES};
 
-/// A cached key/value element: `f32`, or `f16` widened as it is loaded.
+/// A cached key/value element: `f32`, `f16` widened as it is loaded, or `i8` in blocks of
+/// 32 values followed by their scale (see [`super::kv::KvType::Q8`]).
 pub trait KvValue: Copy + Send + Sync {
-    /// The value as `f32`.
-    fn to_f32(self) -> f32;
+    /// Stored elements that a head row of `n` values takes.
+    fn stored_len(n: usize) -> usize {
+        n
+    }
 
-    /// Eight values from `p` as one 256-bit vector.
+    /// The `out.len()` values of the head row stored in `row`.
+    fn widen(row: &[Self], out: &mut [f32]);
+
+    /// Values `8c .. 8c + 8` of the head row stored at `p`, as one 256-bit vector.
     ///
     /// # Safety
-    /// The CPU has AVX2 and F16C, and eight values are readable at `p`.
+    /// The CPU has AVX2 and F16C, and the head row at `p` holds those values.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> __m256;
+    unsafe fn load8(p: *const Self, c: usize) -> __m256;
 
-    /// Sixteen values from `p` as one 512-bit vector.
+    /// Values `16c .. 16c + 16` of the head row stored at `p`, as one 512-bit vector.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, and sixteen values are readable at `p`.
+    /// The CPU has AVX-512F, and the head row at `p` holds those values.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn load16(p: *const Self) -> __m512;
+    unsafe fn load16(p: *const Self, c: usize) -> __m512;
 }
 
 impl KvValue for f32 {
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        self
+    fn widen(row: &[f32], out: &mut [f32]) {
+        out.copy_from_slice(&row[..out.len()]);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn load8(p: *const f32) -> __m256 {
-        // SAFETY: the caller guarantees eight readable values.
-        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    unsafe fn load8(p: *const f32, c: usize) -> __m256 {
+        // SAFETY: the caller guarantees the row holds values 8c..8c + 8.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p.add(8 * c)) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn load16(p: *const f32) -> __m512 {
-        // SAFETY: the caller guarantees sixteen readable values.
-        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    unsafe fn load16(p: *const f32, c: usize) -> __m512 {
+        // SAFETY: the caller guarantees the row holds values 16c..16c + 16.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p.add(16 * c)) }
     }
 }
 
 impl KvValue for f16 {
-    #[inline(always)]
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
+    fn widen(row: &[f16], out: &mut [f32]) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o = v.to_f32();
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx2,f16c")]
-    unsafe fn load8(p: *const f16) -> __m256 {
+    unsafe fn load8(p: *const f16, c: usize) -> __m256 {
         use std::arch::x86_64::*;
-        // SAFETY: the caller guarantees eight readable values (16 bytes).
-        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+        // SAFETY: the caller guarantees the row holds values 8c..8c + 8 (16 bytes).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.add(8 * c).cast())) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn load16(p: *const f16) -> __m512 {
+    unsafe fn load16(p: *const f16, c: usize) -> __m512 {
         use std::arch::x86_64::*;
-        // SAFETY: the caller guarantees sixteen readable values (32 bytes).
-        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+        // SAFETY: the caller guarantees the row holds values 16c..16c + 16 (32 bytes).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.add(16 * c).cast())) }
     }
+}
+
+impl KvValue for i8 {
+    fn stored_len(n: usize) -> usize {
+        n.div_ceil(Q8_BLOCK) * Q8_BLOCK_BYTES
+    }
+
+    fn widen(row: &[i8], out: &mut [f32]) {
+        for (o, block) in out
+            .chunks_mut(Q8_BLOCK)
+            .zip(row.chunks_exact(Q8_BLOCK_BYTES))
+        {
+            let scale = q8_scale(block);
+            for (o, &q) in o.iter_mut().zip(block) {
+                *o = f32::from(q) * scale;
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8(p: *const i8, c: usize) -> __m256 {
+        use std::arch::x86_64::*;
+        let block = (8 * c / Q8_BLOCK) * Q8_BLOCK_BYTES;
+        // SAFETY: the caller guarantees the row holds values 8c..8c + 8: their eight bytes
+        // and their block's scale (the block's last four bytes).
+        unsafe {
+            let q = _mm_loadl_epi64(p.add(block + 8 * c % Q8_BLOCK).cast());
+            let scale = p.add(block + Q8_BLOCK).cast::<f32>().read_unaligned();
+            _mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)),
+                _mm256_set1_ps(scale),
+            )
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16(p: *const i8, c: usize) -> __m512 {
+        use std::arch::x86_64::*;
+        let block = (16 * c / Q8_BLOCK) * Q8_BLOCK_BYTES;
+        // SAFETY: as for `load8`, sixteen bytes and the block's scale.
+        unsafe {
+            let q = _mm_loadu_si128(p.add(block + 16 * c % Q8_BLOCK).cast());
+            let scale = p.add(block + Q8_BLOCK).cast::<f32>().read_unaligned();
+            _mm512_mul_ps(
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)),
+                _mm512_set1_ps(scale),
+            )
+        }
+    }
+}
+
+/// The scale of one stored [`Q8_BLOCK_BYTES`]-byte block (its last four bytes).
+fn q8_scale(block: &[i8]) -> f32 {
+    let b = |i: usize| block[Q8_BLOCK + i] as u8;
+    f32::from_le_bytes([b(0), b(1), b(2), b(3)])
 }
 
 /// One attention head's view of a sequence's cache: the cached runs and where the head's
@@ -85,9 +151,9 @@ impl KvValue for f16 {
 pub struct HeadKv<'a, T> {
     /// `(keys, values, positions)` runs, oldest first.
     pub runs: &'a [super::kv::Run<'a, T>],
-    /// Offset of this head in a position's row.
+    /// Offset of this head in a position's row, in stored elements.
     pub offset: usize,
-    /// Row width (kv heads × head size).
+    /// Stored elements per position (of kv heads × head size values).
     pub stride: usize,
 }
 
@@ -212,8 +278,8 @@ pub fn attend_packed<T: KvValue>(
         };
         let kv = HeadKv {
             runs: runs[input],
-            offset: kvh * d,
-            stride: geo.kv_heads * d,
+            offset: kvh * T::stored_len(d),
+            stride: geo.kv_heads * T::stored_len(d),
         };
         attend_block(&block, &kv, &mut o[..n * group * d]);
     });
@@ -261,12 +327,15 @@ pub(super) fn attend_body<T: KvValue>(
     out: &mut [f32],
 ) {
     let d = q.len();
+    let stored = T::stored_len(d);
+    let mut row = vec![0f32; d];
     let mut scores = Vec::with_capacity(len);
     let mut left = len;
     for &(k, _, n) in kv.runs {
         for p in 0..n.min(left) {
             let at = p * kv.stride + kv.offset;
-            scores.push(dot_f32(q, &k[at..at + d]) * scale);
+            T::widen(&k[at..at + stored], &mut row);
+            scores.push(dot_f32(q, &row) * scale);
         }
         left = left.saturating_sub(n);
     }
@@ -283,8 +352,9 @@ pub(super) fn attend_body<T: KvValue>(
         for p in 0..n.min(left) {
             let w = scores[idx] * inv;
             let at = p * kv.stride + kv.offset;
-            for (o, v) in out.iter_mut().zip(&v[at..at + d]) {
-                *o += w * v.to_f32();
+            T::widen(&v[at..at + stored], &mut row);
+            for (o, v) in out.iter_mut().zip(&row) {
+                *o += w * v;
             }
             idx += 1;
         }
@@ -295,18 +365,18 @@ pub(super) fn attend_body<T: KvValue>(
 /// Dot product with eight independent sums (one 8-wide vector) so the compiler can
 /// vectorise it; the short final reduction matters because it runs once per position.
 #[inline(always)]
-fn dot_f32<T: KvValue>(a: &[f32], b: &[T]) -> f32 {
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8 * 8;
     for (ca, cb) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
         for i in 0..8 {
-            acc[i] += ca[i] * cb[i].to_f32();
+            acc[i] += ca[i] * cb[i];
         }
     }
     let tail: f32 = a[chunks..]
         .iter()
         .zip(&b[chunks..])
-        .map(|(x, y)| x * y.to_f32())
+        .map(|(x, y)| x * y)
         .sum();
     acc.iter().sum::<f32>() + tail
 }

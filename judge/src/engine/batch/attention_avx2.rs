@@ -102,13 +102,13 @@ fn key_scores<const H: usize, const L: usize, T: KvValue>(
     for &(k, _, n) in kv.runs {
         for i in 0..n.min(left) {
             let at = i * kv.stride + kv.offset;
-            let row = &k[at..at + d];
+            let row = &k[at..at + T::stored_len(d)];
             // One key vector at a time against every head: H accumulators and one key in
             // registers; each head's sum still runs over the columns in order.
             let mut acc = [_mm256_setzero_ps(); H];
             for c in 0..L {
-                // SAFETY: `row` holds L·8 values and `q` H·L·8; c < L, h < H.
-                let kc = unsafe { T::load8(row.as_ptr().add(c * 8)) };
+                // SAFETY: `row` is a whole head row and `q` holds H·L·8 values; c < L, h < H.
+                let kc = unsafe { T::load8(row.as_ptr(), c) };
                 for (h, a) in acc.iter_mut().enumerate() {
                     let qc = unsafe { _mm256_loadu_ps(q.as_ptr().add(h * d + c * 8)) };
                     *a = _mm256_fmadd_ps(qc, kc, *a);
@@ -168,11 +168,11 @@ fn weighted_values<const H: usize, const C: usize, T: KvValue>(
     let mut left = longest;
     for &(_, v, n) in kv.runs {
         for i in 0..n.min(left) {
-            let at = i * kv.stride + kv.offset + col;
-            let row = &v[at..at + C * 8];
-            // SAFETY: `row` holds C·8 values.
+            let at = i * kv.stride + kv.offset;
+            let row = &v[at..at + T::stored_len(d)];
+            // SAFETY: `row` is a whole head row; pass·C + c < L.
             let vr: [__m256; C] =
-                std::array::from_fn(|c| unsafe { T::load8(row.as_ptr().add(c * 8)) });
+                std::array::from_fn(|c| unsafe { T::load8(row.as_ptr(), pass * C + c) });
             for (h, a) in acc.iter_mut().enumerate() {
                 if p >= shared && p >= lens[h] {
                     continue;

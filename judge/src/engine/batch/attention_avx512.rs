@@ -109,14 +109,14 @@ fn key_scores<const H: usize, const L: usize, T: KvValue>(
     for &(k, _, n) in kv.runs {
         for i in 0..n.min(left) {
             let at = i * kv.stride + kv.offset;
-            prefetch_row(k, at + AHEAD * kv.stride, d);
-            let row = &k[at..at + d];
+            prefetch_row(k, at + AHEAD * kv.stride, T::stored_len(d));
+            let row = &k[at..at + T::stored_len(d)];
             // One key vector at a time against every head: H accumulators and one key in
             // registers; each head's sum still runs over the columns in order.
             let mut acc = [_mm512_setzero_ps(); H];
             for c in 0..L {
-                // SAFETY: `row` holds L·16 values and `q` H·L·16; c < L, h < H.
-                let kc = unsafe { T::load16(row.as_ptr().add(c * 16)) };
+                // SAFETY: `row` is a whole head row and `q` holds H·L·16 values; c < L, h < H.
+                let kc = unsafe { T::load16(row.as_ptr(), c) };
                 for (h, a) in acc.iter_mut().enumerate() {
                     let qc = unsafe { _mm512_loadu_ps(q.as_ptr().add(h * d + c * 16)) };
                     *a = if c == 0 {
@@ -187,6 +187,8 @@ fn weighted_values<const H: usize, const C: usize, T: KvValue>(
 ) {
     let d = out.len() / H;
     let col = pass * C * 16;
+    // The stored span of this pass's columns (whole 8-bit blocks with their scales).
+    let (lo, hi) = (T::stored_len(col / 32 * 32), T::stored_len(col + C * 16));
     // Every head attends to at least the first head's positions (lengths never decrease).
     let shared = lens[0];
     let mut acc = [[_mm512_setzero_ps(); C]; H];
@@ -194,12 +196,12 @@ fn weighted_values<const H: usize, const C: usize, T: KvValue>(
     let mut left = longest;
     for &(_, v, n) in kv.runs {
         for i in 0..n.min(left) {
-            let at = i * kv.stride + kv.offset + col;
-            prefetch_row(v, at + AHEAD * kv.stride, C * 16);
-            let row = &v[at..at + C * 16];
-            // SAFETY: `row` holds C·16 values.
+            let at = i * kv.stride + kv.offset;
+            prefetch_row(v, at + AHEAD * kv.stride + lo, hi - lo);
+            let row = &v[at..at + T::stored_len(d)];
+            // SAFETY: `row` is a whole head row; pass·C + c < L.
             let vr: [__m512; C] =
-                std::array::from_fn(|c| unsafe { T::load16(row.as_ptr().add(c * 16)) });
+                std::array::from_fn(|c| unsafe { T::load16(row.as_ptr(), pass * C + c) });
             for (h, a) in acc.iter_mut().enumerate() {
                 if p >= shared && p >= lens[h] {
                     continue;

@@ -5,7 +5,7 @@ use half::f16;
 
 use super::attention::{attend_block, attend_body, attend_packed, Geometry, HeadKv, KvValue};
 use super::attention::{QueryBlock, MAX_BLOCK_HEADS};
-use super::kv::Run;
+use super::kv::{KvType, Run, Runs, SeqKv};
 use super::test_values;
 
 /// A block kernel under test.
@@ -19,10 +19,31 @@ fn random(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Stores cache rows (whole positions) as `T`.
+type Store<T> = fn(&[f32]) -> Vec<T>;
+
+fn as_f32(x: &[f32]) -> Vec<f32> {
+    x.to_vec()
+}
+
+fn as_f16(x: &[f32]) -> Vec<f16> {
+    x.iter().map(|&v| f16::from_f32(v)).collect()
+}
+
+/// 8-bit blocks as the cache stores them (through a real cache's append).
+fn as_q8(x: &[f32]) -> Vec<i8> {
+    let mut kv = SeqKv::new(1, x.len(), KvType::Q8);
+    kv.append(0, x, x);
+    match kv.runs(0) {
+        Runs::Q8(runs) => runs[0].0.to_vec(),
+        _ => panic!("a q8 cache gave other runs"),
+    }
+}
+
 /// Runs `kernel` on blocks of every row count its shapes allow and checks each row against
 /// the same kernel on that row alone (bit-identical) and each head against the portable
 /// loop, on caches of type `T` split in two runs (a shared prefix and the sequence's own).
-fn check<T: KvValue>(kernel: Kernel<T>, widen: fn(f32) -> T) {
+fn check<T: KvValue>(kernel: Kernel<T>, store: Store<T>) {
     let positions = 53;
     for (group, d, kvh) in [
         (3, 64, 3),
@@ -32,22 +53,16 @@ fn check<T: KvValue>(kernel: Kernel<T>, widen: fn(f32) -> T) {
         (1, 128, 1),
         (8, 128, 1),
     ] {
-        let width = kvh * d;
-        let k: Vec<T> = random(positions * width, 3 + d as u32)
-            .into_iter()
-            .map(widen)
-            .collect();
-        let v: Vec<T> = random(positions * width, 5 + group as u32)
-            .into_iter()
-            .map(widen)
-            .collect();
+        let width = kvh * T::stored_len(d);
+        let k = store(&random(positions * kvh * d, 3 + d as u32));
+        let v = store(&random(positions * kvh * d, 5 + group as u32));
         let runs: Vec<Run<'_, T>> = vec![
             (&k[..20 * width], &v[..20 * width], 20),
             (&k[20 * width..], &v[20 * width..], 33),
         ];
         let head = HeadKv {
             runs: &runs,
-            offset: (kvh - 1) * d,
+            offset: (kvh - 1) * T::stored_len(d),
             stride: width,
         };
         for rows in 1..=(MAX_BLOCK_HEADS / group) {
@@ -99,8 +114,9 @@ fn avx512_blocks_match_single_rows_and_the_portable_loop() {
         eprintln!("skipped: this CPU has no AVX-512 (or AUTOJ_Q4_1_KERNEL asks for AVX2)");
         return;
     }
-    check::<f32>(super::attention_avx512::attend_block::<f32>, |x| x);
-    check::<f16>(super::attention_avx512::attend_block::<f16>, f16::from_f32);
+    check::<f32>(super::attention_avx512::attend_block::<f32>, as_f32);
+    check::<f16>(super::attention_avx512::attend_block::<f16>, as_f16);
+    check::<i8>(super::attention_avx512::attend_block::<i8>, as_q8);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -110,14 +126,16 @@ fn avx2_blocks_match_single_rows_and_the_portable_loop() {
         eprintln!("skipped: this CPU has no AVX2, FMA and F16C");
         return;
     }
-    check::<f32>(super::attention_avx2::attend_block::<f32>, |x| x);
-    check::<f16>(super::attention_avx2::attend_block::<f16>, f16::from_f32);
+    check::<f32>(super::attention_avx2::attend_block::<f32>, as_f32);
+    check::<f16>(super::attention_avx2::attend_block::<f16>, as_f16);
+    check::<i8>(super::attention_avx2::attend_block::<i8>, as_q8);
 }
 
 #[test]
 fn blocks_of_other_head_sizes_run_head_by_head() {
     // 32 values per head: no SIMD block kernel takes it, every CPU runs the per-head loop.
-    check::<f32>(attend_block::<f32>, |x| x);
+    check::<f32>(attend_block::<f32>, as_f32);
+    check::<i8>(attend_block::<i8>, as_q8);
     let (d, positions) = (32, 9);
     let k = random(positions * d, 1);
     let v = random(positions * d, 2);
@@ -177,4 +195,50 @@ fn packed_rows_are_independent_of_their_neighbours() {
     }
     // And the rows differ from each other (the scatter put each in its own place).
     assert_ne!(&all[..q_width], &all[q_width..2 * q_width]);
+}
+
+#[test]
+fn q8_caches_stay_close_to_full_precision() {
+    // One head of 128 values over 40 positions: attention through 8-bit keys and values
+    // against the same cache in f32.
+    let (d, positions) = (128, 40);
+    let (k, v) = (random(positions * d, 61), random(positions * d, 67));
+    let (kq, vq) = (as_q8(&k), as_q8(&v));
+    assert_eq!(kq.len(), positions * d / 32 * 36, "36 bytes per 32 values");
+    let full: Vec<Run<'_, f32>> = vec![(&k, &v, positions)];
+    let bytes: Vec<Run<'_, i8>> = vec![(&kq, &vq, positions)];
+    let q = random(d, 71);
+    let block = QueryBlock {
+        q: &q,
+        group: 1,
+        first_len: positions,
+        head_dim: d,
+        scale: 0.1,
+    };
+    let (mut want, mut got) = (vec![0f32; d], vec![0f32; d]);
+    attend_block(
+        &block,
+        &HeadKv {
+            runs: &full,
+            offset: 0,
+            stride: d,
+        },
+        &mut want,
+    );
+    attend_block(
+        &block,
+        &HeadKv {
+            runs: &bytes,
+            offset: 0,
+            stride: d / 32 * 36,
+        },
+        &mut got,
+    );
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 2e-2, "q8 attention differs from f32 by {worst}");
+    assert!(worst > 0.0, "8-bit values cannot be exact on random data");
 }

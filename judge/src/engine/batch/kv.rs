@@ -22,15 +22,31 @@ pub enum KvType {
     F16,
     /// Single precision: the same numbers as candle's stock models.
     F32,
+    /// 8-bit integers, each block of [`Q8_BLOCK`] values with its own `f32` scale (absolute
+    /// maximum / 127): 36 bytes per 32 values, 56% of half precision, for long prompts
+    /// and many sequences where attention's reads of the cache outweigh the weights'.
+    Q8,
 }
 
+/// Values per scale in a [`KvType::Q8`] cache (a head's values must be a whole number of
+/// blocks).
+pub const Q8_BLOCK: usize = 32;
+/// Bytes of one [`KvType::Q8`] block: the values, then the scale's four bytes.
+pub const Q8_BLOCK_BYTES: usize = Q8_BLOCK + 4;
+
 impl KvType {
-    /// Bytes per stored value.
-    pub fn bytes(self) -> usize {
+    /// Bytes that `values` cached values take (a whole number of blocks for `Q8`).
+    pub fn bytes_for(self, values: usize) -> usize {
         match self {
-            Self::F16 => 2,
-            Self::F32 => 4,
+            Self::F16 => 2 * values,
+            Self::F32 => 4 * values,
+            Self::Q8 => values.div_ceil(Q8_BLOCK) * Q8_BLOCK_BYTES,
         }
+    }
+
+    /// Whether a head of `head_dim` values can be stored this way.
+    pub fn fits_head(self, head_dim: usize) -> bool {
+        self != Self::Q8 || head_dim.is_multiple_of(Q8_BLOCK)
     }
 }
 
@@ -39,6 +55,8 @@ impl KvType {
 enum Rows {
     F16(Vec<f16>),
     F32(Vec<f32>),
+    /// [`Q8_BLOCK_BYTES`]-byte blocks, as `i8` (the scale's bytes included).
+    Q8(Vec<i8>),
 }
 
 impl Rows {
@@ -46,13 +64,16 @@ impl Rows {
         match kind {
             KvType::F16 => Self::F16(Vec::new()),
             KvType::F32 => Self::F32(Vec::new()),
+            KvType::Q8 => Self::Q8(Vec::new()),
         }
     }
 
+    /// Stored elements (bytes for `Q8`).
     fn len(&self) -> usize {
         match self {
             Self::F16(v) => v.len(),
             Self::F32(v) => v.len(),
+            Self::Q8(v) => v.len(),
         }
     }
 
@@ -60,20 +81,28 @@ impl Rows {
         match self {
             Self::F16(v) => v.len() * 2,
             Self::F32(v) => v.len() * 4,
+            Self::Q8(v) => v.len(),
         }
     }
 
     fn f16(&self) -> Option<&[f16]> {
         match self {
             Self::F16(v) => Some(v),
-            Self::F32(_) => None,
+            _ => None,
         }
     }
 
     fn f32(&self) -> Option<&[f32]> {
         match self {
             Self::F32(v) => Some(v),
-            Self::F16(_) => None,
+            _ => None,
+        }
+    }
+
+    fn q8(&self) -> Option<&[i8]> {
+        match self {
+            Self::Q8(v) => Some(v),
+            _ => None,
         }
     }
 
@@ -87,7 +116,25 @@ impl Rows {
                 v[at..].convert_from_f32_slice(x);
             }
             Self::F32(v) => v.extend_from_slice(x),
+            Self::Q8(v) => quantize_q8(x, v),
         }
+    }
+}
+
+/// Appends `x` (a whole number of [`Q8_BLOCK`]s) as blocks of rounded `x / scale` then the
+/// scale's little-endian bytes, `scale = max |x| / 127` (0 for an all-zero block).
+fn quantize_q8(x: &[f32], out: &mut Vec<i8>) {
+    assert!(
+        x.len().is_multiple_of(Q8_BLOCK),
+        "q8 cache rows must be whole blocks"
+    );
+    out.reserve(x.len() / Q8_BLOCK * Q8_BLOCK_BYTES);
+    for block in x.chunks_exact(Q8_BLOCK) {
+        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        out.extend(block.iter().map(|v| (v * inv).round() as i8));
+        out.extend(scale.to_le_bytes().map(|b| b as i8));
     }
 }
 
@@ -110,9 +157,17 @@ impl Segment {
         }
     }
 
+    /// Stored elements per position (bytes for `Q8`, values otherwise).
+    fn stored(&self) -> usize {
+        match self.kind {
+            KvType::Q8 => self.kind.bytes_for(self.width),
+            KvType::F16 | KvType::F32 => self.width,
+        }
+    }
+
     /// Positions held (as written to the last layer, i.e. complete positions).
     fn len(&self) -> usize {
-        self.k.last().map_or(0, |k| k.len() / self.width)
+        self.k.last().map_or(0, |k| k.len() / self.stored())
     }
 
     fn bytes(&self) -> usize {
@@ -139,6 +194,8 @@ pub enum Runs<'a> {
     F16(Vec<Run<'a, f16>>),
     /// Single-precision caches.
     F32(Vec<Run<'a, f32>>),
+    /// 8-bit caches (blocks of values and scale bytes).
+    Q8(Vec<Run<'a, i8>>),
     /// A chain whose segments differ in type (the engine never builds one; reading it is
     /// an internal error rather than a silently shorter cache).
     Mixed,
@@ -157,6 +214,14 @@ impl<'a> Runs<'a> {
     pub fn f32(&self) -> Option<&[Run<'a, f32>]> {
         match self {
             Self::F32(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The runs, when they are 8-bit.
+    pub fn q8(&self) -> Option<&[Run<'a, i8>]> {
+        match self {
+            Self::Q8(r) => Some(r),
             _ => None,
         }
     }
@@ -203,7 +268,7 @@ impl SeqKv {
 
     /// The runs of one layer, oldest first.
     pub fn runs(&self, layer: usize) -> Runs<'_> {
-        let w = self.own.width;
+        let w = self.own.stored();
         let segments = self
             .chain
             .iter()
@@ -213,6 +278,7 @@ impl SeqKv {
         let runs = match self.own.kind {
             KvType::F16 => layer_runs(segments, layer, w, Rows::f16).map(Runs::F16),
             KvType::F32 => layer_runs(segments, layer, w, Rows::f32).map(Runs::F32),
+            KvType::Q8 => layer_runs(segments, layer, w, Rows::q8).map(Runs::Q8),
         };
         runs.unwrap_or(Runs::Mixed)
     }

@@ -49,7 +49,20 @@ pub struct Shape {
 impl Shape {
     /// Bytes of key/value cache one position takes (keys and values, all layers).
     pub fn kv_bytes_per_token(&self) -> usize {
-        self.layers * 2 * self.kv_heads * self.head_dim * self.kv.bytes()
+        self.layers * 2 * self.kv.bytes_for(self.kv_heads * self.head_dim)
+    }
+
+    /// Sets how new caches store keys and values; refuses a type the heads cannot use.
+    pub fn set_kv(&mut self, kind: KvType) -> Result<()> {
+        if !kind.fits_head(self.head_dim) {
+            return Err(JudgeError::InvalidArgument(format!(
+                "--kv-dtype {kind:?} needs heads of a multiple of 32 values; this model's heads \
+                 have {} (use f16 or f32)",
+                self.head_dim
+            )));
+        }
+        self.kv = kind;
+        Ok(())
     }
 }
 
@@ -516,6 +529,9 @@ impl BatchModel {
         }
         if let Some(single) = runs.iter().map(Runs::f32).collect::<Option<Vec<_>>>() {
             return Ok(self.attend_rows(&single, rows, q));
+        }
+        if let Some(bytes) = runs.iter().map(Runs::q8).collect::<Option<Vec<_>>>() {
+            return Ok(self.attend_rows(&bytes, rows, q));
         }
         Err(internal(
             "the batch's key/value caches are not all of one type",
