@@ -10,6 +10,10 @@ With --concurrency 1,4,8,16 it also measures batched decoding: that many sequenc
 together, one llama_batch per step holding one token of each sequence under its own
 sequence id (llama.cpp's own batched decoding; see `batched_decode`).
 
+Flash attention is on unless --flash-attn off (llama.cpp's own tools enable it on CPUs by
+default; llama-cpp-python's `Llama` leaves it off unless asked); --kv-type picks the cache
+type (f16 by default, q8_0 to match `autoj bench --kv-dtype q8`).
+
 Prints one JSON line on stdout (medians over repeats); everything else goes to stderr:
     {"engine":"llama.cpp","version":...,"threads":N,"prompt_tokens":P,
      "prefill_tok_s":...,"decode_tok_s":...,"runs":R,...}
@@ -64,7 +68,11 @@ def run_once(llm: llama_cpp.Llama, prompt: list[int], n_predict: int) -> tuple[f
     return t1 - t0, t2 - t1
 
 
-def batched_context(llm: llama_cpp.Llama, n_ctx: int, n_batch: int, n_seq: int, threads: int):
+# GGML type ids of the cache types `--kv-type` offers.
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
+
+
+def batched_context(llm: llama_cpp.Llama, n_ctx: int, n_batch: int, n_seq: int, args):
     """A second context on the loaded model that holds `n_seq` sequences in one unified
     KV cache (copied prompt cells are shared, as our forked caches are)."""
     params = llama_cpp.llama_context_default_params()
@@ -72,8 +80,11 @@ def batched_context(llm: llama_cpp.Llama, n_ctx: int, n_batch: int, n_seq: int, 
     params.n_batch = n_batch
     params.n_ubatch = n_batch
     params.n_seq_max = n_seq
-    params.n_threads = threads
-    params.n_threads_batch = threads
+    params.n_threads = args.threads
+    params.n_threads_batch = args.threads
+    params.type_k = params.type_v = KV_TYPES[args.kv_type]
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if args.flash_attn == "on"
+                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
     if hasattr(params, "kv_unified"):
         params.kv_unified = True
     ctx = llama_cpp.llama_init_from_model(llm.model, params)
@@ -122,7 +133,7 @@ def concurrency_levels(llm, prompt, levels, args) -> list[dict]:
     """Median aggregate decode speed per level; the levels take turns, as in autoj bench."""
     top = max(levels)
     n_ctx = len(prompt) + top * (args.n_predict + 8) + 16
-    ctx = batched_context(llm, n_ctx, max(512, len(prompt)), top, args.threads)
+    ctx = batched_context(llm, n_ctx, max(512, len(prompt)), top, args)
     try:
         batched_decode(ctx, llm.n_vocab(), prompt, min(2, top), min(2, args.n_predict))  # warm-up
         runs = {b: [] for b in levels}
@@ -145,6 +156,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--concurrency", default="",
                     help="comma-separated sequence counts for batched decode (empty: skip)")
+    ap.add_argument("--kv-type", choices=sorted(KV_TYPES), default="f16",
+                    help="KV cache type (q8_0 needs flash attention for the values)")
+    ap.add_argument("--flash-attn", choices=["on", "off"], default="on",
+                    help="llama.cpp's own tools turn it on by default on CPUs (llama-cpp-python "
+                         "turns it off unless asked)")
     args = ap.parse_args()
 
     # Tokenize with a vocab-only load first, so the context can be sized to the prompt.
@@ -162,6 +178,9 @@ def main() -> None:
         n_ubatch=n_batch,
         n_threads=args.threads,
         n_threads_batch=args.threads,
+        type_k=KV_TYPES[args.kv_type],
+        type_v=KV_TYPES[args.kv_type],
+        flash_attn=args.flash_attn == "on",
         verbose=False,
     )
     log(f"model {args.model.name}: {n_prompt} prompt tokens, {args.threads} threads")
@@ -190,6 +209,8 @@ def main() -> None:
         "runs": args.repeat,
         "n_predict": args.n_predict,
         "model": args.model.name,
+        "kv_type": args.kv_type,
+        "flash_attn": args.flash_attn,
     }), flush=True)
 
 

@@ -52,7 +52,8 @@ pub struct BenchArgs {
         default_value = "scripts/bench_llamacpp.py"
     )]
     pub llamacpp_script: PathBuf,
-    /// Key/value cache element type of the batched engine.
+    /// Key/value cache element type of the batched engine (llama.cpp gets the same kind:
+    /// f16, f32, or q8_0 for q8; always with flash attention, as its own tools run).
     #[arg(long, env = "AUTOJ_BENCH_KV_DTYPE", value_enum, default_value_t = autoj_judge::engine::batch::kv::KvType::default().into())]
     pub kv_dtype: KvDTypeArg,
     /// Concurrency levels for aggregate decode speed (`--concurrency` with no value: skip).
@@ -245,6 +246,7 @@ fn llamacpp(args: &BenchArgs, text: &str, ours: &Value, levels: &[Value]) -> any
                 .collect::<Vec<_>>()
                 .join(","),
         ])
+        .args(["--kv-type", llamacpp_kv_type(args.kv_dtype)])
         .output()
         .context("running the llama.cpp benchmark")?;
     let _ = std::fs::remove_file(&prompt_file);
@@ -288,4 +290,13 @@ fn tempfile_with(text: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::temp_dir().join(format!("autoj-bench-prompt-{}.txt", std::process::id()));
     std::fs::write(&path, text)?;
     Ok(path)
+}
+
+/// llama.cpp's cache type for ours, so both engines read caches of the same kind.
+fn llamacpp_kv_type(ours: KvDTypeArg) -> &'static str {
+    match ours {
+        KvDTypeArg::F16 => "f16",
+        KvDTypeArg::F32 => "f32",
+        KvDTypeArg::Q8 => "q8_0",
+    }
 }
