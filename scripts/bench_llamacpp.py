@@ -16,7 +16,7 @@ type (f16 by default, q8_0 to match `autoj bench --kv-dtype q8`).
 
 Prints one JSON line on stdout (medians over repeats); everything else goes to stderr:
     {"engine":"llama.cpp","version":...,"threads":N,"prompt_tokens":P,
-     "prefill_tok_s":...,"decode_tok_s":...,"runs":R,...}
+     "prefill_tok_s":...,"decode_tok_s":...,"runs":R,"logits_finite":true,...}
 
     .venv-bench/bin/python scripts/bench_llamacpp.py --prompt-file PROMPT.txt \
         --threads 2 --n-predict 64 --repeat 3
@@ -187,6 +187,9 @@ def main() -> None:
     log(llama_cpp.llama_print_system_info().decode().strip())
 
     run_once(llm, prompt, min(4, args.n_predict))  # warm-up, untimed
+    # Whether the file loads into something usable: the warm-up's last logits all finite.
+    last = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+    finite = bool(np.isfinite(last).all())
     prefill, decode_ = [], []
     for i in range(args.repeat):
         tp, td = run_once(llm, prompt, args.n_predict)
@@ -209,6 +212,7 @@ def main() -> None:
         "runs": args.repeat,
         "n_predict": args.n_predict,
         "model": args.model.name,
+        "logits_finite": finite,
         "kv_type": args.kv_type,
         "flash_attn": args.flash_attn,
     }), flush=True)

@@ -10,8 +10,8 @@ use std::time::Instant;
 use super::bench_batch::median;
 use crate::config::KvDTypeArg;
 use anyhow::Context;
-use autoj_judge::engine::batch::kernels;
 use autoj_judge::engine::batch::kv::SeqKv;
+use autoj_judge::engine::batch::{attention, kernels};
 use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
 use autoj_judge::engine::tokenizer::TextTokenizer;
 use autoj_judge::engine::{choose_format, PromptFormatChoice};
@@ -150,6 +150,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let ours = json!({
         "engine": "autoj (batched engine, one sequence)", "threads": args.threads,
         "q4_1_kernel": kernels::kernel_name(), "kquant_kernel": kernels::kquant_kernel_name(),
+        "attention_kernel": attention::kernel_name(
+            model.shape.heads / model.shape.kv_heads,
+            model.shape.head_dim,
+        ),
         "kernels": model.kernel_census(), "load_s": load_s, "prompt_tokens": n,
         "kv_dtype": format!("{:?}", model.shape.kv).to_lowercase(),
         "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,

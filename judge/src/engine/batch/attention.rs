@@ -222,6 +222,23 @@ pub fn attend_block<T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out:
     }
 }
 
+/// The attention kernel that a model with `group` query heads per key/value head and heads
+/// of `head_dim` values runs on this CPU ("avx512", "avx2" or "portable"), for benchmark
+/// reports.
+pub fn kernel_name(group: usize, head_dim: usize) -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::attention_avx512::supports(group, head_dim) {
+            return "avx512";
+        }
+        if super::attention_avx2::supports(group, head_dim) {
+            return "avx2";
+        }
+    }
+    let _ = (group, head_dim);
+    "portable"
+}
+
 /// The attention shape of a model.
 #[derive(Debug, Clone, Copy)]
 pub struct Geometry {

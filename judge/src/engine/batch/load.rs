@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
 
@@ -175,22 +175,34 @@ impl<'a> GgufTensors<'a> {
             .map_err(|e| load_err(self.path, format!("tensor `{name}`: {e}")))
     }
 
-    /// `name` as a K-quant matrix over the mapped bytes, where it is one our kernels take.
-    fn mapped(&self, name: &str) -> Option<KQuant> {
+    /// Matrix `name`'s type, its bytes in the map, and its shape `(n, k)`, where `wanted`
+    /// takes its type; `None` otherwise (and for a short file, which candle's reader then
+    /// reports).
+    fn in_map(
+        &self,
+        name: &str,
+        wanted: impl Fn(GgmlDType, usize) -> bool,
+    ) -> Option<(GgmlDType, Stored, usize, usize)> {
         let info = self.content.tensor_infos.get(name)?;
         let dt = info.ggml_dtype;
-        if !KQuant::takes(dt) {
+        let (n, k) = info.shape.dims2().ok()?;
+        if !wanted(dt, k) {
             return None;
         }
-        let (n, k) = info.shape.dims2().ok()?;
         let size = (n * k).checked_div(dt.block_size())? * dt.type_size();
         let start = usize::try_from(self.content.tensor_data_offset + info.offset).ok()?;
         let range = start..start.checked_add(size)?;
         if range.end > self.map.len() {
-            return None; // candle's reader reports the short file
+            return None;
         }
         let map = self.map.clone();
-        KQuant::new(dt, Stored::Mapped { map, range }, n, k)
+        Some((dt, Stored::Mapped { map, range }, n, k))
+    }
+
+    /// `name` as a K-quant matrix over the mapped bytes, where it is one our kernels take.
+    fn mapped(&self, name: &str) -> Option<KQuant> {
+        let (dt, bytes, n, k) = self.in_map(name, |dt, _| KQuant::takes(dt))?;
+        KQuant::new(dt, bytes, n, k)
     }
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
@@ -205,6 +217,9 @@ impl<'a> GgufTensors<'a> {
         if let Some(m) = self.mapped(name) {
             let vocab = m.rows();
             return Ok((Embedding::K(m), vocab));
+        }
+        if let Some((dtype, bytes, vocab, dim)) = self.in_map(name, Embedding::reads_blocks) {
+            return Ok((Embedding::Blocks { bytes, dtype, dim }, vocab));
         }
         let t = self.qtensor(name)?;
         let (vocab, _) = t.shape().dims2()?;

@@ -12,6 +12,7 @@ mod attention_avx512;
 #[cfg(test)]
 mod attention_tests;
 pub mod backend;
+mod embedding;
 mod finish;
 pub mod kernels;
 pub mod kv;

@@ -12,6 +12,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_packed, Geometry, KvValue};
+pub(super) use super::embedding::Embedding;
 use super::kernels::{swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
 use super::kv::{KvType, Run, Runs, SeqKv};
 use crate::error::{JudgeError, Result};
@@ -156,63 +157,12 @@ impl Linear {
     }
 }
 
-/// The token embedding table, kept in its stored form when rows can be read from it.
-pub(super) enum Embedding {
-    /// Q8_0 rows of 34-byte blocks (the default model's table): 4x smaller than f32.
-    Q8_0 { bytes: Vec<u8>, dim: usize },
-    /// K-quant rows, dequantized as they are looked up (over the mapped file's bytes).
-    K(KQuant),
-    /// Anything else, expanded to f32.
-    F32 { table: Vec<f32>, dim: usize },
-}
-
-impl Embedding {
-    pub(super) fn from_qtensor(t: &QTensor) -> Result<Self> {
-        let (_, dim) = t.shape().dims2()?;
-        if t.dtype() == GgmlDType::Q8_0 && dim.is_multiple_of(32) {
-            return Ok(Self::Q8_0 {
-                bytes: t.data()?.into_owned(),
-                dim,
-            });
-        }
-        let table = t
-            .dequantize(&Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        Ok(Self::F32 { table, dim })
-    }
-
-    fn row(&self, id: usize, out: &mut [f32]) -> Result<()> {
-        match self {
-            Self::Q8_0 { bytes, dim } => {
-                let row_bytes = dim / 32 * 34;
-                let row = bytes
-                    .get(id * row_bytes..(id + 1) * row_bytes)
-                    .ok_or_else(|| token_err(id))?;
-                for (block, dst) in row.chunks_exact(34).zip(out.chunks_exact_mut(32)) {
-                    let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
-                    for (o, &q) in dst.iter_mut().zip(&block[2..]) {
-                        *o = d * (q as i8) as f32;
-                    }
-                }
-            }
-            Self::K(m) => m.row(id, out).ok_or_else(|| token_err(id))?,
-            Self::F32 { table, dim } => out.copy_from_slice(
-                table
-                    .get(id * dim..(id + 1) * dim)
-                    .ok_or_else(|| token_err(id))?,
-            ),
-        }
-        Ok(())
-    }
-}
-
 /// An impossible state of the forward pass, reported as an internal error.
 fn internal(what: &str) -> JudgeError {
     candle_core::Error::Msg(what.into()).into()
 }
 
-fn token_err(id: usize) -> JudgeError {
+pub(super) fn token_err(id: usize) -> JudgeError {
     JudgeError::InvalidArgument(format!("token id {id} is outside the vocabulary"))
 }
 
@@ -369,7 +319,10 @@ impl BatchModel {
         add(&format!(
             "embed:{}",
             match &self.embed {
-                Embedding::Q8_0 { .. } => "q8_0",
+                Embedding::Blocks { dtype, .. } => match dtype {
+                    GgmlDType::Q8_0 => "q8_0",
+                    _ => "q4_1",
+                },
                 Embedding::K(m) => m.name(),
                 Embedding::F32 { .. } => "f32",
             }
