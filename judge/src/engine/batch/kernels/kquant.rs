@@ -360,8 +360,10 @@ pub struct KMatrix<B> {
 type KDot<B> = fn(&[B], &[BlockQ8K]) -> f32;
 type KDotN<B, const N: usize> = fn(&[B], [&[BlockQ8K]; N]) -> [f32; N];
 
-/// The K-quant product paths: the AVX-512 kernels keep eight activation rows' accumulators
-/// in registers (32 of them), then four for the rest; the 256-bit and portable ones four.
+/// The K-quant product paths: the AVX-512 and AVX2 kernels take eight activation rows per
+/// pass (each unpacked weight block serves eight rows; with AVX2's sixteen registers some
+/// of the block spills to the stack, still 12-25% faster than four rows in a kernel timing),
+/// then four for the rest; the portable one four.
 enum Kernels<B> {
     Eight(KDot<B>, KDotN<B, 4>, KDotN<B, 8>),
     Four(KDot<B>, KDotN<B, 4>),
@@ -403,9 +405,10 @@ impl<B: SuperBlock> KMatrix<B> {
         }
         #[cfg(target_arch = "x86_64")]
         if uses_simd() {
-            // SAFETY (both): `uses_simd` holds only where the CPU has AVX2, FMA and F16C.
-            return Kernels::Four(
+            // SAFETY (all three): `uses_simd` holds only where the CPU has AVX2, FMA and F16C.
+            return Kernels::Eight(
                 |w, x| unsafe { B::dot_avx2(w, [x]) }[0],
+                |w, x| unsafe { B::dot_avx2(w, x) },
                 |w, x| unsafe { B::dot_avx2(w, x) },
             );
         }

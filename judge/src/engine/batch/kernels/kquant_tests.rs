@@ -113,6 +113,18 @@ fn kernels_agree<B: SuperBlock>(bytes: &[u8], k: usize) {
             "{}: avx2 batch",
             B::NAME
         );
+        // Eight rows per pass (prefill): each row still gets the bits it gets alone.
+        let eight: [&[super::kquant::BlockQ8K]; 8] = std::array::from_fn(|i| rows[(i * 3) % 4]);
+        // SAFETY: as above.
+        let wide8 = unsafe { B::dot_avx2(w, eight) };
+        for (i, v) in wide8.iter().enumerate() {
+            assert_eq!(
+                v.to_bits(),
+                simd[(i * 3) % 4].to_bits(),
+                "{}: avx2 pass of eight, row {i}",
+                B::NAME
+            );
+        }
     } else {
         eprintln!("AVX2 kernels not compared: this CPU has no AVX2/FMA/F16C");
     }
