@@ -2,11 +2,11 @@
 //! they lie in the mapped file (a 7B table in f32 would be 800 MB), and the first step sees
 //! the rows candle's dequantization gives, so the logits agree with candle's model.
 
-use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
-use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
+mod common;
+
+use autoj_judge::engine::batch::BatchModel;
 use autoj_judge::testkit::{self, TinySpec};
 use candle_core::quantized::GgmlDType;
-use candle_core::Device;
 
 #[test]
 fn q8_0_and_q4_1_tables_are_read_in_place_and_match_candle() {
@@ -36,28 +36,7 @@ fn q8_0_and_q4_1_tables_are_read_in_place_and_match_candle() {
         let census = model.kernel_census();
         assert_eq!(census.get(name), Some(&1), "{census:?}");
         assert_eq!(census.get("embed:f32"), None, "{census:?}");
-        let mut stock = JudgeModel::load(&ModelSpec {
-            path: path.clone(),
-            dtype: WeightDType::F32,
-            device: Device::Cpu,
-        })
-        .unwrap();
-        let prompt = [5u32, 17, 3, 99, 42, 7, 11];
-        let reference = stock.forward(&prompt, 0).unwrap().to_vec1::<f32>().unwrap();
-        let mut kv = model.new_kv();
-        let ours = model
-            .forward(&mut [StepInput {
-                kv: &mut kv,
-                tokens: &prompt,
-                want: Want::Last,
-            }])
-            .unwrap()
-            .remove(0);
-        let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let diff = ours
-            .iter()
-            .zip(&reference)
-            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        let (diff, scale) = common::logits_vs_candle(&path);
         assert!(
             diff < 0.02 * scale.max(1.0),
             "{name}: logits differ by {diff} (scale {scale})"

@@ -4,15 +4,13 @@
 
 mod common;
 
-use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
+use autoj_judge::engine::batch::BatchModel;
 use autoj_judge::engine::generate::GenerationParams;
-use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
 use autoj_judge::engine::{Engine, JudgeRequest};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::{self, TinySpec};
 use candle_core::quantized::GgmlDType;
-use candle_core::Device;
 use common::engine_config;
 
 /// A model 256 wide (K-quant super-blocks need multiples of 256).
@@ -57,31 +55,9 @@ fn k_quant_logits_match_candle_on_the_same_file() {
         let sub = dir.path().join(i.to_string());
         std::fs::create_dir_all(&sub).unwrap();
         let path = testkit::write_gguf_mix(&sub, &spec(), mix).unwrap();
-        let (model, _, _) = BatchModel::load(&path).unwrap();
-        let mut stock = JudgeModel::load(&ModelSpec {
-            path: path.clone(),
-            dtype: WeightDType::F32,
-            device: Device::Cpu,
-        })
-        .unwrap();
-        let prompt = [5u32, 17, 3, 99, 42, 7, 11];
-        let reference = stock.forward(&prompt, 0).unwrap().to_vec1::<f32>().unwrap();
-        let mut kv = model.new_kv();
-        let ours = model
-            .forward(&mut [StepInput {
-                kv: &mut kv,
-                tokens: &prompt,
-                want: Want::Last,
-            }])
-            .unwrap()
-            .remove(0);
         // Both quantize activations to 8 bits per 256 values for these types; the f16
         // cache and the order of sums differ.
-        let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let diff = ours
-            .iter()
-            .zip(&reference)
-            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        let (diff, scale) = common::logits_vs_candle(&path);
         assert!(
             diff < 0.02 * scale.max(1.0),
             "mix {i}: logits differ by {diff} (scale {scale})"

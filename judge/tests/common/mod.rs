@@ -232,3 +232,34 @@ pub fn stream_texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
         .map(|(text, _)| text)
         .collect()
 }
+
+/// The batched engine's and candle's stock model's last-position logits for one prompt on
+/// the same file: the largest difference and the largest reference logit.
+pub fn logits_vs_candle(path: &std::path::Path) -> (f32, f32) {
+    use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
+    use autoj_judge::engine::model::JudgeModel;
+    let (model, _, _) = BatchModel::load(path).expect("batched load");
+    let mut stock = JudgeModel::load(&ModelSpec {
+        path: path.to_path_buf(),
+        dtype: WeightDType::F32,
+        device: Device::Cpu,
+    })
+    .expect("candle load");
+    let prompt = [5u32, 17, 3, 99, 42, 7, 11];
+    let reference = stock.forward(&prompt, 0).unwrap().to_vec1::<f32>().unwrap();
+    let mut kv = model.new_kv();
+    let ours = model
+        .forward(&mut [StepInput {
+            kv: &mut kv,
+            tokens: &prompt,
+            want: Want::Last,
+        }])
+        .unwrap()
+        .remove(0);
+    let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let diff = ours
+        .iter()
+        .zip(&reference)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    (diff, scale)
+}
