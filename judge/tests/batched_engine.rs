@@ -15,7 +15,7 @@ use autoj_judge::testkit::{self, TinySpec};
 use autoj_judge::JudgeError;
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
-use common::{engine_config, tiny_model, Kind};
+use common::{engine_config, max_diff, tiny_model, Kind};
 
 fn new_kv(m: &BatchModel) -> SeqKv {
     m.new_kv()
@@ -28,14 +28,6 @@ fn f32_kv(m: &BatchModel) -> SeqKv {
         m.shape.kv_heads * m.shape.head_dim,
         KvType::F32,
     )
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -3,11 +3,14 @@
 //! its prompt was split into steps or on its neighbours (whatever the cache type), and a
 //! model whose heads cannot be stored in 8-bit blocks is refused with a message.
 
+mod common;
+
 use autoj_judge::engine::batch::kv::{KvType, SeqKv};
 use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
 use autoj_judge::testkit::{self, TinySpec};
 use autoj_judge::JudgeError;
 use candle_core::quantized::GgmlDType;
+use common::max_diff;
 
 /// Two query heads of 64 values per key/value head (the SIMD attention kernels' shape),
 /// Q4_1 like the default model.
@@ -42,13 +45,6 @@ fn run(model: &BatchModel, kv: &mut SeqKv, pieces: &[&[u32]]) -> Vec<f32> {
             .remove(0);
     }
     last
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -257,9 +257,14 @@ pub fn logits_vs_candle(path: &std::path::Path) -> (f32, f32) {
         .unwrap()
         .remove(0);
     let scale = reference.iter().fold(0f32, |a, v| a.max(v.abs()));
-    let diff = ours
-        .iter()
-        .zip(&reference)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    (diff, scale)
+    (max_diff(&ours, &reference), scale)
+}
+
+/// The largest absolute difference between two equally long vectors of logits.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
