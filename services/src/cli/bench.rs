@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// many tokens, as long judge inputs do).
     #[arg(long, env = "AUTOJ_BENCH_PROMPT_TOKENS", default_value_t = 0)]
     pub prompt_tokens: usize,
+    /// Prompt tokens per forward pass of our prefill, as the server's `--prefill-chunk` cuts
+    /// prompts (0: the whole prompt in one pass). llama.cpp takes the prompt in one batch.
+    #[arg(long, env = "AUTOJ_BENCH_PREFILL_CHUNK", default_value_t = autoj_judge::engine::handle::DEFAULT_PREFILL_CHUNK)]
+    pub prefill_chunk: usize,
     /// Rows of that file to judge per setting (0: skip the gRPC part).
     #[arg(long, env = "AUTOJ_BENCH_GRPC_ROWS", default_value_t = 16)]
     pub grpc_rows: usize,
@@ -133,7 +137,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for run in 0..=args.repeat {
         let mut kv = new_kv();
         let t = Instant::now();
-        let mut logits = one(&model, &mut kv, &ids)?;
+        let mut logits = bench_batch::prefill(&model, &mut kv, &ids, args.prefill_chunk)?;
         let p = t.elapsed().as_secs_f64();
         let t = Instant::now();
         for _ in 0..args.n_predict {
@@ -155,6 +159,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             model.shape.head_dim,
         ),
         "kernels": model.kernel_census(), "load_s": load_s, "prompt_tokens": n,
+        "prefill_chunk": args.prefill_chunk,
         "kv_dtype": format!("{:?}", model.shape.kv).to_lowercase(),
         "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,
     });
@@ -162,7 +167,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut levels = Vec::new();
     if !args.concurrency.is_empty() {
         let c = &args.concurrency;
-        levels = bench_batch::concurrency(&model, &ids, c, args.n_predict, args.repeat)?;
+        let prompt = (&ids[..], args.prefill_chunk);
+        levels = bench_batch::concurrency(&model, prompt, c, args.n_predict, args.repeat)?;
         for line in &levels {
             println!("{line}");
         }

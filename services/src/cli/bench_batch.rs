@@ -24,22 +24,17 @@ pub use autoj_judge::engine::generate::argmax;
 /// plus each level's ratio to one sequence. Every sequence starts from the same prefilled
 /// prompt (forked caches) and then owns its cache. The levels take turns `repeat` times
 /// (1, 4, 8, 16, 1, 4, ...) and each reports its median, so a change in the machine's load
-/// during the run moves every level alike instead of skewing the ratios.
+/// during the run moves every level alike instead of skewing the ratios. The prompt is
+/// prefilled `chunk` tokens per pass (0: in one pass).
 pub fn concurrency(
     model: &BatchModel,
-    prompt: &[u32],
+    (prompt, chunk): (&[u32], usize),
     levels: &[usize],
     n_predict: usize,
     repeat: usize,
 ) -> anyhow::Result<Vec<Value>> {
     let mut base = model.new_kv();
-    let first = model
-        .forward(&mut [StepInput {
-            kv: &mut base,
-            tokens: prompt,
-            want: Want::Last,
-        }])?
-        .remove(0);
+    let first = prefill(model, &mut base, prompt, chunk)?;
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); levels.len()];
     let mut kv_bytes = vec![0; levels.len()];
     for _ in 0..repeat.max(1) {
@@ -218,4 +213,30 @@ pub async fn grpc_judgments(
         results.push(json!({ "prefix_cache_speedup": r }));
     }
     Ok(results)
+}
+
+/// Runs `prompt` through `kv` `chunk` tokens per forward pass (0: all at once), as the
+/// server's `--prefill-chunk` does; the last position's logits.
+pub fn prefill(
+    model: &BatchModel,
+    kv: &mut SeqKv,
+    prompt: &[u32],
+    chunk: usize,
+) -> anyhow::Result<Vec<f32>> {
+    let chunk = if chunk == 0 {
+        prompt.len().max(1)
+    } else {
+        chunk
+    };
+    let mut logits = Vec::new();
+    for tokens in prompt.chunks(chunk) {
+        logits = model
+            .forward(&mut [StepInput {
+                kv: &mut *kv,
+                tokens,
+                want: Want::Last,
+            }])?
+            .remove(0);
+    }
+    Ok(logits)
 }
