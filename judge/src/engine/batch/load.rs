@@ -207,7 +207,7 @@ impl<'a> GgufTensors<'a> {
 
     fn linear(&mut self, name: &str) -> Result<Linear> {
         match self.mapped(name) {
-            Some(m) => Ok(Linear::K(m)),
+            Some(m) => Ok(Linear::K(m.into_lanes())),
             None => Linear::from_qtensor(self.qtensor(name)?),
         }
     }

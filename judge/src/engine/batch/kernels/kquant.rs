@@ -469,6 +469,9 @@ pub enum KQuant {
     Q5K(KMatrix<BlockQ5K>),
     /// Q6_K weights.
     Q6K(KMatrix<BlockQ6K>),
+    /// Q4_K weights repacked with rows in the vector lanes (`AUTOJ_KQUANT_LANES=1`).
+    #[cfg(target_arch = "x86_64")]
+    Q4KLanes(super::kquant_lanes::Q4KLanes),
 }
 
 impl KQuant {
@@ -488,21 +491,40 @@ impl KQuant {
         }
     }
 
+    /// A Q4_K matrix repacked with rows in the lanes where `AUTOJ_KQUANT_LANES=1` asks for it
+    /// (and the CPU runs the AVX-512 kernels); anything else unchanged. For the products'
+    /// matrices only: the repacked form has no row lookup.
+    pub fn into_lanes(self) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Self::Q4K(w) = &self {
+            if super::kquant_lanes::enabled() {
+                if let Some(p) = super::kquant_lanes::Q4KLanes::new(&w.w, w.n, w.k) {
+                    return Self::Q4KLanes(p);
+                }
+            }
+        }
+        self
+    }
+
     /// See [`KMatrix::matmul`].
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         match self {
             Self::Q4K(w) => w.matmul(x, m),
             Self::Q5K(w) => w.matmul(x, m),
             Self::Q6K(w) => w.matmul(x, m),
+            #[cfg(target_arch = "x86_64")]
+            Self::Q4KLanes(w) => w.matmul(x, m),
         }
     }
 
-    /// See [`KMatrix::row`].
+    /// See [`KMatrix::row`]; `None` for a repacked matrix (never an embedding table).
     pub fn row(&self, r: usize, out: &mut [f32]) -> Option<()> {
         match self {
             Self::Q4K(w) => w.row(r, out),
             Self::Q5K(w) => w.row(r, out),
             Self::Q6K(w) => w.row(r, out),
+            #[cfg(target_arch = "x86_64")]
+            Self::Q4KLanes(_) => None,
         }
     }
 
@@ -512,6 +534,8 @@ impl KQuant {
             Self::Q4K(w) => w.rows(),
             Self::Q5K(w) => w.rows(),
             Self::Q6K(w) => w.rows(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Q4KLanes(w) => w.rows(),
         }
     }
 
@@ -521,15 +545,19 @@ impl KQuant {
             Self::Q4K(w) => w.w.len(),
             Self::Q5K(w) => w.w.len(),
             Self::Q6K(w) => w.w.len(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Q4KLanes(w) => w.bytes(),
         }
     }
 
-    /// The weight type's name.
+    /// The weight type's name (and layout, where repacked).
     pub fn name(&self) -> &'static str {
         match self {
             Self::Q4K(_) => BlockQ4K::NAME,
             Self::Q5K(_) => BlockQ5K::NAME,
             Self::Q6K(_) => BlockQ6K::NAME,
+            #[cfg(target_arch = "x86_64")]
+            Self::Q4KLanes(_) => "q4_k_lanes",
         }
     }
 }

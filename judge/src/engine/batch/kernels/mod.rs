@@ -23,6 +23,8 @@ mod kquant_avx2;
 #[cfg(target_arch = "x86_64")]
 mod kquant_avx512;
 #[cfg(target_arch = "x86_64")]
+mod kquant_lanes;
+#[cfg(target_arch = "x86_64")]
 mod tiles16;
 mod tiling;
 
