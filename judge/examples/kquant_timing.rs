@@ -1,6 +1,7 @@
 //! Times the K-quant product alone (by hand, not CI): a random Q4_K matrix of `n` rows and
 //! `k` columns against `m` activation rows, on the kernel path this CPU picks
-//! (`AUTOJ_Q4_1_KERNEL=avx2` forces AVX2), with the engine's thread pool. Prints the time per
+//! (`AUTOJ_Q4_1_KERNEL=avx2` forces AVX2; `AUTOJ_KQUANT_LANES=1` repacks the matrix with rows
+//! in the lanes), with the engine's thread pool. Prints the time per
 //! product and multiply-accumulates per second, so two builds or two paths can be compared
 //! run against run (alternate them; one run on a shared host is noise).
 //!
@@ -31,7 +32,8 @@ fn main() {
         std::process::exit(2);
     }
     let w = KQuant::new(GgmlDType::Q4K, Stored::Owned(random_q4k(n * k / 256)), n, k)
-        .expect("a Q4_K matrix of whole super-blocks");
+        .expect("a Q4_K matrix of whole super-blocks")
+        .into_lanes();
     let x: Vec<f32> = (0..m * k)
         .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
         .collect();

@@ -8,8 +8,9 @@
 //! one `dpbusd` still does 64 multiply-adds, but each sub-block's scale, min and float work
 //! is one vector operation for sixteen rows. A timing of the product alone measured about
 //! twice the standard kernel's speed. The price is a repacked copy of each Q4_K matrix,
-//! made at load: 1.44x its bytes (the scales are kept as ready floats), and the model file's
-//! pages for those matrices are released after packing.
+//! made at load (1.03x its bytes: the sixteen rows' scales sit side by side and become floats
+//! once per block), and a load that reads every such matrix; the model file's pages for them
+//! are released after packing, so resident memory stays about the file's size.
 //!
 //! A row's arithmetic is the same whatever the number of activation rows in a pass (each
 //! activation row has its own accumulators), so outputs stay batch-invariant; the matrix uses
@@ -26,8 +27,10 @@ use super::{tiled, Epilogue, KQUANT_TILE};
 
 /// Weight rows per group: the lanes of one 512-bit register of 32-bit sums.
 const ROWS: usize = 16;
-/// Registers per (group, block): 32 of packed values, 8 of `d·scale`, 8 of `dmin·min`.
-const PER_BLOCK: usize = 48;
+/// Registers per (group, block): 32 of packed values, then the sixteen rows' 6-bit scales
+/// (8 × 16 bytes: two registers), their mins (two), and `d`, `dmin` as half floats (one):
+/// 2,368 bytes against the 2,304 of sixteen Q4_K blocks.
+const PER_BLOCK: usize = 37;
 
 /// Whether Q4_K matrices are repacked: asked for with `AUTOJ_KQUANT_LANES=1`, and only
 /// where the AVX-512 kernels run.
@@ -134,6 +137,8 @@ impl Q4KLanes {
         let mut acc = [_mm512_setzero_ps(); N];
         let group = &self.data[g * kb * PER_BLOCK..(g + 1) * kb * PER_BLOCK];
         for (b, regs) in group.chunks_exact(PER_BLOCK).enumerate() {
+            // Each sub-block's `d·scale` and `dmin·min` for the sixteen rows, as floats.
+            let (scales, mins) = factors(&regs[32..]);
             let mut block = [_mm512_setzero_ps(); N];
             for c in 0..4 {
                 let (mut lo, mut hi) = ([_mm512_setzero_si512(); N], [_mm512_setzero_si512(); N]);
@@ -150,10 +155,7 @@ impl Q4KLanes {
                         hi[j] = _mm512_dpbusd_epi32(hi[j], wh, _mm512_set1_epi32(b2));
                     }
                 }
-                let (sl, sh) = (
-                    _mm512_castsi512_ps(regs[32 + 2 * c]),
-                    _mm512_castsi512_ps(regs[32 + 2 * c + 1]),
-                );
+                let (sl, sh) = (scales[2 * c], scales[2 * c + 1]);
                 for j in 0..N {
                     block[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo[j]), sl, block[j]);
                     block[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi[j]), sh, block[j]);
@@ -164,8 +166,7 @@ impl Q4KLanes {
                 acc[j] = _mm512_fmadd_ps(block[j], _mm512_set1_ps(xb.d), acc[j]);
                 for s in 0..8 {
                     let sum = xb.dsums[2 * s] + xb.dsums[2 * s + 1];
-                    let mins = _mm512_castsi512_ps(regs[40 + s]);
-                    acc[j] = _mm512_fnmadd_ps(mins, _mm512_set1_ps(sum), acc[j]);
+                    acc[j] = _mm512_fnmadd_ps(mins[s], _mm512_set1_ps(sum), acc[j]);
                 }
             }
         }
@@ -178,15 +179,36 @@ impl Q4KLanes {
     }
 }
 
-/// Four activation bytes from `at` as one 32-bit value.
+/// The eight sub-blocks' `d·scale` and `dmin·min` of sixteen rows from their packed form
+/// (`regs`: scales, mins, then `d` and `dmin`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn factors(regs: &[__m512i]) -> ([__m512; 8], [__m512; 8]) {
+    let halves = regs[4];
+    let d = _mm512_cvtph_ps(_mm512_castsi512_si256(halves));
+    let dmin = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(halves));
+    let spread = |pair: &[__m512i], s: usize, factor: __m512| {
+        let bytes = match s % 4 {
+            0 => _mm512_extracti32x4_epi32::<0>(pair[s / 4]),
+            1 => _mm512_extracti32x4_epi32::<1>(pair[s / 4]),
+            2 => _mm512_extracti32x4_epi32::<2>(pair[s / 4]),
+            _ => _mm512_extracti32x4_epi32::<3>(pair[s / 4]),
+        };
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)), factor)
+    };
+    (
+        std::array::from_fn(|s| spread(&regs[0..2], s, d)),
+        std::array::from_fn(|s| spread(&regs[2..4], s, dmin)),
+    )
+}
+
+/// Four activation bytes from `at` as one 32-bit value (one load the `dpbusd` can take as
+/// its broadcast operand).
 #[inline(always)]
 fn word(qs: &[i8; QK_K], at: usize) -> i32 {
-    i32::from_le_bytes([
-        qs[at] as u8,
-        qs[at + 1] as u8,
-        qs[at + 2] as u8,
-        qs[at + 3] as u8,
-    ])
+    assert!(at + 4 <= QK_K);
+    // SAFETY: `at..at + 4` lies inside `qs` (checked); the read is unaligned.
+    unsafe { qs.as_ptr().add(at).cast::<i32>().read_unaligned() }
 }
 
 /// One activation row's sixteen outputs into the tile row `out[..16]`.
@@ -197,32 +219,40 @@ fn write(y: &[[f32; ROWS]], out: &mut [f32]) {
 }
 
 /// Appends one (group, block) of sixteen rows: dword `i` of every row's values in register
-/// `i`, then `d·scale` and `dmin·min` of each sub-block for the sixteen rows.
+/// `i`, then the rows' scales and mins (sub-block-major, 16 bytes each), then `d` and `dmin`.
 fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, data: &mut Vec<__m512i>) {
-    let reg_u32 = |v: [u32; ROWS]| {
-        // SAFETY: sixteen u32 are exactly one 512-bit register's bytes.
-        unsafe { std::mem::transmute::<[u32; ROWS], __m512i>(v) }
+    let reg = |v: [u8; 64]| {
+        // SAFETY: 64 bytes are exactly one 512-bit register's bytes.
+        unsafe { std::mem::transmute::<[u8; 64], __m512i>(v) }
     };
     for i in 0..32 {
-        data.push(reg_u32(std::array::from_fn(|r| {
-            let q = &row(r).qs;
-            u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]])
+        data.push(reg(std::array::from_fn(|byte| {
+            row(byte / 4).qs[4 * i + byte % 4]
         })));
     }
+    // Bytes `64h + 16(s % 4) + r` of pair register h = s / 4: sub-block s, row r.
     for mins in [false, true] {
-        for s in 0..8 {
-            data.push(reg_u32(std::array::from_fn(|r| {
-                let b = row(r);
-                let (sc, m) = scale_min(&b.scales, s);
-                let v = if mins {
-                    half::f16::from_le_bytes(b.dmin).to_f32() * f32::from(m)
+        for h in 0..2 {
+            data.push(reg(std::array::from_fn(|byte| {
+                let (s, r) = (4 * h + byte / 16, byte % 16);
+                let (sc, m) = scale_min(&row(r).scales, s);
+                if mins {
+                    m
                 } else {
-                    half::f16::from_le_bytes(b.d).to_f32() * f32::from(sc)
-                };
-                v.to_bits()
+                    sc
+                }
             })));
         }
     }
+    data.push(reg(std::array::from_fn(|byte| {
+        let (half, r, hi) = (byte / 32, (byte % 32) / 2, byte % 2);
+        let b = row(r);
+        if half == 0 {
+            b.d[hi]
+        } else {
+            b.dmin[hi]
+        }
+    })));
 }
 
 #[cfg(test)]
