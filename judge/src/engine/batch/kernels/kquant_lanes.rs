@@ -164,9 +164,9 @@ impl Q4KLanes {
             for j in 0..N {
                 let xb = &x[j][b];
                 acc[j] = _mm512_fmadd_ps(block[j], _mm512_set1_ps(xb.d), acc[j]);
-                for s in 0..8 {
-                    let sum = xb.dsums[2 * s] + xb.dsums[2 * s + 1];
-                    acc[j] = _mm512_fnmadd_ps(mins[s], _mm512_set1_ps(sum), acc[j]);
+                for (m, pair) in mins.iter().zip(xb.dsums.chunks_exact(2)) {
+                    let sum = pair[0] + pair[1];
+                    acc[j] = _mm512_fnmadd_ps(*m, _mm512_set1_ps(sum), acc[j]);
                 }
             }
         }
