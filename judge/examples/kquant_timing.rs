@@ -1,6 +1,6 @@
 //! Times the K-quant product alone (by hand, not CI): a random Q4_K matrix of `n` rows and
 //! `k` columns against `m` activation rows, on the kernel path this CPU picks
-//! (`AUTOJ_Q4_1_KERNEL=avx2` forces AVX2; `AUTOJ_KQUANT_LANES=1` repacks the matrix with rows
+//! (`AUTOJ_Q4_1_KERNEL=avx2` forces AVX2; `AUTOJ_KQUANT_LANES=0` keeps the standard layout instead of rows
 //! in the lanes), with the engine's thread pool. Prints the time per
 //! product and multiply-accumulates per second, so two builds or two paths can be compared
 //! run against run (alternate them; one run on a shared host is noise).

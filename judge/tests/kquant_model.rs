@@ -38,8 +38,8 @@ fn a_q4_k_m_file_runs_entirely_on_our_kernels() {
     // and the output are Q6_K.
     let layers = model.shape.layers;
     assert_eq!(census.get("q6_k"), Some(&3), "{census:?}");
-    // Q4_K runs on the standard kernel, or repacked with rows in the lanes where
-    // AUTOJ_KQUANT_LANES=1 asks for it (scripts/test runs this file both ways).
+    // Q4_K runs repacked with rows in the lanes on AVX-512 machines, on the standard kernel
+    // elsewhere or with AUTOJ_KQUANT_LANES=0 (scripts/test runs this file both ways).
     let q4k = census.get("q4_k").or(census.get("q4_k_lanes"));
     assert_eq!(q4k, Some(&(7 * layers - 2)), "{census:?}");
 }

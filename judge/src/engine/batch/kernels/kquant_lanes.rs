@@ -1,5 +1,5 @@
-//! Q4_K products with weight rows in the vector lanes (AVX-512 VNNI, opt-in with
-//! `AUTOJ_KQUANT_LANES=1`).
+//! Q4_K products with weight rows in the vector lanes (AVX-512 VNNI; the default there,
+//! `AUTOJ_KQUANT_LANES=0` keeps the standard layout).
 //!
 //! The standard kernel ([`super::kquant_avx512`]) spreads one weight row's 256 values over a
 //! register and pays, per block, row and activation row, two `madd`s and three float
@@ -32,13 +32,13 @@ const ROWS: usize = 16;
 /// 2,368 bytes against the 2,304 of sixteen Q4_K blocks.
 const PER_BLOCK: usize = 37;
 
-/// Whether Q4_K matrices are repacked: asked for with `AUTOJ_KQUANT_LANES=1`, and only
-/// where the AVX-512 kernels run.
+/// Whether Q4_K matrices are repacked: where the AVX-512 kernels run, unless
+/// `AUTOJ_KQUANT_LANES=0` asks for the standard layout.
 pub fn enabled() -> bool {
     use std::sync::OnceLock;
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| {
-        std::env::var("AUTOJ_KQUANT_LANES").is_ok_and(|v| v == "1")
+        std::env::var("AUTOJ_KQUANT_LANES").map_or(true, |v| v != "0")
             && super::uses_avx512()
             && super::uses_simd()
     })
