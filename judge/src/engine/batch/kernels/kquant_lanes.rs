@@ -221,21 +221,29 @@ fn write(y: &[[f32; ROWS]], out: &mut [f32]) {
 /// Appends one (group, block) of sixteen rows: dword `i` of every row's values in register
 /// `i`, then the rows' scales and mins (sub-block-major, 16 bytes each), then `d` and `dmin`.
 fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, data: &mut Vec<__m512i>) {
-    let reg = |v: [u8; 64]| {
+    let rows: [&BlockQ4K; ROWS] = std::array::from_fn(row);
+    let words = |v: [u32; ROWS]| {
+        // SAFETY: sixteen u32 are exactly one 512-bit register's bytes.
+        unsafe { std::mem::transmute::<[u32; ROWS], __m512i>(v) }
+    };
+    let bytes = |v: [u8; 64]| {
         // SAFETY: 64 bytes are exactly one 512-bit register's bytes.
         unsafe { std::mem::transmute::<[u8; 64], __m512i>(v) }
     };
     for i in 0..32 {
-        data.push(reg(std::array::from_fn(|byte| {
-            row(byte / 4).qs[4 * i + byte % 4]
+        data.push(words(std::array::from_fn(|r| {
+            let q = &rows[r].qs[4 * i..4 * i + 4];
+            u32::from_le_bytes([q[0], q[1], q[2], q[3]])
         })));
     }
-    // Bytes `64h + 16(s % 4) + r` of pair register h = s / 4: sub-block s, row r.
+    // Every row's eight (scale, min) pairs, unpacked once.
+    let pairs: [[(u8, u8); 8]; ROWS] =
+        std::array::from_fn(|r| std::array::from_fn(|s| scale_min(&rows[r].scales, s)));
+    // Byte `16(s % 4) + r` of pair register `s / 4`: sub-block s, row r.
     for mins in [false, true] {
         for h in 0..2 {
-            data.push(reg(std::array::from_fn(|byte| {
-                let (s, r) = (4 * h + byte / 16, byte % 16);
-                let (sc, m) = scale_min(&row(r).scales, s);
+            data.push(bytes(std::array::from_fn(|byte| {
+                let (sc, m) = pairs[byte % 16][4 * h + byte / 16];
                 if mins {
                     m
                 } else {
@@ -244,13 +252,12 @@ fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, data: &mut Vec<__m512i>) 
             })));
         }
     }
-    data.push(reg(std::array::from_fn(|byte| {
-        let (half, r, hi) = (byte / 32, (byte % 32) / 2, byte % 2);
-        let b = row(r);
-        if half == 0 {
-            b.d[hi]
+    data.push(bytes(std::array::from_fn(|byte| {
+        let (r, hi) = ((byte % 32) / 2, byte % 2);
+        if byte < 32 {
+            rows[r].d[hi]
         } else {
-            b.dmin[hi]
+            rows[r].dmin[hi]
         }
     })));
 }
