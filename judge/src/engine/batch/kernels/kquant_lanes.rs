@@ -75,12 +75,23 @@ impl Q4KLanes {
         if blocks.len() != n * kb {
             return None;
         }
-        let mut data = Vec::with_capacity(n / ROWS * kb * PER_BLOCK);
-        for g in 0..n / ROWS {
-            for b in 0..kb {
-                pack_block(|r| &blocks[(ROWS * g + r) * kb + b], &mut data);
+        let groups = n / ROWS;
+        // SAFETY: an all-zero register is a plain value (no instruction runs).
+        let zero = unsafe { std::mem::transmute::<[u8; 64], __m512i>([0; 64]) };
+        let mut data = vec![zero; groups * kb * PER_BLOCK];
+        // Groups split over the machine's cores (a 7B file's Q4_K matrices are 3.6 GB).
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let per_thread = groups.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (t, part) in data.chunks_mut(per_thread * kb * PER_BLOCK).enumerate() {
+                scope.spawn(move || {
+                    for (i, regs) in part.chunks_exact_mut(PER_BLOCK).enumerate() {
+                        let (g, b) = (t * per_thread + i / kb, i % kb);
+                        pack_block(|r| &blocks[(ROWS * g + r) * kb + b], regs);
+                    }
+                });
             }
-        }
+        });
         if let Stored::Mapped { map, range } = w {
             // SAFETY: the map is a private read-only file mapping; dropping its pages only
             // means a later read faults them in again from the file, which is unchanged.
@@ -218,9 +229,10 @@ fn write(y: &[[f32; ROWS]], out: &mut [f32]) {
     }
 }
 
-/// Appends one (group, block) of sixteen rows: dword `i` of every row's values in register
+/// Writes one (group, block) of sixteen rows to `out`: dword `i` of every row's values in register
 /// `i`, then the rows' scales and mins (sub-block-major, 16 bytes each), then `d` and `dmin`.
-fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, data: &mut Vec<__m512i>) {
+fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, out: &mut [__m512i]) {
+    let mut data = Vec::with_capacity(PER_BLOCK);
     let rows: [&BlockQ4K; ROWS] = std::array::from_fn(row);
     let words = |v: [u32; ROWS]| {
         // SAFETY: sixteen u32 are exactly one 512-bit register's bytes.
@@ -260,6 +272,7 @@ fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, data: &mut Vec<__m512i>) 
             rows[r].dmin[hi]
         }
     })));
+    out.copy_from_slice(&data);
 }
 
 #[cfg(test)]
@@ -279,7 +292,7 @@ mod tests {
             eprintln!("skipped: this CPU does not run the AVX-512 kernels");
             return;
         }
-        let (n, k, m) = (32, 768, 13);
+        let (n, k, m) = (48, 768, 13);
         let w = Tensor::from_vec(random(n * k, 5), (n, k), &Device::Cpu).unwrap();
         let bytes = QTensor::quantize(&w, GgmlDType::Q4K)
             .unwrap()
