@@ -10,9 +10,8 @@ use std::time::Instant;
 use super::bench_batch::median;
 use crate::config::KvDTypeArg;
 use anyhow::Context;
-use autoj_judge::engine::batch::kv::SeqKv;
+use autoj_judge::engine::batch::BatchModel;
 use autoj_judge::engine::batch::{attention, kernels};
-use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
 use autoj_judge::engine::tokenizer::TextTokenizer;
 use autoj_judge::engine::{choose_format, PromptFormatChoice};
 use autoj_judge::protocol::prompt::PromptFormat;
@@ -142,7 +141,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let t = Instant::now();
         for _ in 0..args.n_predict {
             let next = bench_batch::argmax(&logits);
-            logits = one(&model, &mut kv, &[next])?;
+            logits = bench_batch::prefill(&model, &mut kv, &[next], 0)?;
         }
         let d = t.elapsed().as_secs_f64();
         if run > 0 {
@@ -214,16 +213,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
-}
-
-fn one(model: &BatchModel, kv: &mut SeqKv, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
-    Ok(model
-        .forward(&mut [StepInput {
-            kv,
-            tokens,
-            want: Want::Last,
-        }])?
-        .remove(0))
 }
 
 /// The llama.cpp side on the same file, prompt and threads, and the ratios.

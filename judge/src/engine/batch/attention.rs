@@ -194,6 +194,14 @@ impl QueryBlock<'_> {
     pub fn len_of(&self, h: usize) -> usize {
         self.first_len + h / self.group
     }
+
+    /// Every one of the `H` heads' lengths and the longest (the last head's: lengths never
+    /// decrease), checked against the `cached` positions.
+    pub fn lengths<const H: usize>(&self, cached: usize) -> ([usize; H], usize) {
+        let longest = self.len_of(H.saturating_sub(1));
+        assert!(cached >= longest, "attention past the cached positions");
+        (std::array::from_fn(|h| self.len_of(h)), longest)
+    }
 }
 
 /// Causal attention of a block of query heads over their shared key/value head, written
@@ -282,10 +290,13 @@ pub fn attend_packed<T: KvValue>(
     par_chunks(&mut scratch, width, |item, o| {
         let ((r0, n), kvh) = (blocks[item / geo.kv_heads], item % geo.kv_heads);
         let (input, pos) = rows[r0];
-        let mut qb = Vec::with_capacity(n * group * d);
-        for row in q[r0 * q_width..(r0 + n) * q_width].chunks_exact(q_width) {
-            qb.extend_from_slice(&row[kvh * group * d..(kvh + 1) * group * d]);
-        }
+        // One row's heads lie together in `q`; several rows' are gathered.
+        let heads =
+            |r: usize| &q[r * q_width + kvh * group * d..r * q_width + (kvh + 1) * group * d];
+        let qb: std::borrow::Cow<'_, [f32]> = match n {
+            1 => heads(r0).into(),
+            _ => (r0..r0 + n).flat_map(heads).copied().collect(),
+        };
         let block = QueryBlock {
             q: &qb,
             group,

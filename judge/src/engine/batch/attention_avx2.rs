@@ -67,12 +67,7 @@ fn attend<const H: usize, const L: usize, const C: usize, T: KvValue>(
 ) {
     let d = L * 8;
     assert!(block.q.len() == H * d && out.len() == H * d && L.is_multiple_of(C));
-    let lens: [usize; H] = std::array::from_fn(|h| block.len_of(h));
-    let longest = lens.iter().copied().max().unwrap_or(0);
-    assert!(
-        kv.cached() >= longest,
-        "attention past the cached positions"
-    );
+    let (lens, longest) = block.lengths::<H>(kv.cached());
     // Scores, head-major, padded to whole vectors of eight positions.
     let padded = longest.div_ceil(8) * 8;
     let mut scores = vec![f32::NEG_INFINITY; H * padded];

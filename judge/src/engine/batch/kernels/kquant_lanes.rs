@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::kquant::{quantize_q8k, BlockQ4K, BlockQ8K, Stored, QK_K};
+use super::kquant::{quantize_q8k, scales_mins, BlockQ4K, BlockQ8K, Stored, QK_K};
 use super::{tiled, Epilogue, KQUANT_TILE};
 
 /// Weight rows per group: the lanes of one 512-bit register of 32-bit sums.
@@ -49,18 +49,6 @@ pub struct Q4KLanes {
     data: Vec<__m512i>,
     n: usize,
     k: usize,
-}
-
-/// A Q4_K block's 6-bit scale and min of sub-block `j` (GGUF's packing of 12 bytes).
-fn scale_min(s: &[u8; 12], j: usize) -> (u8, u8) {
-    if j < 4 {
-        (s[j] & 63, s[j + 4] & 63)
-    } else {
-        (
-            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
-    }
 }
 
 impl Q4KLanes {
@@ -248,18 +236,19 @@ fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, out: &mut [__m512i]) {
             u32::from_le_bytes([q[0], q[1], q[2], q[3]])
         })));
     }
-    // Every row's eight (scale, min) pairs, unpacked once.
-    let pairs: [[(u8, u8); 8]; ROWS] =
-        std::array::from_fn(|r| std::array::from_fn(|s| scale_min(&rows[r].scales, s)));
+    // Every row's eight scales and eight mins, unpacked once.
+    let unpacked: [([u8; 8], [u8; 8]); ROWS] =
+        std::array::from_fn(|r| scales_mins(&rows[r].scales));
     // Byte `16(s % 4) + r` of pair register `s / 4`: sub-block s, row r.
     for mins in [false, true] {
         for h in 0..2 {
             data.push(bytes(std::array::from_fn(|byte| {
-                let (sc, m) = pairs[byte % 16][4 * h + byte / 16];
+                let (sc, m) = &unpacked[byte % 16];
+                let s = 4 * h + byte / 16;
                 if mins {
-                    m
+                    m[s]
                 } else {
-                    sc
+                    sc[s]
                 }
             })));
         }
