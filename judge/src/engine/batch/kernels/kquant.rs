@@ -469,8 +469,8 @@ pub enum KQuant {
     Q5K(KMatrix<BlockQ5K>),
     /// Q6_K weights.
     Q6K(KMatrix<BlockQ6K>),
-    /// Q4_K weights repacked with rows in the vector lanes (AVX-512; `AUTOJ_KQUANT_LANES=0`
-    /// turns it off).
+    /// Q4_K weights repacked with rows in the vector lanes (AVX-512 or AVX2;
+    /// `AUTOJ_KQUANT_LANES=0` turns it off).
     #[cfg(target_arch = "x86_64")]
     Q4KLanes(super::kquant_lanes::Q4KLanes),
 }
@@ -492,8 +492,8 @@ impl KQuant {
         }
     }
 
-    /// A Q4_K matrix repacked with rows in the lanes where the CPU runs the AVX-512 kernels
-    /// (unless `AUTOJ_KQUANT_LANES=0`); anything else unchanged. For the products'
+    /// A Q4_K matrix repacked with rows in the lanes where the CPU runs the AVX-512 or AVX2
+    /// kernels (unless `AUTOJ_KQUANT_LANES=0`); anything else unchanged. For the products'
     /// matrices only: the repacked form has no row lookup.
     pub fn into_lanes(self) -> Self {
         #[cfg(target_arch = "x86_64")]

@@ -25,6 +25,10 @@ mod kquant_avx512;
 #[cfg(target_arch = "x86_64")]
 mod kquant_lanes;
 #[cfg(target_arch = "x86_64")]
+mod kquant_lanes_avx2;
+#[cfg(target_arch = "x86_64")]
+mod kquant_lanes_avx512;
+#[cfg(target_arch = "x86_64")]
 mod tiles16;
 mod tiling;
 
