@@ -37,11 +37,24 @@ fn a_q4_k_m_file_runs_entirely_on_our_kernels() {
     // Per layer: q, k, v, o, gate, up, down; plus the output matrix. Layer 0's v and down
     // and the output are Q6_K.
     let layers = model.shape.layers;
-    assert_eq!(census.get("q6_k"), Some(&3), "{census:?}");
-    // Q4_K runs repacked with rows in the lanes on AVX-512 machines, on the standard kernel
-    // elsewhere or with AUTOJ_KQUANT_LANES=0 (scripts/test runs this file both ways).
-    let q4k = census.get("q4_k").or(census.get("q4_k_lanes"));
-    assert_eq!(q4k, Some(&(7 * layers - 2)), "{census:?}");
+    // Q4_K and Q6_K run repacked with rows in the lanes where the AVX-512 or AVX2 kernels
+    // run, on the standard kernels elsewhere or with AUTOJ_KQUANT_LANES=0 (scripts/test runs
+    // this file both ways); never a mix of the two layouts.
+    let lanes = census.contains_key("q4_k_lanes");
+    let (q4k, q6k) = if lanes {
+        ("q4_k_lanes", "q6_k_lanes")
+    } else {
+        ("q4_k", "q6_k")
+    };
+    assert_eq!(census.get(q6k), Some(&3), "{census:?}");
+    assert_eq!(census.get(q4k), Some(&(7 * layers - 2)), "{census:?}");
+    let lanes_wanted = std::env::var("AUTOJ_KQUANT_LANES").map_or(true, |v| v != "0");
+    if !lanes_wanted {
+        assert!(
+            !lanes,
+            "AUTOJ_KQUANT_LANES=0 keeps the standard layout: {census:?}"
+        );
+    }
 }
 
 #[test]

@@ -18,8 +18,8 @@ const PASSES: usize = 5;
 /// are other tenants). A copy counts its bytes read and written (as STREAM does).
 pub fn bandwidth(threads: usize) -> (f64, f64) {
     let threads = threads.max(1);
-    let src = vec![1u8; BUFFER];
-    let mut dst = vec![0u8; BUFFER];
+    let (mut src, mut dst) = (buffer(), buffer());
+    src.fill(1);
     let part = BUFFER.div_ceil(threads);
     let (mut copy, mut read) = (Vec::new(), Vec::new());
     for pass in 0..=PASSES {
@@ -45,6 +45,16 @@ pub fn bandwidth(threads: usize) -> (f64, f64) {
     black_box(&dst);
     let best = |v: Vec<f64>| v.into_iter().fold(0.0, f64::max);
     (best(copy), best(read))
+}
+
+/// A buffer of [`BUFFER`] zero bytes on huge pages where the kernel gives them, as the
+/// judge's repacked weights are (a roofline read through 4 KiB pages would stop the
+/// hardware prefetcher every 4 KiB and understate what the machine reaches).
+fn buffer() -> memmap2::MmapMut {
+    let map = memmap2::MmapMut::map_anon(BUFFER).expect("an anonymous mapping for the roofline");
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    map
 }
 
 /// The wrapping sum of `bytes` as 64-bit words in eight independent lanes (a read the

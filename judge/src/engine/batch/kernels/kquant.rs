@@ -469,10 +469,10 @@ pub enum KQuant {
     Q5K(KMatrix<BlockQ5K>),
     /// Q6_K weights.
     Q6K(KMatrix<BlockQ6K>),
-    /// Q4_K weights repacked with rows in the vector lanes (AVX-512 or AVX2;
+    /// Q4_K or Q6_K weights repacked with rows in the vector lanes (AVX-512 or AVX2;
     /// `AUTOJ_KQUANT_LANES=0` turns it off).
     #[cfg(target_arch = "x86_64")]
-    Q4KLanes(super::kquant_lanes::Q4KLanes),
+    Lanes(super::kquant_lanes::Lanes),
 }
 
 impl KQuant {
@@ -492,16 +492,20 @@ impl KQuant {
         }
     }
 
-    /// A Q4_K matrix repacked with rows in the lanes where the CPU runs the AVX-512 or AVX2
-    /// kernels (unless `AUTOJ_KQUANT_LANES=0`); anything else unchanged. For the products'
-    /// matrices only: the repacked form has no row lookup.
+    /// A Q4_K or Q6_K matrix repacked with rows in the lanes where the CPU runs the AVX-512
+    /// or AVX2 kernels (unless `AUTOJ_KQUANT_LANES=0`); anything else unchanged. For the
+    /// products' matrices only: the repacked form has no row lookup.
     pub fn into_lanes(self) -> Self {
         #[cfg(target_arch = "x86_64")]
-        if let Self::Q4K(w) = &self {
-            if super::kquant_lanes::enabled() {
-                if let Some(p) = super::kquant_lanes::Q4KLanes::new(&w.w, w.n, w.k) {
-                    return Self::Q4KLanes(p);
-                }
+        {
+            use super::kquant_lanes::Lanes;
+            let packed = match &self {
+                Self::Q4K(w) => Lanes::new(GgmlDType::Q4K, &w.w, w.n, w.k),
+                Self::Q6K(w) => Lanes::new(GgmlDType::Q6K, &w.w, w.n, w.k),
+                _ => None,
+            };
+            if let Some(p) = packed {
+                return Self::Lanes(p);
             }
         }
         self
@@ -514,7 +518,7 @@ impl KQuant {
             Self::Q5K(w) => w.matmul(x, m),
             Self::Q6K(w) => w.matmul(x, m),
             #[cfg(target_arch = "x86_64")]
-            Self::Q4KLanes(w) => w.matmul(x, m),
+            Self::Lanes(w) => w.matmul(x, m),
         }
     }
 
@@ -525,7 +529,7 @@ impl KQuant {
             Self::Q5K(w) => w.row(r, out),
             Self::Q6K(w) => w.row(r, out),
             #[cfg(target_arch = "x86_64")]
-            Self::Q4KLanes(_) => None,
+            Self::Lanes(_) => None,
         }
     }
 
@@ -536,7 +540,7 @@ impl KQuant {
             Self::Q5K(w) => w.rows(),
             Self::Q6K(w) => w.rows(),
             #[cfg(target_arch = "x86_64")]
-            Self::Q4KLanes(w) => w.rows(),
+            Self::Lanes(w) => w.rows(),
         }
     }
 
@@ -547,7 +551,7 @@ impl KQuant {
             Self::Q5K(w) => w.w.len(),
             Self::Q6K(w) => w.w.len(),
             #[cfg(target_arch = "x86_64")]
-            Self::Q4KLanes(w) => w.bytes(),
+            Self::Lanes(w) => w.bytes(),
         }
     }
 
@@ -558,7 +562,7 @@ impl KQuant {
             Self::Q5K(_) => BlockQ5K::NAME,
             Self::Q6K(_) => BlockQ6K::NAME,
             #[cfg(target_arch = "x86_64")]
-            Self::Q4KLanes(_) => "q4_k_lanes",
+            Self::Lanes(w) => w.name(),
         }
     }
 }

@@ -1,17 +1,18 @@
-//! Q4_K products with weight rows in the vector lanes (the default where the SIMD kernels
-//! run; `AUTOJ_KQUANT_LANES=0` keeps the standard layout).
+//! K-quant products with weight rows in the vector lanes: Q4_K and Q6_K (the two types of a
+//! Q4_K_M file), the default where the SIMD kernels run; `AUTOJ_KQUANT_LANES=0` keeps the
+//! standard layout.
 //!
 //! The standard kernels ([`super::kquant_avx512`], [`super::kquant_avx2`]) spread one weight
 //! row's 256 values over registers and pay, per block, row and activation row, the integer
-//! and float work that applies the eight sub-block scales and mins. Here a register holds
-//! four consecutive bytes of several weight rows (sixteen in 512 bits, eight in 256) and the
-//! activation's four bytes are broadcast, so the multiply-adds are as wide as before but each
-//! sub-block's scale and min is one vector operation for all the register's rows. A timing
-//! of the product alone measured about twice the standard kernel's speed on AVX-512. The
-//! price is a repacked copy of each Q4_K matrix, made at load (1.03x its bytes: the group's
-//! scales sit side by side, one byte each), and a load that reads every such matrix; the
-//! model file's pages for them are released after packing, so resident memory stays about
-//! the file's size.
+//! and float work that applies the sub-block scales (and Q4_K's mins, Q6_K's offset of 32).
+//! Here a register holds four consecutive bytes of several weight rows (sixteen in 512 bits,
+//! eight in 256) and the activation's four bytes are broadcast, so the multiply-adds are as
+//! wide as before but each sub-block's scale is one vector operation for all the register's
+//! rows. A timing of the Q4_K product alone measured about twice the standard kernel's speed
+//! on both paths. The price is a repacked copy of each matrix, made at load (1.03x the bytes
+//! of Q4_K, 1.01x of Q6_K: the group's scales sit side by side), and a load that reads every
+//! such matrix; the model file's pages for them are released after packing, so resident
+//! memory stays about the file's size.
 //!
 //! The kernels are [`super::kquant_lanes_avx512`] (`dpbusd`) and [`super::kquant_lanes_avx2`]
 //! (`maddubs`). A row's arithmetic is the same whatever the number of activation rows in a
@@ -25,14 +26,21 @@
 use std::arch::x86_64::{__m256i, __m512i};
 use std::ops::Range;
 
-use super::kquant::{quantize_q8k, scales_mins, BlockQ4K, BlockQ8K, Stored, QK_K};
+use bytemuck::Pod;
+use candle_core::quantized::GgmlDType;
+
+use super::kquant::{quantize_q8k, scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, Stored, QK_K};
 use super::{tiled, Epilogue, KQUANT_TILE};
 
-/// Registers per (group, block): 32 of packed values, then the group's 6-bit scales
+/// Q4_K registers per (group, block): 32 of packed values, then the group's 6-bit scales
 /// (8 sub-blocks × rows bytes: two registers), their mins (two), and `d`, `dmin` as half
 /// floats (one). With sixteen rows in 512 bits: 2,368 bytes against the 2,304 of sixteen
 /// Q4_K blocks; with eight in 256 bits, 1,184 against 1,152.
-pub(super) const PER_BLOCK: usize = 37;
+pub(super) const Q4K_REGS: usize = 37;
+/// Q6_K registers per (group, block): 32 of low four bits, 16 of high two bits, the
+/// sixteen signed scales of each row (four registers: pairs of consecutive scales side by
+/// side, row after row) and `d` (half a register): 3,392 bytes against 3,360 for sixteen rows.
+pub(super) const Q6K_REGS: usize = 53;
 
 /// Which kernel runs the repacked matrices: rows per group follow the register width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +61,23 @@ impl Width {
     }
 }
 
+/// The weight types this layout takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Q4K,
+    Q6K,
+}
+
+impl Kind {
+    /// Registers per (group, block).
+    fn regs(self) -> usize {
+        match self {
+            Self::Q4K => Q4K_REGS,
+            Self::Q6K => Q6K_REGS,
+        }
+    }
+}
+
 /// The layout this process packs for: the kernel path's register width, or none where the
 /// portable kernels run or `AUTOJ_KQUANT_LANES=0` asks for the standard layout.
 fn width() -> Option<Width> {
@@ -68,60 +93,55 @@ fn width() -> Option<Width> {
     })
 }
 
-/// Whether Q4_K matrices are repacked (see [`width`]).
-pub fn enabled() -> bool {
-    width().is_some()
-}
-
-/// A Q4_K matrix repacked a group of rows at a time.
-pub struct Q4KLanes {
-    /// The packed registers, in 64-byte units (aligned for either width).
-    data: Vec<__m512i>,
+/// A Q4_K or Q6_K matrix repacked a group of rows at a time.
+pub struct Lanes {
+    /// The packed registers: an anonymous mapping (page-aligned, so aligned for either
+    /// width) that asks for huge pages, since a decode step streams every matrix once and
+    /// 4 KiB pages cost a TLB miss, and a stop of the hardware prefetcher, every 4 KiB.
+    data: memmap2::MmapMut,
     width: Width,
+    kind: Kind,
     n: usize,
     k: usize,
 }
 
-impl Q4KLanes {
-    /// Repacks `n` rows of `k` values (`n` a multiple of the group's rows) for this CPU's
+impl Lanes {
+    /// Repacks `n` rows of `k` values of GGUF type `dtype` (Q4_K or Q6_K) for this CPU's
     /// kernel, then releases the mapped pages it read (they would otherwise stay in this
-    /// process's resident memory). `None` where the layout is off or the shape does not fit.
-    pub fn new(w: &Stored, n: usize, k: usize) -> Option<Self> {
-        Self::packed(w, n, k, width()?)
+    /// process's resident memory). A last group with fewer than the width's rows repeats its
+    /// last row (those outputs are never written out). `None` where the layout is off or the
+    /// type or shape does not fit.
+    pub fn new(dtype: GgmlDType, w: &Stored, n: usize, k: usize) -> Option<Self> {
+        let kind = match dtype {
+            GgmlDType::Q4K => Kind::Q4K,
+            GgmlDType::Q6K => Kind::Q6K,
+            _ => return None,
+        };
+        Self::packed(kind, w, n, k, width()?)
     }
 
     /// [`Self::new`] for the kernel of `width` (the caller checked that the CPU runs it).
-    fn packed(w: &Stored, n: usize, k: usize, width: Width) -> Option<Self> {
+    fn packed(kind: Kind, w: &Stored, n: usize, k: usize, width: Width) -> Option<Self> {
         let rows = width.rows();
-        if !n.is_multiple_of(rows) || !k.is_multiple_of(QK_K) {
+        if n == 0 || !k.is_multiple_of(QK_K) {
             return None;
         }
-        let kb = k / QK_K;
-        let blocks: &[BlockQ4K] = bytemuck::try_cast_slice(w).ok()?;
-        if blocks.len() != n * kb {
-            return None;
+        let block_bytes = kind.regs() * 4 * rows;
+        let mut data =
+            memmap2::MmapMut::map_anon(n.div_ceil(rows) * (k / QK_K) * block_bytes).ok()?;
+        // Advice only: without transparent huge pages the matrix is read from small pages.
+        #[cfg(target_os = "linux")]
+        let _ = data.advise(memmap2::Advice::HugePage);
+        let shape = Packing {
+            rows,
+            n,
+            kb: k / QK_K,
+            block_bytes,
+        };
+        match kind {
+            Kind::Q4K => shape.run(bytemuck::try_cast_slice(w).ok()?, &mut data, pack_q4k)?,
+            Kind::Q6K => shape.run(bytemuck::try_cast_slice(w).ok()?, &mut data, pack_q6k)?,
         }
-        let block_bytes = PER_BLOCK * 4 * rows;
-        let total = n / rows * kb * block_bytes;
-        // SAFETY: an all-zero register is a plain value (no instruction runs).
-        let zero = unsafe { std::mem::transmute::<[u8; 64], __m512i>([0; 64]) };
-        let mut data = vec![zero; total.div_ceil(64)];
-        // SAFETY: the registers are plain bytes; the view covers `total` of their bytes.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), total) };
-        // Groups split over the machine's cores (a 7B file's Q4_K matrices are 3.6 GB).
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-        let per_thread = (n / rows).div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            for (t, part) in bytes.chunks_mut(per_thread * kb * block_bytes).enumerate() {
-                scope.spawn(move || {
-                    for (i, out) in part.chunks_exact_mut(block_bytes).enumerate() {
-                        let (g, b) = (t * per_thread + i / kb, i % kb);
-                        pack_block(|r| &blocks[(rows * g + r) * kb + b], rows, out);
-                    }
-                });
-            }
-        });
         if let Stored::Mapped { map, range } = w {
             // SAFETY: the map is a private read-only file mapping; dropping its pages only
             // means a later read faults them in again from the file, which is unchanged.
@@ -133,7 +153,13 @@ impl Q4KLanes {
                 )
             };
         }
-        Some(Self { data, width, n, k })
+        Some(Self {
+            data,
+            width,
+            kind,
+            n,
+            k,
+        })
     }
 
     /// Output size.
@@ -143,7 +169,15 @@ impl Q4KLanes {
 
     /// Bytes of the repacked matrix.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 64
+        self.data.len()
+    }
+
+    /// The weight type and layout, for the kernel census.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Q4K => "q4_k_lanes",
+            Kind::Q6K => "q6_k_lanes",
+        }
     }
 
     /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
@@ -172,27 +206,38 @@ impl Q4KLanes {
     /// Group `g`'s rows against `N` activation rows, written to `out` one activation row
     /// after another (`N × rows` values).
     fn group<const N: usize>(&self, g: usize, x: [&[BlockQ8K]; N], out: &mut [f32]) {
-        let regs = PER_BLOCK * (self.k / QK_K);
+        use super::{kquant_lanes_avx2 as avx2, kquant_lanes_avx512 as avx512};
+        let regs = self.kind.regs() * (self.k / QK_K);
         match self.width {
             Width::Avx512 => {
-                let group = &self.data[g * regs..(g + 1) * regs];
+                let group = &self.registers::<__m512i>()[g * regs..(g + 1) * regs];
                 // SAFETY: `width` chose AVX-512 only where the CPU has it (and VNNI).
-                unsafe { super::kquant_lanes_avx512::group(group, x, out) }
+                match self.kind {
+                    Kind::Q4K => unsafe { avx512::q4k(group, x, out) },
+                    Kind::Q6K => unsafe { avx512::q6k(group, x, out) },
+                }
             }
             Width::Avx2 => {
-                // SAFETY: the 64-byte units are 32-byte aligned pairs of 256-bit registers;
-                // the view stays inside the vector (`regs` per group, `n / 8` groups).
-                let all = unsafe {
-                    std::slice::from_raw_parts(
-                        self.data.as_ptr().cast::<__m256i>(),
-                        self.n / 8 * regs,
-                    )
-                };
-                let group = &all[g * regs..(g + 1) * regs];
+                let group = &self.registers::<__m256i>()[g * regs..(g + 1) * regs];
                 // SAFETY: `width` chose AVX2 only where the SIMD kernels run (AVX2, FMA and
                 // F16C checked).
-                unsafe { super::kquant_lanes_avx2::group(group, x, out) }
+                match self.kind {
+                    Kind::Q4K => unsafe { avx2::q4k(group, x, out) },
+                    Kind::Q6K => unsafe { avx2::q6k(group, x, out) },
+                }
             }
+        }
+    }
+
+    /// The packed bytes as registers of the width's type `R`.
+    fn registers<R>(&self) -> &[R] {
+        let size = std::mem::size_of::<R>();
+        assert_eq!(size, 4 * self.width.rows());
+        // SAFETY: the mapping is page-aligned (so aligned for a 64-byte register) and holds
+        // a whole number of registers (`regs()` per group and block); `R` is a register type
+        // for which any bytes are a value.
+        unsafe {
+            std::slice::from_raw_parts(self.data.as_ptr().cast::<R>(), self.data.len() / size)
         }
     }
 }
@@ -206,20 +251,75 @@ pub(super) fn word(qs: &[i8; QK_K], at: usize) -> i32 {
     unsafe { qs.as_ptr().add(at).cast::<i32>().read_unaligned() }
 }
 
-/// Writes one (group, block) of `rows` weight rows to `out` (37 registers of `4 · rows`
+/// How a matrix's blocks map onto packed (group, block) units.
+struct Packing {
+    /// Rows per group.
+    rows: usize,
+    /// Rows of the matrix.
+    n: usize,
+    /// Blocks per row.
+    kb: usize,
+    /// Bytes per (group, block).
+    block_bytes: usize,
+}
+
+impl Packing {
+    /// Packs every (group, block) of `blocks` (`n · kb` of them, row-major) into `out` with
+    /// `pack(rows of the group's block, rows, unit)`, groups split over the machine's cores
+    /// (a 7B file's K-quant matrices are 4 GB). `None` when the block count does not match.
+    fn run<B: Pod + Sync>(
+        &self,
+        blocks: &[B],
+        out: &mut [u8],
+        pack: fn(&[&B], usize, &mut [u8]),
+    ) -> Option<()> {
+        let Self {
+            rows,
+            n,
+            kb,
+            block_bytes,
+        } = *self;
+        let groups = n.div_ceil(rows);
+        if blocks.len() != n * kb || out.len() != groups * kb * block_bytes {
+            return None;
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let per_thread = groups.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (t, part) in out.chunks_mut(per_thread * kb * block_bytes).enumerate() {
+                scope.spawn(move || {
+                    for (i, unit) in part.chunks_exact_mut(block_bytes).enumerate() {
+                        let (g, b) = (t * per_thread + i / kb, i % kb);
+                        // At most sixteen rows (the widest group); the rest unused. Rows past
+                        // the matrix (a last, partial group) repeat its last row.
+                        let group: [&B; 16] =
+                            std::array::from_fn(|r| &blocks[(rows * g + r).min(n - 1) * kb + b]);
+                        pack(&group[..rows], rows, unit);
+                    }
+                });
+            }
+        });
+        Some(())
+    }
+}
+
+/// Copies word `i` (bytes `4i..4i + 4`) of row `r`'s `bytes` into register `i`'s lane `r`.
+fn spread_words(bytes: &[u8], r: usize, rows: usize, out: &mut [u8]) {
+    for (i, word) in bytes.chunks_exact(4).enumerate() {
+        out[4 * (rows * i + r)..4 * (rows * i + r) + 4].copy_from_slice(word);
+    }
+}
+
+/// One Q4_K (group, block) of `rows` weight rows ([`Q4K_REGS`] registers of `4 · rows`
 /// bytes): dword `i` of every row's values in register `i`, then the rows' scales and mins
 /// (sub-block-major: byte `rows · s + r` is sub-block `s` of row `r`), then `d` of each row
 /// (two bytes per row) and `dmin` of each row.
-fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, rows: usize, out: &mut [u8]) {
-    let reg = 4 * rows;
-    let (values, rest) = out.split_at_mut(32 * reg);
+fn pack_q4k(group: &[&BlockQ4K], rows: usize, out: &mut [u8]) {
+    let (values, rest) = out.split_at_mut(32 * 4 * rows);
     let (scales, rest) = rest.split_at_mut(8 * rows);
     let (mins, halves) = rest.split_at_mut(8 * rows);
-    for r in 0..rows {
-        let block = row(r);
-        for (i, word) in block.qs.chunks_exact(4).enumerate() {
-            values[reg * i + 4 * r..reg * i + 4 * r + 4].copy_from_slice(word);
-        }
+    for (r, block) in group.iter().enumerate() {
+        spread_words(&block.qs, r, rows, values);
         let (sc, m) = scales_mins(&block.scales);
         for s in 0..8 {
             scales[rows * s + r] = sc[s];
@@ -227,6 +327,24 @@ fn pack_block<'a>(row: impl Fn(usize) -> &'a BlockQ4K, rows: usize, out: &mut [u
         }
         halves[2 * r..2 * r + 2].copy_from_slice(&block.d);
         halves[2 * rows + 2 * r..2 * rows + 2 * r + 2].copy_from_slice(&block.dmin);
+    }
+}
+
+/// One Q6_K (group, block) of `rows` weight rows ([`Q6K_REGS`] registers of `4 · rows`
+/// bytes): dword `i` of every row's `ql` in register `i` and of its `qh` in register
+/// `32 + i`, then the scales in pairs (byte `2 · rows · p + 2r + e` is scale `2p + e` of row
+/// `r`, so one widening gives each row's lane the pair), then `d` of each row.
+fn pack_q6k(group: &[&BlockQ6K], rows: usize, out: &mut [u8]) {
+    let (ql, rest) = out.split_at_mut(32 * 4 * rows);
+    let (qh, rest) = rest.split_at_mut(16 * 4 * rows);
+    let (scales, halves) = rest.split_at_mut(16 * rows);
+    for (r, block) in group.iter().enumerate() {
+        spread_words(&block.ql, r, rows, ql);
+        spread_words(&block.qh, r, rows, qh);
+        for (s, &sc) in block.scales.iter().enumerate() {
+            scales[2 * rows * (s / 2) + 2 * r + s % 2] = sc as u8;
+        }
+        halves[2 * r..2 * r + 2].copy_from_slice(&block.d);
     }
 }
 
@@ -239,9 +357,9 @@ mod tests {
     use crate::engine::batch::kernels::KQuant;
     use crate::engine::batch::test_values::random;
 
-    /// Each width the CPU runs (AVX-512 and AVX2 on an AVX-512 machine) against the
-    /// standard kernel on candle-quantized weights, and each activation row's bits the same
-    /// alone as among thirteen (passes of eight, then ones).
+    /// Each type and each width the CPU runs (AVX-512 and AVX2 on an AVX-512 machine)
+    /// against the standard kernel on candle-quantized weights, and each activation row's
+    /// bits the same alone as among thirteen (passes of eight, then ones).
     #[test]
     fn lanes_match_the_standard_kernel_and_rows_are_batch_invariant() {
         let mut widths = Vec::new();
@@ -255,34 +373,38 @@ mod tests {
             eprintln!("skipped: this CPU runs neither the AVX-512 nor the AVX2 kernels");
             return;
         }
-        let (n, k, m) = (48, 768, 13);
+        // 43 rows: two whole groups of sixteen (five of eight) and a partial one.
+        let (n, k, m) = (43, 768, 13);
         let w = Tensor::from_vec(random(n * k, 5), (n, k), &Device::Cpu).unwrap();
-        let bytes = QTensor::quantize(&w, GgmlDType::Q4K)
-            .unwrap()
-            .data()
-            .unwrap()
-            .into_owned();
-        let stored = Stored::Owned(bytes.into());
-        let standard = KQuant::new(GgmlDType::Q4K, stored.clone(), n, k).unwrap();
         let x = random(m * k, 9);
-        let want = standard.matmul(&x, m);
-        for width in widths {
-            let lanes = Q4KLanes::packed(&stored, n, k, width).expect("whole groups");
-            let got = lanes.matmul(&x, m);
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-                    "{width:?} [{i}] {a} vs {b}"
-                );
+        for (dtype, kind) in [(GgmlDType::Q4K, Kind::Q4K), (GgmlDType::Q6K, Kind::Q6K)] {
+            let bytes = QTensor::quantize(&w, dtype)
+                .unwrap()
+                .data()
+                .unwrap()
+                .into_owned();
+            let stored = Stored::Owned(bytes.into());
+            let want = KQuant::new(dtype, stored.clone(), n, k)
+                .unwrap()
+                .matmul(&x, m);
+            for &width in &widths {
+                let lanes = Lanes::packed(kind, &stored, n, k, width).expect("whole groups");
+                let got = lanes.matmul(&x, m);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                        "{kind:?} {width:?} [{i}] {a} vs {b}"
+                    );
+                }
+                for r in [0, 7, 8, 12] {
+                    let alone = lanes.matmul(&x[r * k..(r + 1) * k], 1);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    let among = &got[r * n..(r + 1) * n];
+                    assert_eq!(bits(&alone), bits(among), "{kind:?} {width:?} row {r}");
+                }
+                let short = Stored::Owned(vec![0u8; 210 * 3].into());
+                assert!(Lanes::packed(kind, &short, 4, 256, width).is_none());
             }
-            for r in [0, 7, 8, 12] {
-                let alone = lanes.matmul(&x[r * k..(r + 1) * k], 1);
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                let among = &got[r * n..(r + 1) * n];
-                assert_eq!(bits(&alone), bits(among), "{width:?} row {r}");
-            }
-            let three_rows = Stored::Owned(vec![0u8; 144 * 3].into());
-            assert!(Q4KLanes::packed(&three_rows, 3, 256, width).is_none());
         }
     }
 }

@@ -1,6 +1,6 @@
-//! The AVX-512 VNNI kernel of the rows-in-lanes Q4_K layout ([`super::kquant_lanes`]):
-//! sixteen weight rows per 512-bit register, one `dpbusd` per four activation bytes, each
-//! sub-block's scale and min applied as floats to all sixteen rows at once.
+//! The AVX-512 VNNI kernels of the rows-in-lanes layout ([`super::kquant_lanes`]): sixteen
+//! weight rows per 512-bit register, one `dpbusd` per four activation bytes, each sub-block's
+//! scale (and Q4_K's min, Q6_K's offset) applied to all sixteen rows at once.
 
 // `unsafe`: AVX-512 intrinsics on registers of known count, each with its SAFETY argument.
 #![allow(unsafe_code)]
@@ -8,19 +8,19 @@
 use std::arch::x86_64::*;
 
 use super::kquant::BlockQ8K;
-use super::kquant_lanes::{word, PER_BLOCK};
+use super::kquant_lanes::{word, Q4K_REGS, Q6K_REGS};
 
-/// One group's sixteen weight rows (`regs`: `PER_BLOCK` per block) against `N` activation
-/// rows; activation row `j`'s sixteen outputs go to `out[16j..16j + 16]`.
+/// One Q4_K group's sixteen weight rows (`regs`: [`Q4K_REGS`] per block) against `N`
+/// activation rows; activation row `j`'s sixteen outputs go to `out[16j..16j + 16]`.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn group<const N: usize>(regs: &[__m512i], x: [&[BlockQ8K]; N], out: &mut [f32]) {
+pub(super) unsafe fn q4k<const N: usize>(regs: &[__m512i], x: [&[BlockQ8K]; N], out: &mut [f32]) {
     assert!(out.len() >= 16 * N);
     let low = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); N];
-    for (b, regs) in regs.chunks_exact(PER_BLOCK).enumerate() {
+    for (b, regs) in regs.chunks_exact(Q4K_REGS).enumerate() {
         // Each sub-block's `d·scale` and `dmin·min` for the sixteen rows, as floats.
         let (scales, mins) = factors(&regs[32..]);
         let mut block = [_mm512_setzero_ps(); N];
@@ -54,6 +54,92 @@ pub(super) unsafe fn group<const N: usize>(regs: &[__m512i], x: [&[BlockQ8K]; N]
             }
         }
     }
+    store(&acc, out);
+}
+
+/// One Q6_K group's sixteen weight rows (`regs`: [`Q6K_REGS`] per block) against `N`
+/// activation rows; activation row `j`'s sixteen outputs go to `out[16j..16j + 16]`.
+/// Each 16-value group's `dpbusd` sum (values 0-63) less 32 times the activation's sum of
+/// those values is exact in 32 bits, then becomes a float times the rows' signed scales.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn q6k<const N: usize>(regs: &[__m512i], x: [&[BlockQ8K]; N], out: &mut [f32]) {
+    assert!(out.len() >= 16 * N);
+    let (low4, high2) = (_mm512_set1_epi8(0x0F), _mm512_set1_epi8(0x30));
+    let mut acc = [_mm512_setzero_ps(); N];
+    for (b, regs) in regs.chunks_exact(Q6K_REGS).enumerate() {
+        let mut block = [_mm512_setzero_ps(); N];
+        for h in 0..2 {
+            for p in 0..4 {
+                for half in 0..2 {
+                    // Values 128h + 32p + 16·half + (0..16): 16-value group `s`.
+                    let s = 8 * h + 2 * p + half;
+                    let mut sums = [_mm512_setzero_si512(); N];
+                    for q in 4 * half..4 * half + 4 {
+                        let (ql, qh) = (regs[16 * h + 8 * (p % 2) + q], regs[32 + 8 * h + q]);
+                        let low = match p {
+                            0 | 1 => ql,
+                            _ => _mm512_srli_epi16::<4>(ql),
+                        };
+                        let high = match p {
+                            0 => _mm512_slli_epi16::<4>(qh),
+                            1 => _mm512_slli_epi16::<2>(qh),
+                            2 => qh,
+                            _ => _mm512_srli_epi16::<2>(qh),
+                        };
+                        let w = _mm512_or_si512(
+                            _mm512_and_si512(low, low4),
+                            _mm512_and_si512(high, high2),
+                        );
+                        for j in 0..N {
+                            let a = word(&x[j][b].qs, 128 * h + 32 * p + 4 * q);
+                            sums[j] = _mm512_dpbusd_epi32(sums[j], w, _mm512_set1_epi32(a));
+                        }
+                    }
+                    let scale = q6k_scale(&regs[48..52], s);
+                    for j in 0..N {
+                        let offset = _mm512_set1_epi32(32 * i32::from(x[j][b].bsums[s]));
+                        let exact = _mm512_cvtepi32_ps(_mm512_sub_epi32(sums[j], offset));
+                        block[j] = _mm512_fmadd_ps(exact, scale, block[j]);
+                    }
+                }
+            }
+        }
+        let d = _mm512_cvtph_ps(_mm512_castsi512_si256(regs[52]));
+        for j in 0..N {
+            let factor = _mm512_mul_ps(d, _mm512_set1_ps(x[j][b].d));
+            acc[j] = _mm512_fmadd_ps(block[j], factor, acc[j]);
+        }
+    }
+    store(&acc, out);
+}
+
+/// Scale `s` of the sixteen rows as floats, from the pairs of `regs` (32 bytes per pair:
+/// each row's scales `2p`, `2p + 1` side by side).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn q6k_scale(regs: &[__m512i], s: usize) -> __m512 {
+    let pair = s / 2;
+    let bytes = match pair % 2 {
+        0 => _mm512_castsi512_si256(regs[pair / 2]),
+        _ => _mm512_extracti64x4_epi64::<1>(regs[pair / 2]),
+    };
+    // Each row's lane: scale 2p in the low 16 bits, 2p + 1 in the high.
+    let pairs = _mm512_cvtepi8_epi16(bytes);
+    let lane = match s % 2 {
+        0 => _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(pairs)),
+        _ => _mm512_srai_epi32::<16>(pairs),
+    };
+    _mm512_cvtepi32_ps(lane)
+}
+
+/// Each activation row's sixteen sums to `out[16j..16j + 16]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn store<const N: usize>(acc: &[__m512; N], out: &mut [f32]) {
+    assert!(out.len() >= 16 * N);
     for (j, a) in acc.iter().enumerate() {
         // SAFETY: `out` holds at least 16·N floats (checked).
         unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), *a) };
