@@ -1,5 +1,5 @@
-//! Times the K-quant product alone (by hand, not CI): a random Q4_K matrix of `n` rows and
-//! `k` columns against `m` activation rows, on the kernel path this CPU picks
+//! Times the K-quant product alone (by hand, not CI): a random Q4_K (or, with a fifth
+//! argument, Q5_K or Q6_K) matrix of `n` rows and `k` columns against `m` activation rows, on the kernel path this CPU picks
 //! (`AUTOJ_Q4_1_KERNEL=avx2` forces AVX2; `AUTOJ_KQUANT_LANES=0` keeps the standard layout instead of rows
 //! in the lanes), with the engine's thread pool. Prints the time per
 //! product and multiply-accumulates per second, so two builds or two paths can be compared
@@ -7,6 +7,7 @@
 //!
 //! ```sh
 //! cargo run --release -p autoj-judge --example kquant_timing -- 4096 4096 64 10
+//! cargo run --release -p autoj-judge --example kquant_timing -- 4096 4096 1 100 q6k
 //! ```
 
 use std::sync::Arc;
@@ -15,24 +16,34 @@ use std::time::Instant;
 use autoj_judge::engine::batch::kernels::{KQuant, Stored};
 use candle_core::quantized::GgmlDType;
 
-/// Bytes of one Q4_K super-block (256 values).
-const Q4K_BLOCK_BYTES: usize = 144;
+/// How to call this example.
+const USAGE: &str =
+    "usage: kquant_timing N K M REPEATS [q4k|q5k|q6k] (K a multiple of 256, all at least 1)";
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().unwrap_or(0))
-        .collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<usize> = raw.iter().take(4).map(|a| a.parse().unwrap_or(0)).collect();
     let [n, k, m, reps] = args[..] else {
-        eprintln!("usage: kquant_timing N K M REPEATS (K a multiple of 256, all at least 1)");
+        eprintln!("{USAGE}");
         std::process::exit(2);
     };
+    // The block size and the byte offsets of its half-float factors (kept small).
+    let (dtype, block, halves): (_, usize, &[usize]) = match raw.get(4).map(String::as_str) {
+        None | Some("q4k") => (GgmlDType::Q4K, 144, &[0, 2]),
+        Some("q5k") => (GgmlDType::Q5K, 176, &[0, 2]),
+        Some("q6k") => (GgmlDType::Q6K, 210, &[208]),
+        Some(_) => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
     if n == 0 || m == 0 || reps == 0 || k == 0 || k % 256 != 0 {
-        eprintln!("usage: kquant_timing N K M REPEATS (K a multiple of 256, all at least 1)");
+        eprintln!("{USAGE}");
         std::process::exit(2);
     }
-    let w = KQuant::new(GgmlDType::Q4K, Stored::Owned(random_q4k(n * k / 256)), n, k)
-        .expect("a Q4_K matrix of whole super-blocks")
+    let bytes = random_blocks(n * k / 256, block, halves);
+    let w = KQuant::new(dtype, Stored::Owned(bytes), n, k)
+        .expect("a K-quant matrix of whole super-blocks")
         .into_lanes();
     let x: Vec<f32> = (0..m * k)
         .map(|i| (i * 7919 % 1000) as f32 / 500.0 - 1.0)
@@ -48,22 +59,25 @@ fn main() {
     // The checksum keeps the products from being optimised away and shows that two builds
     // computed the same numbers.
     println!(
-        "n {n} k {k} m {m}: {:.3} ms per product, {gmac:.1} GMAC/s (checksum {})",
+        "{} n {n} k {k} m {m}: {:.3} ms per product, {gmac:.1} GMAC/s (checksum {})",
+        w.name(),
         per * 1e3,
         check / reps as f32
     );
 }
 
-/// `blocks` Q4_K super-blocks of pseudo-random bytes with small, finite `d` and `dmin`.
-fn random_q4k(blocks: usize) -> Arc<[u8]> {
+/// `blocks` super-blocks of `size` pseudo-random bytes whose half floats at `halves` are
+/// small and finite.
+fn random_blocks(blocks: usize, size: usize, halves: &[usize]) -> Arc<[u8]> {
     let mut state = 12345u32;
-    let mut bytes = vec![0u8; blocks * Q4K_BLOCK_BYTES];
+    let mut bytes = vec![0u8; blocks * size];
     for (i, b) in bytes.iter_mut().enumerate() {
         state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        // `d` and `dmin` are the first two f16 values: high bytes 0x20 keep them near 0.01.
-        *b = match i % Q4K_BLOCK_BYTES {
-            1 | 3 => 0x20,
-            _ => (state >> 24) as u8,
+        // A half float's high byte 0x20 keeps it near 0.01.
+        *b = if halves.contains(&(i % size).wrapping_sub(1)) {
+            0x20
+        } else {
+            (state >> 24) as u8
         };
     }
     bytes.into()

@@ -14,6 +14,7 @@ use std::arch::x86_64::*;
 
 use super::kquant::BlockQ8K;
 use super::kquant_lanes::{word, Q4K_REGS, Q6K_REGS};
+use super::kquant_lanes_avx512::Ahead;
 
 /// One Q4_K group's eight weight rows (`regs`: [`Q4K_REGS`] per block) against `N`
 /// activation rows; activation row `j`'s eight outputs go to `out[8j..8j + 8]`.
@@ -26,6 +27,7 @@ pub(super) unsafe fn q4k<const N: usize>(regs: &[__m256i], x: [&[BlockQ8K]; N], 
     let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); N];
     for (b, regs) in regs.chunks_exact(Q4K_REGS).enumerate() {
+        let ahead = Ahead::new(regs, 64);
         // Scales, mins and halves as bytes: 64 + 64 + 32.
         let head = regs[32..].as_ptr().cast::<u8>();
         let mut ints = [_mm256_setzero_si256(); N];
@@ -33,6 +35,9 @@ pub(super) unsafe fn q4k<const N: usize>(regs: &[__m256i], x: [&[BlockQ8K]; N], 
             let (c, high) = (s / 2, s % 2 == 1);
             let mut sums = [_mm256_setzero_si256(); N];
             for q in 0..8 {
+                if N == 1 {
+                    ahead.step(8 * s + q);
+                }
                 let t = regs[8 * c + q];
                 let w = if high {
                     _mm256_and_si256(_mm256_srli_epi16::<4>(t), low)
@@ -97,6 +102,7 @@ pub(super) unsafe fn q6k<const N: usize>(regs: &[__m256i], x: [&[BlockQ8K]; N], 
     );
     let mut acc = [_mm256_setzero_ps(); N];
     for (b, regs) in regs.chunks_exact(Q6K_REGS).enumerate() {
+        let ahead = Ahead::new(regs, 64);
         let head = regs[48..].as_ptr().cast::<u8>();
         let mut ints = [_mm256_setzero_si256(); N];
         for h in 0..2 {
@@ -111,6 +117,9 @@ pub(super) unsafe fn q6k<const N: usize>(regs: &[__m256i], x: [&[BlockQ8K]; N], 
                     for q2 in 0..2 {
                         let mut sums = [_mm256_setzero_si256(); N];
                         for q in 4 * half + 2 * q2..4 * half + 2 * q2 + 2 {
+                            if N == 1 {
+                                ahead.step(32 * h + 8 * p + 4 * half + q % 4);
+                            }
                             let w = q6k_values(
                                 regs[16 * h + 8 * (p % 2) + q],
                                 regs[32 + 8 * h + q],
