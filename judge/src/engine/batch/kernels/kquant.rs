@@ -469,7 +469,7 @@ pub enum KQuant {
     Q5K(KMatrix<BlockQ5K>),
     /// Q6_K weights.
     Q6K(KMatrix<BlockQ6K>),
-    /// Q4_K or Q6_K weights repacked with rows in the vector lanes (AVX-512 or AVX2;
+    /// Q4_K, Q5_K or Q6_K weights repacked with rows in the vector lanes (AVX-512 or AVX2;
     /// `AUTOJ_KQUANT_LANES=0` turns it off).
     #[cfg(target_arch = "x86_64")]
     Lanes(super::kquant_lanes::Lanes),
@@ -492,7 +492,7 @@ impl KQuant {
         }
     }
 
-    /// A Q4_K or Q6_K matrix repacked with rows in the lanes where the CPU runs the AVX-512
+    /// A K-quant matrix repacked with rows in the lanes where the CPU runs the AVX-512
     /// or AVX2 kernels (unless `AUTOJ_KQUANT_LANES=0`); anything else unchanged. For the
     /// products' matrices only: the repacked form has no row lookup.
     pub fn into_lanes(self) -> Self {
@@ -501,8 +501,9 @@ impl KQuant {
             use super::kquant_lanes::Lanes;
             let packed = match &self {
                 Self::Q4K(w) => Lanes::new(GgmlDType::Q4K, &w.w, w.n, w.k),
+                Self::Q5K(w) => Lanes::new(GgmlDType::Q5K, &w.w, w.n, w.k),
                 Self::Q6K(w) => Lanes::new(GgmlDType::Q6K, &w.w, w.n, w.k),
-                _ => None,
+                Self::Lanes(_) => None,
             };
             if let Some(p) = packed {
                 return Self::Lanes(p);

@@ -1,5 +1,5 @@
-//! K-quant products with weight rows in the vector lanes: Q4_K and Q6_K (the two types of a
-//! Q4_K_M file), the default where the SIMD kernels run; `AUTOJ_KQUANT_LANES=0` keeps the
+//! K-quant products with weight rows in the vector lanes: Q4_K, Q5_K and Q6_K (the types of
+//! llama.cpp's Q4_K_M, Q5_K_M and Q6_K files), the default where the SIMD kernels run; `AUTOJ_KQUANT_LANES=0` keeps the
 //! standard layout.
 //!
 //! The standard kernels ([`super::kquant_avx512`], [`super::kquant_avx2`]) spread one weight
@@ -10,7 +10,7 @@
 //! wide as before but each sub-block's scale is one vector operation for all the register's
 //! rows. A timing of the Q4_K product alone measured about twice the standard kernel's speed
 //! on both paths. The price is a repacked copy of each matrix, made at load (1.03x the bytes
-//! of Q4_K, 1.01x of Q6_K: the group's scales sit side by side), and a load that reads every
+//! of Q4_K, 1.02x of Q5_K, 1.01x of Q6_K: the group's scales sit side by side), and a load that reads every
 //! such matrix; the model file's pages for them are released after packing, so resident
 //! memory stays about the file's size.
 //!
@@ -29,7 +29,9 @@ use std::ops::Range;
 use bytemuck::Pod;
 use candle_core::quantized::GgmlDType;
 
-use super::kquant::{quantize_q8k, scales_mins, BlockQ4K, BlockQ6K, BlockQ8K, Stored, QK_K};
+use super::kquant::{
+    quantize_q8k, scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, Stored, QK_K,
+};
 use super::{tiled, Epilogue, KQUANT_TILE};
 
 /// Q4_K registers per (group, block): 32 of packed values, then the group's 6-bit scales
@@ -37,6 +39,10 @@ use super::{tiled, Epilogue, KQUANT_TILE};
 /// floats (one). With sixteen rows in 512 bits: 2,368 bytes against the 2,304 of sixteen
 /// Q4_K blocks; with eight in 256 bits, 1,184 against 1,152.
 pub(super) const Q4K_REGS: usize = 37;
+/// Q5_K registers per (group, block): Q4_K's, with the fifth bits' eight registers (`qh`
+/// word `i` of every row in register `32 + i`) before the scales: 2,880 bytes against 2,816
+/// for sixteen rows.
+pub(super) const Q5K_REGS: usize = 45;
 /// Q6_K registers per (group, block): 32 of low four bits, 16 of high two bits, the
 /// sixteen signed scales of each row (four registers: pairs of consecutive scales side by
 /// side, row after row) and `d` (half a register): 3,392 bytes against 3,360 for sixteen rows.
@@ -65,6 +71,7 @@ impl Width {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Q4K,
+    Q5K,
     Q6K,
 }
 
@@ -73,6 +80,7 @@ impl Kind {
     fn regs(self) -> usize {
         match self {
             Self::Q4K => Q4K_REGS,
+            Self::Q5K => Q5K_REGS,
             Self::Q6K => Q6K_REGS,
         }
     }
@@ -93,7 +101,7 @@ fn width() -> Option<Width> {
     })
 }
 
-/// A Q4_K or Q6_K matrix repacked a group of rows at a time.
+/// A Q4_K, Q5_K or Q6_K matrix repacked a group of rows at a time.
 pub struct Lanes {
     /// The packed registers: an anonymous mapping (page-aligned, so aligned for either
     /// width) that asks for huge pages, since a decode step streams every matrix once and
@@ -106,7 +114,7 @@ pub struct Lanes {
 }
 
 impl Lanes {
-    /// Repacks `n` rows of `k` values of GGUF type `dtype` (Q4_K or Q6_K) for this CPU's
+    /// Repacks `n` rows of `k` values of GGUF type `dtype` (Q4_K, Q5_K or Q6_K) for this CPU's
     /// kernel, then releases the mapped pages it read (they would otherwise stay in this
     /// process's resident memory). A last group with fewer than the width's rows repeats its
     /// last row (those outputs are never written out). `None` where the layout is off or the
@@ -114,6 +122,7 @@ impl Lanes {
     pub fn new(dtype: GgmlDType, w: &Stored, n: usize, k: usize) -> Option<Self> {
         let kind = match dtype {
             GgmlDType::Q4K => Kind::Q4K,
+            GgmlDType::Q5K => Kind::Q5K,
             GgmlDType::Q6K => Kind::Q6K,
             _ => return None,
         };
@@ -140,6 +149,7 @@ impl Lanes {
         };
         match kind {
             Kind::Q4K => shape.run(bytemuck::try_cast_slice(w).ok()?, &mut data, pack_q4k)?,
+            Kind::Q5K => shape.run(bytemuck::try_cast_slice(w).ok()?, &mut data, pack_q5k)?,
             Kind::Q6K => shape.run(bytemuck::try_cast_slice(w).ok()?, &mut data, pack_q6k)?,
         }
         if let Stored::Mapped { map, range } = w {
@@ -176,6 +186,7 @@ impl Lanes {
     pub fn name(&self) -> &'static str {
         match self.kind {
             Kind::Q4K => "q4_k_lanes",
+            Kind::Q5K => "q5_k_lanes",
             Kind::Q6K => "q6_k_lanes",
         }
     }
@@ -214,6 +225,7 @@ impl Lanes {
                 // SAFETY: `width` chose AVX-512 only where the CPU has it (and VNNI).
                 match self.kind {
                     Kind::Q4K => unsafe { avx512::q4k(group, x, out) },
+                    Kind::Q5K => unsafe { avx512::q5k(group, x, out) },
                     Kind::Q6K => unsafe { avx512::q6k(group, x, out) },
                 }
             }
@@ -223,6 +235,7 @@ impl Lanes {
                 // F16C checked).
                 match self.kind {
                     Kind::Q4K => unsafe { avx2::q4k(group, x, out) },
+                    Kind::Q5K => unsafe { avx2::q5k(group, x, out) },
                     Kind::Q6K => unsafe { avx2::q6k(group, x, out) },
                 }
             }
@@ -315,19 +328,42 @@ fn spread_words(bytes: &[u8], r: usize, rows: usize, out: &mut [u8]) {
 /// (sub-block-major: byte `rows · s + r` is sub-block `s` of row `r`), then `d` of each row
 /// (two bytes per row) and `dmin` of each row.
 fn pack_q4k(group: &[&BlockQ4K], rows: usize, out: &mut [u8]) {
-    let (values, rest) = out.split_at_mut(32 * 4 * rows);
-    let (scales, rest) = rest.split_at_mut(8 * rows);
-    let (mins, halves) = rest.split_at_mut(8 * rows);
+    let (values, head) = out.split_at_mut(32 * 4 * rows);
     for (r, block) in group.iter().enumerate() {
         spread_words(&block.qs, r, rows, values);
-        let (sc, m) = scales_mins(&block.scales);
-        for s in 0..8 {
-            scales[rows * s + r] = sc[s];
-            mins[rows * s + r] = m[s];
-        }
-        halves[2 * r..2 * r + 2].copy_from_slice(&block.d);
-        halves[2 * rows + 2 * r..2 * rows + 2 * r + 2].copy_from_slice(&block.dmin);
+        pack_head(r, rows, (&block.scales, block.d, block.dmin), head);
     }
+}
+
+/// One Q5_K (group, block) of `rows` weight rows ([`Q5K_REGS`] registers): Q4_K's layout
+/// with dword `i` of every row's fifth bits (`qh`) in register `32 + i` before the scales.
+fn pack_q5k(group: &[&BlockQ5K], rows: usize, out: &mut [u8]) {
+    let (values, rest) = out.split_at_mut(32 * 4 * rows);
+    let (fifth, head) = rest.split_at_mut(8 * 4 * rows);
+    for (r, block) in group.iter().enumerate() {
+        spread_words(&block.qs, r, rows, values);
+        spread_words(&block.qh, r, rows, fifth);
+        pack_head(r, rows, (&block.scales, block.d, block.dmin), head);
+    }
+}
+
+/// Row `r`'s scales, mins, `d` and `dmin` (a Q4_K / Q5_K header) into the group's head:
+/// scales and mins sub-block-major (byte `rows · s + r`), then the `d` and `dmin` halves.
+fn pack_head(
+    r: usize,
+    rows: usize,
+    (packed, d, dmin): (&[u8; 12], [u8; 2], [u8; 2]),
+    head: &mut [u8],
+) {
+    let (scales, rest) = head.split_at_mut(8 * rows);
+    let (mins, halves) = rest.split_at_mut(8 * rows);
+    let (sc, m) = scales_mins(packed);
+    for s in 0..8 {
+        scales[rows * s + r] = sc[s];
+        mins[rows * s + r] = m[s];
+    }
+    halves[2 * r..2 * r + 2].copy_from_slice(&d);
+    halves[2 * rows + 2 * r..2 * rows + 2 * r + 2].copy_from_slice(&dmin);
 }
 
 /// One Q6_K (group, block) of `rows` weight rows ([`Q6K_REGS`] registers of `4 · rows`
@@ -377,7 +413,12 @@ mod tests {
         let (n, k, m) = (43, 768, 13);
         let w = Tensor::from_vec(random(n * k, 5), (n, k), &Device::Cpu).unwrap();
         let x = random(m * k, 9);
-        for (dtype, kind) in [(GgmlDType::Q4K, Kind::Q4K), (GgmlDType::Q6K, Kind::Q6K)] {
+        let types = [
+            (GgmlDType::Q4K, Kind::Q4K),
+            (GgmlDType::Q5K, Kind::Q5K),
+            (GgmlDType::Q6K, Kind::Q6K),
+        ];
+        for (dtype, kind) in types {
             let bytes = QTensor::quantize(&w, dtype)
                 .unwrap()
                 .data()

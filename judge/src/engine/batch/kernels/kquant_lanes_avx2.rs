@@ -2,10 +2,10 @@
 //! per 256-bit register. `maddubs` multiplies four weight bytes of each row with the
 //! activation's four broadcast bytes and sums them in pairs to 16 bits; several such
 //! products are added in 16 bits (Q4_K: a 32-value sub-block's eight, at most
-//! 8 · 2 · 15 · 128 = 30,720; Q6_K: two, at most 2 · 2 · 63 · 128 = 32,256: no overflow),
+//! 8 · 2 · 15 · 128 = 30,720; Q5_K: four, 31,744; Q6_K: two, 32,256: no overflow),
 //! then one `madd` with the eight rows' scales takes them to 32 bits, so a block stays in
-//! exact integers until one conversion to float. Q4_K's mins are applied as floats, one
-//! vector operation per sub-block for all eight rows; Q6_K's offset of 32 as integers.
+//! exact integers until one conversion to float. Q4_K's and Q5_K's mins are applied as
+//! floats, one vector operation per sub-block for all eight rows; Q6_K's offset of 32 as integers.
 
 // `unsafe`: AVX2 intrinsics on registers of known count, each with its SAFETY argument.
 #![allow(unsafe_code)]
@@ -13,7 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::kquant::BlockQ8K;
-use super::kquant_lanes::{word, Q4K_REGS, Q6K_REGS};
+use super::kquant_lanes::{word, Q4K_REGS, Q5K_REGS, Q6K_REGS};
 use super::kquant_lanes_avx512::Ahead;
 
 /// One Q4_K group's eight weight rows (`regs`: [`Q4K_REGS`] per block) against `N`
@@ -23,42 +23,77 @@ use super::kquant_lanes_avx512::Ahead;
 /// The CPU must have AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q4k<const N: usize>(regs: &[__m256i], x: [&[BlockQ8K]; N], out: &mut [f32]) {
+    // SAFETY: the caller's guarantee.
+    unsafe { offset::<N, false>(regs, x, out) }
+}
+
+/// [`q4k`] for Q5_K (`regs`: [`Q5K_REGS`] per block): the fifth bits' eight registers sit
+/// between the values and the scales.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5k<const N: usize>(regs: &[__m256i], x: [&[BlockQ8K]; N], out: &mut [f32]) {
+    // SAFETY: the caller's guarantee.
+    unsafe { offset::<N, true>(regs, x, out) }
+}
+
+/// The Q4_K / Q5_K loop (`FIFTH`: Q5_K). Q5_K's values reach 31, so its 16-bit sums take
+/// four words (4 · 2 · 31 · 128 = 31,744) before each `madd`, Q4_K's all eight.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn offset<const N: usize, const FIFTH: bool>(
+    regs: &[__m256i],
+    x: [&[BlockQ8K]; N],
+    out: &mut [f32],
+) {
     assert!(out.len() >= 8 * N);
+    let (unit, head_at) = if FIFTH {
+        (Q5K_REGS, 40)
+    } else {
+        (Q4K_REGS, 32)
+    };
+    let words = if FIFTH { 4 } else { 8 };
     let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); N];
-    for (b, regs) in regs.chunks_exact(Q4K_REGS).enumerate() {
+    for (b, regs) in regs.chunks_exact(unit).enumerate() {
         let ahead = Ahead::new(regs, 64);
         // Scales, mins and halves as bytes: 64 + 64 + 32.
-        let head = regs[32..].as_ptr().cast::<u8>();
+        let head = regs[head_at..].as_ptr().cast::<u8>();
         let mut ints = [_mm256_setzero_si256(); N];
         for s in 0..8 {
             let (c, high) = (s / 2, s % 2 == 1);
-            let mut sums = [_mm256_setzero_si256(); N];
-            for q in 0..8 {
-                if N == 1 {
-                    ahead.step(8 * s + q);
-                }
-                let t = regs[8 * c + q];
-                let w = if high {
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(t), low)
-                } else {
-                    _mm256_and_si256(t, low)
-                };
-                for j in 0..N {
-                    let a = word(&x[j][b].qs, 32 * s + 4 * q);
-                    let pairs = _mm256_maddubs_epi16(w, _mm256_set1_epi32(a));
-                    sums[j] = _mm256_add_epi16(sums[j], pairs);
-                }
-            }
             // SAFETY: sub-block `s`'s eight scale bytes lie in the block's scale registers.
             let sc = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(head.add(8 * s).cast()) });
             // The scale in both 16-bit halves of each row's lane.
             let sc = _mm256_or_si256(sc, _mm256_slli_epi32::<16>(sc));
-            for j in 0..N {
-                ints[j] = _mm256_add_epi32(ints[j], _mm256_madd_epi16(sums[j], sc));
+            for part in (0..8).step_by(words) {
+                let mut sums = [_mm256_setzero_si256(); N];
+                for q in part..part + words {
+                    if N == 1 {
+                        ahead.step(8 * s + q);
+                    }
+                    let t = regs[8 * c + q];
+                    let mut w = if high {
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(t), low)
+                    } else {
+                        _mm256_and_si256(t, low)
+                    };
+                    if FIFTH {
+                        w = _mm256_or_si256(w, fifth_bit(regs[32 + q], s));
+                    }
+                    for j in 0..N {
+                        let a = word(&x[j][b].qs, 32 * s + 4 * q);
+                        let pairs = _mm256_maddubs_epi16(w, _mm256_set1_epi32(a));
+                        sums[j] = _mm256_add_epi16(sums[j], pairs);
+                    }
+                }
+                for j in 0..N {
+                    ints[j] = _mm256_add_epi32(ints[j], _mm256_madd_epi16(sums[j], sc));
+                }
             }
         }
-        let halves = regs[36];
+        let halves = regs[head_at + 4];
         let d = _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
         let dmin = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(halves));
         for j in 0..N {
@@ -76,6 +111,15 @@ pub(super) unsafe fn q4k<const N: usize>(regs: &[__m256i], x: [&[BlockQ8K]; N], 
         }
     }
     store(&acc, out);
+}
+
+/// Bit `bit` of every byte of `qh`, moved to bit 4 (16-bit shifts: the bits that cross into
+/// a byte from its neighbour land elsewhere and are masked off).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fifth_bit(qh: __m256i, bit: usize) -> __m256i {
+    let down = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(bit as i32));
+    _mm256_and_si256(_mm256_slli_epi16::<4>(down), _mm256_set1_epi8(0x10))
 }
 
 /// One Q6_K group's eight weight rows (`regs`: [`Q6K_REGS`] per block) against `N`
