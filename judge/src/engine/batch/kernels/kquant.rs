@@ -32,6 +32,9 @@ pub struct BlockQ8K {
     pub(super) qs: [i8; QK_K],
     pub(super) bsums: [i16; QK_K / 16],
     pub(super) dsums: [f32; QK_K / 16],
+    /// `dsums` added in pairs (each 32-value sub-block's), for the kernels that apply
+    /// Q4_K / Q5_K mins per sub-block (the same sums they would form, made once per block).
+    pub(super) dsums32: [f32; QK_K / 32],
 }
 
 /// A Q4_K super-block (144 bytes): eight sub-blocks of 32 four-bit values, each with a
@@ -106,11 +109,13 @@ pub fn quantize_q8k(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8K> {
                 *s = group.iter().map(|&q| q as i16).sum();
             }
             let dsums = bsums.map(|b| d * b as f32);
+            let dsums32 = std::array::from_fn(|s| dsums[2 * s] + dsums[2 * s + 1]);
             BlockQ8K {
                 d,
                 qs,
                 bsums,
                 dsums,
+                dsums32,
             }
         })
         .collect()

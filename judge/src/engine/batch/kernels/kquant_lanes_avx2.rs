@@ -105,8 +105,7 @@ unsafe fn offset<const N: usize, const FIFTH: bool>(
             let m = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(head.add(64 + 8 * s).cast()) });
             let m = _mm256_mul_ps(_mm256_cvtepi32_ps(m), dmin);
             for j in 0..N {
-                let pair = &x[j][b].dsums[2 * s..2 * s + 2];
-                acc[j] = _mm256_fnmadd_ps(m, _mm256_set1_ps(pair[0] + pair[1]), acc[j]);
+                acc[j] = _mm256_fnmadd_ps(m, _mm256_set1_ps(x[j][b].dsums32[s]), acc[j]);
             }
         }
     }

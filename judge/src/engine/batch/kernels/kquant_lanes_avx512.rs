@@ -84,8 +84,7 @@ fn offset<const N: usize, const FIFTH: bool>(
         for j in 0..N {
             let xb = &x[j][b];
             acc[j] = _mm512_fmadd_ps(block[j], _mm512_set1_ps(xb.d), acc[j]);
-            for (m, pair) in mins.iter().zip(xb.dsums.chunks_exact(2)) {
-                let sum = pair[0] + pair[1];
+            for (m, sum) in mins.iter().zip(xb.dsums32) {
                 acc[j] = _mm512_fnmadd_ps(*m, _mm512_set1_ps(sum), acc[j]);
             }
         }
