@@ -48,8 +48,8 @@ pub fn bandwidth(threads: usize) -> (f64, f64) {
 }
 
 /// A buffer of [`BUFFER`] zero bytes on huge pages where the kernel gives them, as the
-/// judge's repacked weights are (a roofline read through 4 KiB pages would stop the
-/// hardware prefetcher every 4 KiB and understate what the machine reaches).
+/// judge's repacked weights are, so the roofline reads memory the way decode does (on the
+/// development VM this measured the same as 4 KiB pages).
 fn buffer() -> memmap2::MmapMut {
     let map = memmap2::MmapMut::map_anon(BUFFER).expect("an anonymous mapping for the roofline");
     #[cfg(target_os = "linux")]

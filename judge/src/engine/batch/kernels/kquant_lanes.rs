@@ -264,6 +264,44 @@ pub(super) fn word(qs: &[i8; QK_K], at: usize) -> i32 {
     unsafe { qs.as_ptr().add(at).cast::<i32>().read_unaligned() }
 }
 
+/// Software prefetch of the (group, block) unit two after the current one, spread over the
+/// current unit's inner steps, for passes of one activation row (decode). Every kernel but
+/// the AVX-512 Q4_K one uses it: they run long per unit with one row (Q6_K also visits its
+/// registers out of order, Q5_K reads values and fifth bits as two streams), and streaming
+/// from memory without it reached a third of the standard kernel's bandwidth on Q6_K (AVX2
+/// Q4_K: 51-68 against 66-81 GMAC/s with it); the AVX-512 Q4_K kernel reads its unit in
+/// order and measured no better with it. With eight rows per
+/// pass the work per unit hides the latency and the prefetches cost more than they save.
+/// (An SSE instruction: both widths use it.)
+pub(super) struct Ahead {
+    at: *const i8,
+    stride: usize,
+}
+
+impl Ahead {
+    /// Prefetching for the unit two after `unit`, in `steps` steps.
+    #[inline(always)]
+    pub(super) fn new<R>(unit: &[R], steps: usize) -> Self {
+        let bytes = std::mem::size_of_val(unit);
+        Self {
+            at: unit.as_ptr().cast::<i8>().wrapping_add(2 * bytes),
+            stride: bytes.div_ceil(steps),
+        }
+    }
+
+    /// Step `i`: the byte `i · stride` of that unit's line.
+    #[inline(always)]
+    pub(super) fn step(&self, i: usize) {
+        // SAFETY: a prefetch never faults, whatever the address; `wrapping_add` keeps the
+        // pointer arithmetic defined past the end of the matrix.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                self.at.wrapping_add(i * self.stride),
+            )
+        };
+    }
+}
+
 /// How a matrix's blocks map onto packed (group, block) units.
 struct Packing {
     /// Rows per group.
@@ -278,13 +316,13 @@ struct Packing {
 
 impl Packing {
     /// Packs every (group, block) of `blocks` (`n · kb` of them, row-major) into `out` with
-    /// `pack(rows of the group's block, rows, unit)`, groups split over the machine's cores
+    /// `pack(rows of the group's block, unit)`, groups split over the machine's cores
     /// (a 7B file's K-quant matrices are 4 GB). `None` when the block count does not match.
     fn run<B: Pod + Sync>(
         &self,
         blocks: &[B],
         out: &mut [u8],
-        pack: fn(&[&B], usize, &mut [u8]),
+        pack: fn(&[&B], &mut [u8]),
     ) -> Option<()> {
         let Self {
             rows,
@@ -307,7 +345,7 @@ impl Packing {
                         // the matrix (a last, partial group) repeat its last row.
                         let group: [&B; 16] =
                             std::array::from_fn(|r| &blocks[(rows * g + r).min(n - 1) * kb + b]);
-                        pack(&group[..rows], rows, unit);
+                        pack(&group[..rows], unit);
                     }
                 });
             }
@@ -327,7 +365,8 @@ fn spread_words(bytes: &[u8], r: usize, rows: usize, out: &mut [u8]) {
 /// bytes): dword `i` of every row's values in register `i`, then the rows' scales and mins
 /// (sub-block-major: byte `rows · s + r` is sub-block `s` of row `r`), then `d` of each row
 /// (two bytes per row) and `dmin` of each row.
-fn pack_q4k(group: &[&BlockQ4K], rows: usize, out: &mut [u8]) {
+fn pack_q4k(group: &[&BlockQ4K], out: &mut [u8]) {
+    let rows = group.len();
     let (values, head) = out.split_at_mut(32 * 4 * rows);
     for (r, block) in group.iter().enumerate() {
         spread_words(&block.qs, r, rows, values);
@@ -337,7 +376,8 @@ fn pack_q4k(group: &[&BlockQ4K], rows: usize, out: &mut [u8]) {
 
 /// One Q5_K (group, block) of `rows` weight rows ([`Q5K_REGS`] registers): Q4_K's layout
 /// with dword `i` of every row's fifth bits (`qh`) in register `32 + i` before the scales.
-fn pack_q5k(group: &[&BlockQ5K], rows: usize, out: &mut [u8]) {
+fn pack_q5k(group: &[&BlockQ5K], out: &mut [u8]) {
+    let rows = group.len();
     let (values, rest) = out.split_at_mut(32 * 4 * rows);
     let (fifth, head) = rest.split_at_mut(8 * 4 * rows);
     for (r, block) in group.iter().enumerate() {
@@ -370,7 +410,8 @@ fn pack_head(
 /// bytes): dword `i` of every row's `ql` in register `i` and of its `qh` in register
 /// `32 + i`, then the scales in pairs (byte `2 · rows · p + 2r + e` is scale `2p + e` of row
 /// `r`, so one widening gives each row's lane the pair), then `d` of each row.
-fn pack_q6k(group: &[&BlockQ6K], rows: usize, out: &mut [u8]) {
+fn pack_q6k(group: &[&BlockQ6K], out: &mut [u8]) {
+    let rows = group.len();
     let (ql, rest) = out.split_at_mut(32 * 4 * rows);
     let (qh, rest) = rest.split_at_mut(16 * 4 * rows);
     let (scales, halves) = rest.split_at_mut(16 * rows);

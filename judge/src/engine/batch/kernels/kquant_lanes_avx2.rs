@@ -13,8 +13,7 @@
 use std::arch::x86_64::*;
 
 use super::kquant::BlockQ8K;
-use super::kquant_lanes::{word, Q4K_REGS, Q5K_REGS, Q6K_REGS};
-use super::kquant_lanes_avx512::Ahead;
+use super::kquant_lanes::{word, Ahead, Q4K_REGS, Q5K_REGS, Q6K_REGS};
 
 /// One Q4_K group's eight weight rows (`regs`: [`Q4K_REGS`] per block) against `N`
 /// activation rows; activation row `j`'s eight outputs go to `out[8j..8j + 8]`.

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::kquant::BlockQ8K;
-use super::kquant_lanes::{word, Q4K_REGS, Q5K_REGS, Q6K_REGS};
+use super::kquant_lanes::{word, Ahead, Q4K_REGS, Q5K_REGS, Q6K_REGS};
 
 /// One Q4_K group's sixteen weight rows (`regs`: [`Q4K_REGS`] per block) against `N`
 /// activation rows; activation row `j`'s sixteen outputs go to `out[16j..16j + 16]`.
@@ -181,39 +181,6 @@ fn q6k_scale(regs: &[__m512i], s: usize) -> __m512 {
         _ => _mm512_srai_epi32::<16>(pairs),
     };
     _mm512_cvtepi32_ps(lane)
-}
-
-/// Software prefetch of the (group, block) unit two after the current one, spread over the
-/// current unit's inner steps, for passes of one activation row (decode). The Q6_K kernels
-/// and the AVX2 Q4_K one run long per unit with one row (Q6_K also visits its registers out
-/// of order), and streaming from memory without it reached a third of the standard
-/// kernel's bandwidth on Q6_K (AVX2 Q4_K: 51-68 against 66-81 GMAC/s with it); the AVX-512
-/// Q4_K kernel reads its unit in order and measured no better with it. With eight rows per
-/// pass the work per unit hides the latency and the prefetches cost more than they save.
-/// (An SSE instruction: both widths use it.)
-pub(super) struct Ahead {
-    at: *const i8,
-    stride: usize,
-}
-
-impl Ahead {
-    /// Prefetching for the unit two after `unit`, in `steps` steps.
-    #[inline(always)]
-    pub(super) fn new<R>(unit: &[R], steps: usize) -> Self {
-        let bytes = std::mem::size_of_val(unit);
-        Self {
-            at: unit.as_ptr().cast::<i8>().wrapping_add(2 * bytes),
-            stride: bytes.div_ceil(steps),
-        }
-    }
-
-    /// Step `i`: the byte `i · stride` of that unit's line.
-    #[inline(always)]
-    pub(super) fn step(&self, i: usize) {
-        // SAFETY: a prefetch never faults, whatever the address; `wrapping_add` keeps the
-        // pointer arithmetic defined past the end of the matrix.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(self.at.wrapping_add(i * self.stride)) };
-    }
 }
 
 /// Each activation row's sixteen sums to `out[16j..16j + 16]`.
