@@ -6,7 +6,7 @@
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
-use std::arch::x86_64::{__m256, __m512};
+use std::arch::x86_64::{__m256, __m512, _mm_prefetch, _MM_HINT_T0};
 
 use half::f16;
 
@@ -137,6 +137,30 @@ impl KvValue for i8 {
                 _mm512_set1_ps(scale),
             )
         }
+    }
+}
+
+/// How many positions ahead the key and value rows are prefetched: a head's rows are a
+/// fraction of each cached position (the other heads' rows lie between), a stride the
+/// hardware prefetchers follow too late, and the loops stall on the loads without this.
+pub(super) const AHEAD: usize = 16;
+
+/// Asks for the cache lines of `row[at..at + len]` (nothing when past the run's end; a
+/// prefetch never faults, but the address is kept inside the slice anyway).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn prefetch_row<T>(row: &[T], at: usize, len: usize) {
+    if at + len <= row.len() {
+        let p = row[at..].as_ptr().cast::<i8>();
+        let bytes = len * std::mem::size_of::<T>();
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: `p + off` lies inside `row` (checked above); prefetching reads nothing.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
+            off += 64;
+        }
+        // SAFETY: as above, the row's last byte.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(bytes - 1)) };
     }
 }
 
@@ -287,8 +311,12 @@ pub fn attend_packed<T: KvValue>(
     let (q_width, width) = (geo.heads * d, per_block * group * d);
     let scale = 1.0 / (d as f32).sqrt();
     let mut scratch = vec![0f32; blocks.len() * geo.kv_heads * width];
+    // Items head by head: a prompt chunk's blocks of one head follow each other and find
+    // that head's keys and values still in the cache (in block order they would cycle
+    // through every head's, more than the cache holds at long contexts).
+    let item_of = |item: usize| (blocks[item % blocks.len()], item / blocks.len());
     par_chunks(&mut scratch, width, |item, o| {
-        let ((r0, n), kvh) = (blocks[item / geo.kv_heads], item % geo.kv_heads);
+        let ((r0, n), kvh) = item_of(item);
         let (input, pos) = rows[r0];
         // One row's heads lie together in `q`; several rows' are gathered.
         let heads =
@@ -313,7 +341,7 @@ pub fn attend_packed<T: KvValue>(
     });
     let mut out = vec![0f32; rows.len() * q_width];
     for (item, o) in scratch.chunks_exact(width).enumerate() {
-        let ((r0, n), kvh) = (blocks[item / geo.kv_heads], item % geo.kv_heads);
+        let ((r0, n), kvh) = item_of(item);
         for (r, heads) in o[..n * group * d].chunks_exact(group * d).enumerate() {
             let at = (r0 + r) * q_width + kvh * group * d;
             out[at..at + group * d].copy_from_slice(heads);

@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::attention::{HeadKv, KvValue, QueryBlock, MAX_BLOCK_HEADS};
+use super::attention::{prefetch_row, HeadKv, KvValue, QueryBlock, AHEAD, MAX_BLOCK_HEADS};
 use super::kernels::hsum;
 
 /// Whether [`attend_block`] can run `heads` query heads of `head_dim` values on this CPU.
@@ -28,45 +28,50 @@ pub fn attend_block<T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out:
             && is_x86_feature_detected!("f16c")
             && block.q.len() == out.len()
     );
-    // `H × C` accumulators and `C` value vectors stay within the sixteen registers.
     macro_rules! table {
-        ($(($h:literal, $l:literal, $c:literal)),* $(,)?) => {
+        ($(($h:literal, $l:literal)),* $(,)?) => {
             match (block.heads(), block.head_dim) {
                 // SAFETY (every arm): AVX2, FMA and F16C were checked just above.
-                $(($h, $l) => unsafe { attend::<$h, { $l / 8 }, $c, T>(block, kv, out) },)*
+                $(($h, $l) => unsafe { attend::<$h, { $l / 8 }, T>(block, kv, out) },)*
                 other => panic!("unsupported attention block (heads, head size) {other:?}"),
             }
         };
     }
     table!(
-        (1, 64, 8),
-        (2, 64, 4),
-        (3, 64, 2),
-        (4, 64, 2),
-        (5, 64, 1),
-        (6, 64, 1),
-        (7, 64, 1),
-        (8, 64, 1),
-        (1, 128, 8),
-        (2, 128, 4),
-        (3, 128, 2),
-        (4, 128, 2),
-        (5, 128, 1),
-        (6, 128, 1),
-        (7, 128, 1),
-        (8, 128, 1),
+        (1, 64),
+        (2, 64),
+        (3, 64),
+        (4, 64),
+        (5, 64),
+        (6, 64),
+        (7, 64),
+        (8, 64),
+        (1, 128),
+        (2, 128),
+        (3, 128),
+        (4, 128),
+        (5, 128),
+        (6, 128),
+        (7, 128),
+        (8, 128),
     );
 }
 
-/// `H` query heads of `L` eight-lane vectors each; values accumulated `C` vectors at a time.
+/// Most heads whose weighted values one pass accumulates: four heads of two vectors each
+/// keep eight accumulators, two value vectors and a broadcast score in the sixteen
+/// registers, and load three vectors per eight multiply-adds (eight heads of one vector
+/// loaded nine).
+const VALUE_HEADS: usize = 4;
+
+/// `H` query heads of `L` eight-lane vectors each.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn attend<const H: usize, const L: usize, const C: usize, T: KvValue>(
+fn attend<const H: usize, const L: usize, T: KvValue>(
     block: &QueryBlock<'_>,
     kv: &HeadKv<'_, T>,
     out: &mut [f32],
 ) {
     let d = L * 8;
-    assert!(block.q.len() == H * d && out.len() == H * d && L.is_multiple_of(C));
+    assert!(block.q.len() == H * d && out.len() == H * d);
     let (lens, longest) = block.lengths::<H>(kv.cached());
     // Scores, head-major, padded to whole vectors of eight positions.
     let padded = longest.div_ceil(8) * 8;
@@ -75,9 +80,15 @@ fn attend<const H: usize, const L: usize, const C: usize, T: KvValue>(
     for (h, &len) in lens.iter().enumerate() {
         softmax(&mut scores[h * padded..h * padded + len.div_ceil(8) * 8]);
     }
-    for pass in 0..L / C {
-        weighted_values::<H, C, T>(kv, (&lens, longest), (&scores, padded), pass, out);
-    }
+    weighted_values::<H, L, T>(kv, (&lens, longest), (&scores, padded), out);
+}
+
+/// Softmax weights of a group of heads: each head's length and its scores (head-major,
+/// `padded` per head).
+struct Weights<'a> {
+    lens: &'a [usize],
+    scores: &'a [f32],
+    padded: usize,
 }
 
 /// Every head's scaled dot product with each cached key up to the head's own length, into
@@ -97,6 +108,7 @@ fn key_scores<const H: usize, const L: usize, T: KvValue>(
     for &(k, _, n) in kv.runs {
         for i in 0..n.min(left) {
             let at = i * kv.stride + kv.offset;
+            prefetch_row(k, at + AHEAD * kv.stride, T::stored_len(d));
             let row = &k[at..at + T::stored_len(d)];
             // One key vector at a time against every head: H accumulators and one key in
             // registers; each head's sum still runs over the columns in order.
@@ -144,47 +156,113 @@ fn softmax(s: &mut [f32]) {
     }
 }
 
-/// One column pass of the weighted sum of values: columns `pass·C·8 ..` of every head's
-/// output, each head summing only over its own positions, in position order.
+/// Positions whose value rows [`weighted_values`] gathers into one tile: head rows lie a
+/// power-of-two stride apart in the cache (every other head's row of a position between),
+/// so few of them share the cache at once; gathered, a tile's rows stay in the first-level
+/// cache for every column pass (32 rows of 128 values: 16 KiB).
+const TILE: usize = 32;
+
+/// The weighted sums of values of `H` heads over tiles of positions, each tile's rows
+/// widened into a buffer once and read by every column pass of every group of heads; the
+/// sums are kept in `out` between tiles. Each head sums only over its own positions, in
+/// position order, with the same operations whichever group it is in.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn weighted_values<const H: usize, const C: usize, T: KvValue>(
+fn weighted_values<const H: usize, const L: usize, T: KvValue>(
     kv: &HeadKv<'_, T>,
     (lens, longest): (&[usize; H], usize),
     (scores, padded): (&[f32], usize),
-    pass: usize,
     out: &mut [f32],
 ) {
-    let d = out.len() / H;
-    let col = pass * C * 8;
-    // Every head attends to at least the first head's positions (lengths never decrease).
-    let shared = lens[0];
-    let mut acc = [[_mm256_setzero_ps(); C]; H];
-    let mut p = 0;
+    let d = L * 8;
+    let stored = T::stored_len(d);
+    let mut tile = [[_mm256_setzero_ps(); L]; TILE];
+    out.fill(0.0);
+    let mut first = 0;
     let mut left = longest;
     for &(_, v, n) in kv.runs {
-        for i in 0..n.min(left) {
-            let at = i * kv.stride + kv.offset;
-            let row = &v[at..at + T::stored_len(d)];
-            // SAFETY: `row` is a whole head row; pass·C + c < L.
-            let vr: [__m256; C] =
-                std::array::from_fn(|c| unsafe { T::load8(row.as_ptr(), pass * C + c) });
-            for (h, a) in acc.iter_mut().enumerate() {
-                if p >= shared && p >= lens[h] {
-                    continue;
-                }
-                let w = _mm256_set1_ps(scores[h * padded + p]);
-                for c in 0..C {
-                    a[c] = _mm256_fmadd_ps(w, vr[c], a[c]);
+        for t0 in (0..n.min(left)).step_by(TILE) {
+            let t1 = (t0 + TILE).min(n.min(left));
+            for (i, widened) in (t0..t1).zip(tile.iter_mut()) {
+                // The next tile's row, while this tile's passes run.
+                prefetch_row(v, (i + TILE) * kv.stride + kv.offset, stored);
+                let row = &v[i * kv.stride + kv.offset..][..stored];
+                // SAFETY: `row` is a whole head row; c < L.
+                *widened = std::array::from_fn(|c| unsafe { T::load8(row.as_ptr(), c) });
+            }
+            let positions = Span {
+                rows: &tile[..t1 - t0],
+                first: first + t0,
+            };
+            for h0 in (0..H).step_by(VALUE_HEADS) {
+                let g = (H - h0).min(VALUE_HEADS);
+                let group = Weights {
+                    lens: &lens[h0..h0 + g],
+                    scores: &scores[h0 * padded..(h0 + g) * padded],
+                    padded,
+                };
+                let out = &mut out[h0 * d..(h0 + g) * d];
+                match g {
+                    1 => accumulate::<1, L, 8>(&positions, &group, out),
+                    2 => accumulate::<2, L, 4>(&positions, &group, out),
+                    3 => accumulate::<3, L, 2>(&positions, &group, out),
+                    _ => accumulate::<4, L, 2>(&positions, &group, out),
                 }
             }
-            p += 1;
         }
+        first += n.min(left);
         left -= n.min(left);
     }
-    for (h, head) in acc.iter().enumerate() {
-        for (c, v) in head.iter().enumerate() {
-            // SAFETY: `out` holds H·d values and col + C·8 ≤ d.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(h * d + col + c * 8), *v) };
+}
+
+/// A tile of widened value rows and the position of its first.
+struct Span<'a, const L: usize> {
+    rows: &'a [[__m256; L]],
+    first: usize,
+}
+
+/// Adds one tile's weighted values to `out` for a group of `G` heads, `C` vectors of
+/// columns per pass (the group's accumulators in registers through each pass).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn accumulate<const G: usize, const L: usize, const C: usize>(
+    span: &Span<'_, L>,
+    w: &Weights<'_>,
+    out: &mut [f32],
+) {
+    let d = L * 8;
+    assert!(w.lens.len() == G && out.len() == G * d && L.is_multiple_of(C));
+    // Every head attends to at least the first head's positions (lengths never decrease);
+    // only the last few positions need a per-head check.
+    let shared = w.lens[0];
+    for pass in 0..L / C {
+        let at = |h: usize, c: usize| h * d + (pass * C + c) * 8;
+        // SAFETY (loads and stores): `out` holds G·d values and (pass·C + c + 1)·8 ≤ d.
+        let mut acc: [[__m256; C]; G] = std::array::from_fn(|h| {
+            std::array::from_fn(|c| unsafe { _mm256_loadu_ps(out.as_ptr().add(at(h, c))) })
+        });
+        for (i, row) in span.rows.iter().enumerate() {
+            let p = span.first + i;
+            let vr: [__m256; C] = std::array::from_fn(|c| row[pass * C + c]);
+            if p < shared {
+                for (h, a) in acc.iter_mut().enumerate() {
+                    let s = _mm256_set1_ps(w.scores[h * w.padded + p]);
+                    for c in 0..C {
+                        a[c] = _mm256_fmadd_ps(s, vr[c], a[c]);
+                    }
+                }
+            } else {
+                for (h, a) in acc.iter_mut().enumerate().filter(|(h, _)| p < w.lens[*h]) {
+                    let s = _mm256_set1_ps(w.scores[h * w.padded + p]);
+                    for c in 0..C {
+                        a[c] = _mm256_fmadd_ps(s, vr[c], a[c]);
+                    }
+                }
+            }
+        }
+        for (h, head) in acc.iter().enumerate() {
+            for (c, a) in head.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(at(h, c)), *a) };
+            }
         }
     }
 }

@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use super::attention::{HeadKv, KvValue, QueryBlock, MAX_BLOCK_HEADS};
+use super::attention::{prefetch_row, HeadKv, KvValue, QueryBlock, AHEAD, MAX_BLOCK_HEADS};
 
 /// Whether [`attend_block`] can run `heads` query heads of `head_dim` values on this CPU.
 pub fn supports(heads: usize, head_dim: usize) -> bool {
@@ -215,29 +215,6 @@ fn weighted_values<const H: usize, const C: usize, T: KvValue>(
             // SAFETY: `out` holds H·d values and col + C·16 ≤ d.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(h * d + col + c * 16), *v) };
         }
-    }
-}
-
-/// How many positions ahead the key and value rows are prefetched: a head's rows are a
-/// fraction of each cached position (the other heads' rows lie between), a stride the
-/// hardware prefetchers follow too late, and the loops stall on the loads without this.
-const AHEAD: usize = 16;
-
-/// Asks for the cache lines of `row[at..at + len]` (nothing when past the run's end; a
-/// prefetch never faults, but the address is kept inside the slice anyway).
-#[inline(always)]
-fn prefetch_row<T>(row: &[T], at: usize, len: usize) {
-    if at + len <= row.len() {
-        let p = row[at..].as_ptr().cast::<i8>();
-        let bytes = len * std::mem::size_of::<T>();
-        let mut off = 0;
-        while off < bytes {
-            // SAFETY: `p + off` lies inside `row` (checked above); prefetching reads nothing.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
-            off += 64;
-        }
-        // SAFETY: as above, the row's last byte.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(bytes - 1)) };
     }
 }
 
