@@ -188,9 +188,27 @@ impl<T> HeadKv<'_, T> {
     }
 }
 
-/// Most query heads one attention block holds: both SIMD kernels keep a block's per-head
-/// accumulators in registers up to this many.
+/// Most query heads one attention block holds on the AVX-512 kernel (which keeps a block's
+/// per-head accumulators in registers) and in the per-head loop; the AVX2 kernel takes
+/// more (see [`block_heads`]).
 pub const MAX_BLOCK_HEADS: usize = 8;
+
+/// Most query heads per block for the kernel this CPU runs on heads of `head_dim` values.
+/// One kernel family serves every block size on a CPU, so a head's result never depends
+/// on how many rows shared its block.
+pub fn block_heads(head_dim: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::attention_avx512::supports(1, head_dim) {
+            return MAX_BLOCK_HEADS;
+        }
+        if super::attention_avx2::supports(1, head_dim) {
+            return super::attention_avx2::BLOCK_HEADS;
+        }
+    }
+    let _ = head_dim;
+    MAX_BLOCK_HEADS
+}
 
 /// Query heads that share one key/value head: `rows` consecutive positions of one sequence,
 /// `group` query heads each, so cached keys and values are read once for all of them.
@@ -286,9 +304,10 @@ pub struct Geometry {
 /// row's input and absolute position, `runs` each input's cache, `q` the rows' queries
 /// (`heads × head_dim` each); returns the rows' attention outputs in the same layout.
 ///
-/// Consecutive rows of one input form blocks of up to [`MAX_BLOCK_HEADS`] query heads per
-/// key/value head (eight prompt positions of an MHA model, two of a model with four query
-/// heads per key/value head); one pool item per block and key/value head.
+/// Consecutive rows of one input form blocks of up to [`block_heads`] query heads per
+/// key/value head (eight or sixteen prompt positions of an MHA model, two or four of a
+/// model with four query heads per key/value head); one pool item per block and key/value
+/// head.
 pub fn attend_packed<T: KvValue>(
     geo: Geometry,
     runs: &[&[super::kv::Run<'_, T>]],
@@ -296,7 +315,7 @@ pub fn attend_packed<T: KvValue>(
     q: &[f32],
 ) -> Vec<f32> {
     let (d, group) = (geo.head_dim, geo.heads / geo.kv_heads);
-    let per_block = (MAX_BLOCK_HEADS / group).max(1);
+    let per_block = (block_heads(d) / group).max(1);
     let mut blocks = Vec::new();
     let mut r = 0;
     while r < rows.len() {

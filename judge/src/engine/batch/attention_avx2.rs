@@ -1,6 +1,13 @@
 //! Attention in AVX2 for the batched forward pass (CPUs without AVX-512, or with
-//! `AUTOJ_Q4_1_KERNEL=avx2`), over the same blocks of query heads as the AVX-512 kernel:
-//! each cached key and value row is loaded once per block, and every head's result is
+//! `AUTOJ_Q4_1_KERNEL=avx2`), over blocks of up to [`BLOCK_HEADS`] query heads that share
+//! one key/value head.
+//!
+//! A head's cached rows lie a power-of-two stride apart (every other head's row of the same
+//! position between), so the caches hold few of them at once and a pass that came back to
+//! them found them gone. The kernel therefore walks the cache in tiles of [`TILE`]
+//! positions, widening each tile's rows into one buffer that stays in the first-level cache
+//! while every head of the block uses it: scores two heads against four positions at a
+//! time, weighted values four heads of two column vectors at a time. Every head's result is
 //! computed by the same operations whatever else the block holds, so a position's attention
 //! never depends on how its sequence's rows were grouped into steps.
 
@@ -9,13 +16,19 @@
 
 use std::arch::x86_64::*;
 
-use super::attention::{prefetch_row, HeadKv, KvValue, QueryBlock, AHEAD, MAX_BLOCK_HEADS};
+use super::attention::{prefetch_row, HeadKv, KvValue, QueryBlock};
 use super::kernels::hsum;
+
+/// Most query heads one block holds (sixteen prompt positions of an MHA model): each
+/// widened tile of keys and values is read by every head of the block, so larger blocks
+/// read the cache fewer times; sixteen heads' queries and a tile (8 + 16 KiB at 128 values)
+/// still share the first-level cache.
+pub const BLOCK_HEADS: usize = 16;
 
 /// Whether [`attend_block`] can run `heads` query heads of `head_dim` values on this CPU.
 pub fn supports(heads: usize, head_dim: usize) -> bool {
     super::kernels::uses_simd()
-        && (1..=MAX_BLOCK_HEADS).contains(&heads)
+        && (1..=BLOCK_HEADS).contains(&heads)
         && matches!(head_dim, 64 | 128)
 }
 
@@ -27,34 +40,14 @@ pub fn attend_block<T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out:
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
             && block.q.len() == out.len()
+            && (1..=BLOCK_HEADS).contains(&block.heads())
     );
-    macro_rules! table {
-        ($(($h:literal, $l:literal)),* $(,)?) => {
-            match (block.heads(), block.head_dim) {
-                // SAFETY (every arm): AVX2, FMA and F16C were checked just above.
-                $(($h, $l) => unsafe { attend::<$h, { $l / 8 }, T>(block, kv, out) },)*
-                other => panic!("unsupported attention block (heads, head size) {other:?}"),
-            }
-        };
+    match block.head_dim {
+        // SAFETY (both arms): AVX2, FMA and F16C were checked just above.
+        64 => unsafe { attend::<8, T>(block, kv, out) },
+        128 => unsafe { attend::<16, T>(block, kv, out) },
+        other => panic!("unsupported attention head size {other}"),
     }
-    table!(
-        (1, 64),
-        (2, 64),
-        (3, 64),
-        (4, 64),
-        (5, 64),
-        (6, 64),
-        (7, 64),
-        (8, 64),
-        (1, 128),
-        (2, 128),
-        (3, 128),
-        (4, 128),
-        (5, 128),
-        (6, 128),
-        (7, 128),
-        (8, 128),
-    );
 }
 
 /// Most heads whose weighted values one pass accumulates: four heads of two vectors each
@@ -63,24 +56,26 @@ pub fn attend_block<T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out:
 /// loaded nine).
 const VALUE_HEADS: usize = 4;
 
-/// `H` query heads of `L` eight-lane vectors each.
+/// A block's heads of `L` eight-lane vectors each.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn attend<const H: usize, const L: usize, T: KvValue>(
-    block: &QueryBlock<'_>,
-    kv: &HeadKv<'_, T>,
-    out: &mut [f32],
-) {
-    let d = L * 8;
-    assert!(block.q.len() == H * d && out.len() == H * d);
-    let (lens, longest) = block.lengths::<H>(kv.cached());
+fn attend<const L: usize, T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out: &mut [f32]) {
+    let (heads, d) = (block.heads(), L * 8);
+    assert!(block.q.len() == heads * d && out.len() == heads * d);
+    let lens: Vec<usize> = (0..heads).map(|h| block.len_of(h)).collect();
+    // Lengths never decrease: the last head's is the longest.
+    let longest = lens[heads - 1];
+    assert!(
+        kv.cached() >= longest,
+        "attention past the cached positions"
+    );
     // Scores, head-major, padded to whole vectors of eight positions.
     let padded = longest.div_ceil(8) * 8;
-    let mut scores = vec![f32::NEG_INFINITY; H * padded];
-    key_scores::<H, L, T>(block.q, kv, (&lens, longest), block.scale, &mut scores);
+    let mut scores = vec![f32::NEG_INFINITY; heads * padded];
+    key_scores::<L, T>(block.q, kv, &lens, block.scale, &mut scores);
     for (h, &len) in lens.iter().enumerate() {
         softmax(&mut scores[h * padded..h * padded + len.div_ceil(8) * 8]);
     }
-    weighted_values::<H, L, T>(kv, (&lens, longest), (&scores, padded), out);
+    weighted_values::<L, T>(kv, &lens, (&scores, padded), out);
 }
 
 /// Softmax weights of a group of heads: each head's length and its scores (head-major,
@@ -93,42 +88,128 @@ struct Weights<'a> {
 
 /// Every head's scaled dot product with each cached key up to the head's own length, into
 /// `scores` (head-major, `scores.len() / H` per head); later positions keep their -inf.
+/// Heads in pairs against four positions at a time (eight sums in registers, six vectors
+/// loaded per eight multiply-adds), each position's eight lanes summed by one fixed tree.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn key_scores<const H: usize, const L: usize, T: KvValue>(
+fn key_scores<const L: usize, T: KvValue>(
     q: &[f32],
     kv: &HeadKv<'_, T>,
-    (lens, longest): (&[usize; H], usize),
+    lens: &[usize],
     scale: f32,
     scores: &mut [f32],
 ) {
-    let d = L * 8;
-    let padded = scores.len() / H;
-    let mut p = 0;
-    let mut left = longest;
-    for &(k, _, n) in kv.runs {
-        for i in 0..n.min(left) {
-            let at = i * kv.stride + kv.offset;
-            prefetch_row(k, at + AHEAD * kv.stride, T::stored_len(d));
-            let row = &k[at..at + T::stored_len(d)];
-            // One key vector at a time against every head: H accumulators and one key in
-            // registers; each head's sum still runs over the columns in order.
-            let mut acc = [_mm256_setzero_ps(); H];
-            for c in 0..L {
-                // SAFETY: `row` is a whole head row and `q` holds H·L·8 values; c < L, h < H.
-                let kc = unsafe { T::load8(row.as_ptr(), c) };
-                for (h, a) in acc.iter_mut().enumerate() {
-                    let qc = unsafe { _mm256_loadu_ps(q.as_ptr().add(h * d + c * 8)) };
-                    *a = _mm256_fmadd_ps(qc, kc, *a);
-                }
+    let (heads, d) = (lens.len(), L * 8);
+    let (padded, longest) = (scores.len() / heads, lens[heads - 1]);
+    tiles::<L, T>(kv, Side::Keys, longest, |span| {
+        for h0 in (0..heads).step_by(2) {
+            let g = (heads - h0).min(2);
+            let heads = Scores {
+                q: &q[h0 * d..(h0 + g) * d],
+                lens: &lens[h0..h0 + g],
+                scale,
+                padded,
+            };
+            let out = &mut scores[h0 * padded..(h0 + g) * padded];
+            match g {
+                1 => dots::<1, L>(span, &heads, out),
+                _ => dots::<2, L>(span, &heads, out),
             }
-            for (h, a) in acc.into_iter().enumerate() {
-                if p < lens[h] {
-                    scores[h * padded + p] = hsum!(a) * scale;
-                }
-            }
-            p += 1;
         }
-        left -= n.min(left);
+    });
+}
+
+/// The queries of a group of heads, their lengths, the score scale and the stride of
+/// their scores.
+struct Scores<'a> {
+    q: &'a [f32],
+    lens: &'a [usize],
+    scale: f32,
+    padded: usize,
+}
+
+/// One tile's scores for a group of `G` heads, four positions at a time.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dots<const G: usize, const L: usize>(span: &Span<'_, L>, w: &Scores<'_>, out: &mut [f32]) {
+    let d = L * 8;
+    assert!(w.q.len() == G * d && w.lens.len() == G && span.rows.len() == TILE);
+    for p0 in (0..span.len).step_by(4) {
+        let mut acc = [[_mm256_setzero_ps(); 4]; G];
+        for c in 0..L {
+            // Rows past the tile's length hold stale values; their sums are never stored.
+            let k: [__m256; 4] = std::array::from_fn(|j| span.rows[p0 + j][c]);
+            for (h, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `q` holds G·L·8 values; h < G, c < L.
+                let qc = unsafe { _mm256_loadu_ps(w.q.as_ptr().add(h * d + c * 8)) };
+                for j in 0..4 {
+                    a[j] = _mm256_fmadd_ps(qc, k[j], a[j]);
+                }
+            }
+        }
+        for (h, a) in acc.iter().enumerate() {
+            let sums = _mm_mul_ps(sum4(a), _mm_set1_ps(w.scale));
+            let at = span.first + p0;
+            let valid = (span.len - p0).min(w.lens[h].saturating_sub(at)).min(4);
+            let dst = &mut out[h * w.padded + at..][..valid];
+            let mut lanes = [0f32; 4];
+            // SAFETY: four values.
+            unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), sums) };
+            dst.copy_from_slice(&lanes[..valid]);
+        }
+    }
+}
+
+/// The lane sums of four vectors (lane `j` = the sum of `v[j]`'s eight lanes, always by the
+/// same tree: pairs, then pairs of pairs, then the two halves).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum4(v: &[__m256; 4]) -> __m128 {
+    let h = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+}
+
+/// Which of a run's two arrays [`tiles`] walks.
+#[derive(Clone, Copy)]
+enum Side {
+    Keys,
+    Values,
+}
+
+/// Walks a head's first `longest` cached keys or values in tiles of up to [`TILE`]
+/// positions, each widened into one buffer (while the next tile's rows are asked for), and
+/// hands each tile to `f`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tiles<const L: usize, T: KvValue>(
+    kv: &HeadKv<'_, T>,
+    side: Side,
+    longest: usize,
+    mut f: impl FnMut(&Span<'_, L>),
+) {
+    let stored = T::stored_len(L * 8);
+    let mut tile = [[_mm256_setzero_ps(); L]; TILE];
+    let (mut first, mut left) = (0, longest);
+    for &(k, v, n) in kv.runs {
+        let (src, n) = (if matches!(side, Side::Keys) { k } else { v }, n.min(left));
+        for t0 in (0..n).step_by(TILE) {
+            let t1 = (t0 + TILE).min(n);
+            for (i, widened) in (t0..t1).zip(tile.iter_mut()) {
+                // The next tile's row, while this tile's work runs.
+                prefetch_row(src, (i + TILE) * kv.stride + kv.offset, stored);
+                let row = &src[i * kv.stride + kv.offset..][..stored];
+                for (c, w) in widened.iter_mut().enumerate() {
+                    // SAFETY: `row` is a whole head row; c < L.
+                    *w = unsafe { T::load8(row.as_ptr(), c) };
+                }
+            }
+            f(&Span {
+                rows: &tile,
+                len: t1 - t0,
+                first: first + t0,
+            });
+        }
+        first += n;
+        left -= n;
     }
 }
 
@@ -156,67 +237,51 @@ fn softmax(s: &mut [f32]) {
     }
 }
 
-/// Positions whose value rows [`weighted_values`] gathers into one tile: head rows lie a
+/// Positions whose key or value rows are widened into one tile: head rows lie a
 /// power-of-two stride apart in the cache (every other head's row of a position between),
 /// so few of them share the cache at once; gathered, a tile's rows stay in the first-level
-/// cache for every column pass (32 rows of 128 values: 16 KiB).
+/// cache for every head and column pass (32 rows of 128 values: 16 KiB). A multiple of
+/// four (the positions [`dots`] takes at a time).
 const TILE: usize = 32;
 
-/// The weighted sums of values of `H` heads over tiles of positions, each tile's rows
-/// widened into a buffer once and read by every column pass of every group of heads; the
-/// sums are kept in `out` between tiles. Each head sums only over its own positions, in
-/// position order, with the same operations whichever group it is in.
+/// The weighted sums of values of every head, tile by tile, each tile read by every column
+/// pass of every group of heads; the sums are kept in `out` between tiles. Each head sums
+/// only over its own positions, in position order, with the same operations whichever
+/// group it is in.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn weighted_values<const H: usize, const L: usize, T: KvValue>(
+fn weighted_values<const L: usize, T: KvValue>(
     kv: &HeadKv<'_, T>,
-    (lens, longest): (&[usize; H], usize),
+    lens: &[usize],
     (scores, padded): (&[f32], usize),
     out: &mut [f32],
 ) {
-    let d = L * 8;
-    let stored = T::stored_len(d);
-    let mut tile = [[_mm256_setzero_ps(); L]; TILE];
+    let (heads, d) = (lens.len(), L * 8);
+    let longest = lens[heads - 1];
     out.fill(0.0);
-    let mut first = 0;
-    let mut left = longest;
-    for &(_, v, n) in kv.runs {
-        for t0 in (0..n.min(left)).step_by(TILE) {
-            let t1 = (t0 + TILE).min(n.min(left));
-            for (i, widened) in (t0..t1).zip(tile.iter_mut()) {
-                // The next tile's row, while this tile's passes run.
-                prefetch_row(v, (i + TILE) * kv.stride + kv.offset, stored);
-                let row = &v[i * kv.stride + kv.offset..][..stored];
-                // SAFETY: `row` is a whole head row; c < L.
-                *widened = std::array::from_fn(|c| unsafe { T::load8(row.as_ptr(), c) });
-            }
-            let positions = Span {
-                rows: &tile[..t1 - t0],
-                first: first + t0,
+    tiles::<L, T>(kv, Side::Values, longest, |span| {
+        for h0 in (0..heads).step_by(VALUE_HEADS) {
+            let g = (heads - h0).min(VALUE_HEADS);
+            let group = Weights {
+                lens: &lens[h0..h0 + g],
+                scores: &scores[h0 * padded..(h0 + g) * padded],
+                padded,
             };
-            for h0 in (0..H).step_by(VALUE_HEADS) {
-                let g = (H - h0).min(VALUE_HEADS);
-                let group = Weights {
-                    lens: &lens[h0..h0 + g],
-                    scores: &scores[h0 * padded..(h0 + g) * padded],
-                    padded,
-                };
-                let out = &mut out[h0 * d..(h0 + g) * d];
-                match g {
-                    1 => accumulate::<1, L, 8>(&positions, &group, out),
-                    2 => accumulate::<2, L, 4>(&positions, &group, out),
-                    3 => accumulate::<3, L, 2>(&positions, &group, out),
-                    _ => accumulate::<4, L, 2>(&positions, &group, out),
-                }
+            let out = &mut out[h0 * d..(h0 + g) * d];
+            match g {
+                1 => accumulate::<1, L, 8>(span, &group, out),
+                2 => accumulate::<2, L, 4>(span, &group, out),
+                3 => accumulate::<3, L, 2>(span, &group, out),
+                _ => accumulate::<4, L, 2>(span, &group, out),
             }
         }
-        first += n.min(left);
-        left -= n.min(left);
-    }
+    });
 }
 
-/// A tile of widened value rows and the position of its first.
+/// A tile of widened rows: [`TILE`] of them, the first `len` cached positions from
+/// `first` on (the rest stale).
 struct Span<'a, const L: usize> {
     rows: &'a [[__m256; L]],
+    len: usize,
     first: usize,
 }
 
@@ -240,7 +305,7 @@ fn accumulate<const G: usize, const L: usize, const C: usize>(
         let mut acc: [[__m256; C]; G] = std::array::from_fn(|h| {
             std::array::from_fn(|c| unsafe { _mm256_loadu_ps(out.as_ptr().add(at(h, c))) })
         });
-        for (i, row) in span.rows.iter().enumerate() {
+        for (i, row) in span.rows[..span.len].iter().enumerate() {
             let p = span.first + i;
             let vr: [__m256; C] = std::array::from_fn(|c| row[pass * C + c]);
             if p < shared {
