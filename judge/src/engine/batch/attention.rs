@@ -140,13 +140,11 @@ impl KvValue for i8 {
     }
 }
 
-/// How many positions ahead the key and value rows are prefetched: a head's rows are a
-/// fraction of each cached position (the other heads' rows lie between), a stride the
-/// hardware prefetchers follow too late, and the loops stall on the loads without this.
-pub(super) const AHEAD: usize = 16;
-
 /// Asks for the cache lines of `row[at..at + len]` (nothing when past the run's end; a
-/// prefetch never faults, but the address is kept inside the slice anyway).
+/// prefetch never faults, but the address is kept inside the slice anyway). A head's rows
+/// are a fraction of each cached position (the other heads' rows lie between), a stride
+/// the hardware prefetchers follow too late, and the SIMD kernels stall on the loads
+/// without asking ahead.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(super) fn prefetch_row<T>(row: &[T], at: usize, len: usize) {

@@ -103,7 +103,7 @@ fn key_scores<const L: usize, T: KvValue>(
     tiles::<L, T>(kv, Side::Keys, longest, |span| {
         for h0 in (0..heads).step_by(2) {
             let g = (heads - h0).min(2);
-            let heads = Scores {
+            let group = Scores {
                 q: &q[h0 * d..(h0 + g) * d],
                 lens: &lens[h0..h0 + g],
                 scale,
@@ -111,8 +111,8 @@ fn key_scores<const L: usize, T: KvValue>(
             };
             let out = &mut scores[h0 * padded..(h0 + g) * padded];
             match g {
-                1 => dots::<1, L>(span, &heads, out),
-                _ => dots::<2, L>(span, &heads, out),
+                1 => dots::<1, L>(span, &group, out),
+                _ => dots::<2, L>(span, &group, out),
             }
         }
     });
@@ -243,6 +243,7 @@ fn softmax(s: &mut [f32]) {
 /// cache for every head and column pass (32 rows of 128 values: 16 KiB). A multiple of
 /// four (the positions [`dots`] takes at a time).
 const TILE: usize = 32;
+const _: () = assert!(TILE.is_multiple_of(4));
 
 /// The weighted sums of values of every head, tile by tile, each tile read by every column
 /// pass of every group of heads; the sums are kept in `out` between tiles. Each head sums

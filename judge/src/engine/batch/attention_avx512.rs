@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use super::attention::{prefetch_row, HeadKv, KvValue, QueryBlock, AHEAD, MAX_BLOCK_HEADS};
+use super::attention::{prefetch_row, HeadKv, KvValue, QueryBlock, MAX_BLOCK_HEADS};
 
 /// Whether [`attend_block`] can run `heads` query heads of `head_dim` values on this CPU.
 pub fn supports(heads: usize, head_dim: usize) -> bool {
@@ -217,6 +217,9 @@ fn weighted_values<const H: usize, const C: usize, T: KvValue>(
         }
     }
 }
+
+/// How many positions ahead the key and value rows are prefetched.
+const AHEAD: usize = 16;
 
 /// The sixteen lane sums of sixteen vectors, as one vector (lane `i` = sum of `v[i]`).
 #[target_feature(enable = "avx512f")]
