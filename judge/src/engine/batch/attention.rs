@@ -235,12 +235,21 @@ impl QueryBlock<'_> {
         self.first_len + h / self.group
     }
 
-    /// Every one of the `H` heads' lengths and the longest (the last head's: lengths never
-    /// decrease), checked against the `cached` positions.
+    /// Every one of the `H` heads' lengths and the longest, checked against the `cached`
+    /// positions.
     pub fn lengths<const H: usize>(&self, cached: usize) -> ([usize; H], usize) {
-        let longest = self.len_of(H.saturating_sub(1));
+        (
+            std::array::from_fn(|h| self.len_of(h)),
+            self.longest(cached),
+        )
+    }
+
+    /// The last head's length, the longest (lengths never decrease), checked against the
+    /// `cached` positions.
+    pub fn longest(&self, cached: usize) -> usize {
+        let longest = self.len_of(self.heads().saturating_sub(1));
         assert!(cached >= longest, "attention past the cached positions");
-        (std::array::from_fn(|h| self.len_of(h)), longest)
+        longest
     }
 }
 

@@ -61,13 +61,8 @@ const VALUE_HEADS: usize = 4;
 fn attend<const L: usize, T: KvValue>(block: &QueryBlock<'_>, kv: &HeadKv<'_, T>, out: &mut [f32]) {
     let (heads, d) = (block.heads(), L * 8);
     assert!(block.q.len() == heads * d && out.len() == heads * d);
+    let longest = block.longest(kv.cached());
     let lens: Vec<usize> = (0..heads).map(|h| block.len_of(h)).collect();
-    // Lengths never decrease: the last head's is the longest.
-    let longest = lens[heads - 1];
-    assert!(
-        kv.cached() >= longest,
-        "attention past the cached positions"
-    );
     // Scores, head-major, padded to whole vectors of eight positions.
     let padded = longest.div_ceil(8) * 8;
     let mut scores = vec![f32::NEG_INFINITY; heads * padded];
@@ -309,19 +304,11 @@ fn accumulate<const G: usize, const L: usize, const C: usize>(
         for (i, row) in span.rows[..span.len].iter().enumerate() {
             let p = span.first + i;
             let vr: [__m256; C] = std::array::from_fn(|c| row[pass * C + c]);
-            if p < shared {
-                for (h, a) in acc.iter_mut().enumerate() {
-                    let s = _mm256_set1_ps(w.scores[h * w.padded + p]);
-                    for c in 0..C {
-                        a[c] = _mm256_fmadd_ps(s, vr[c], a[c]);
-                    }
-                }
-            } else {
-                for (h, a) in acc.iter_mut().enumerate().filter(|(h, _)| p < w.lens[*h]) {
-                    let s = _mm256_set1_ps(w.scores[h * w.padded + p]);
-                    for c in 0..C {
-                        a[c] = _mm256_fmadd_ps(s, vr[c], a[c]);
-                    }
+            let live = |&(h, _): &(usize, _)| p < shared || p < w.lens[h];
+            for (h, a) in acc.iter_mut().enumerate().filter(live) {
+                let s = _mm256_set1_ps(w.scores[h * w.padded + p]);
+                for c in 0..C {
+                    a[c] = _mm256_fmadd_ps(s, vr[c], a[c]);
                 }
             }
         }
