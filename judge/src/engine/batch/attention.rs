@@ -312,8 +312,8 @@ pub struct Geometry {
 /// (`heads × head_dim` each); returns the rows' attention outputs in the same layout.
 ///
 /// Consecutive rows of one input form blocks of up to [`block_heads`] query heads per
-/// key/value head (eight or sixteen prompt positions of an MHA model, two or four of a
-/// model with four query heads per key/value head); one pool item per block and key/value
+/// key/value head (eight or 32 prompt positions of an MHA model, two or eight of a model
+/// with four query heads per key/value head); one pool item per block and key/value
 /// head.
 pub fn attend_packed<T: KvValue>(
     geo: Geometry,
