@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_packed, Geometry, KvValue};
 pub(super) use super::embedding::Embedding;
-use super::kernels::{swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
+use super::kernels::{quantize_q8k, swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
 use super::kv::{KvType, Run, Runs, SeqKv};
 use crate::error::{JudgeError, Result};
 
@@ -140,6 +140,27 @@ impl Linear {
         })
     }
 
+    /// Each of `parts` applied to the same `x` (`[m, in]`), the input quantized once where
+    /// they are all K-quant matrices (Q, K and V; gate and up of a Q4_K_M file): a prompt
+    /// chunk's quantization is a few percent of its products.
+    fn forward_each(parts: &[&Linear], x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
+        let k = x.len() / m.max(1);
+        let all_k = parts
+            .iter()
+            .all(|p| matches!(p, Self::K(w) if w.columns() == k));
+        if all_k && parts.len() > 1 {
+            let xq = quantize_q8k(x, m, k);
+            return Ok(parts
+                .iter()
+                .filter_map(|p| match p {
+                    Self::K(w) => Some(w.matmul_q8k(&xq, m)),
+                    _ => None,
+                })
+                .collect());
+        }
+        parts.iter().map(|p| p.forward(x, m)).collect()
+    }
+
     /// `x` is `[m, in]`; returns `[m, out]`.
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         match self {
@@ -197,7 +218,10 @@ impl Group {
     /// Each part's `[m, out]` output.
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
         match self {
-            Self::Separate(parts) => parts.iter().map(|p| p.forward(x, m)).collect(),
+            Self::Separate(parts) => {
+                let parts: Vec<&Linear> = parts.iter().collect();
+                Linear::forward_each(&parts, x, m)
+            }
             Self::Fused { w, widths } => {
                 let y = w.matmul(x, m);
                 let total = w.rows();
@@ -243,8 +267,9 @@ impl GateUp {
         match self {
             Self::Fused(w) => Ok(w.matmul_swiglu(x, m)),
             Self::Separate(parts) => {
-                let g = parts.0.forward(x, m)?;
-                let u = parts.1.forward(x, m)?;
+                let [g, u]: [Vec<f32>; 2] = Linear::forward_each(&[&parts.0, &parts.1], x, m)?
+                    .try_into()
+                    .map_err(|_| internal("gate and up gave other than two outputs"))?;
                 let mut h = vec![0f32; g.len()];
                 swiglu(&g, &u, &mut h);
                 Ok(h)

@@ -25,7 +25,7 @@ pub const QK_K: usize = 256;
 
 /// One activation super-block: `value ≈ d * q`; `bsums[i]` is the sum of `qs[16i..16i+16]`
 /// and `dsums[i]` is `d * bsums[i]` (what the AVX-512 kernels weigh the offsets with).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockQ8K {
     pub(super) d: f32,
@@ -95,36 +95,109 @@ pub(super) fn scales_mins(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 /// Quantizes `m` rows of `k` values (`k` a multiple of 256) to Q8_K blocks.
 pub fn quantize_q8k(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8K> {
     debug_assert_eq!(x.len(), m * k);
-    x.chunks_exact(QK_K)
-        .map(|chunk| {
-            let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut qs = [0i8; QK_K];
-            for (q, v) in qs.iter_mut().zip(chunk) {
-                *q = (v * inv).round() as i8;
-            }
-            let mut bsums = [0i16; QK_K / 16];
-            for (s, group) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
-                *s = group.iter().map(|&q| q as i16).sum();
-            }
-            let dsums = bsums.map(|b| d * b as f32);
-            let dsums32 = std::array::from_fn(|s| dsums[2 * s] + dsums[2 * s + 1]);
-            BlockQ8K {
-                d,
-                qs,
-                bsums,
-                dsums,
-                dsums32,
-            }
-        })
-        .collect()
+    let blocks = x.len() / QK_K;
+    let mut out = vec![BlockQ8K::zeroed(); blocks];
+    let fill = |first: usize, out: &mut [BlockQ8K]| {
+        let x = &x[first * QK_K..];
+        for (b, chunk) in out.iter_mut().zip(x.chunks_exact(QK_K)) {
+            *b = BlockQ8K::quantize(chunk.try_into().expect("a whole super-block"));
+        }
+    };
+    // A prompt chunk's activations (512 rows of 4,096 values: 8,192 blocks) took as long
+    // as a few percent of the products when one thread quantized them while the others
+    // waited; a decode step's few blocks are not worth a dispatch.
+    if blocks < PARALLEL_BLOCKS {
+        fill(0, &mut out);
+    } else {
+        let per = blocks
+            .div_ceil(4 * candle_core::utils::get_num_threads())
+            .max(1);
+        super::par_chunks(&mut out, per, |i, piece| fill(i * per, piece));
+    }
+    out
 }
 
+/// Fewest activation blocks [`quantize_q8k`] spreads over the pool.
+const PARALLEL_BLOCKS: usize = 256;
+
 impl BlockQ8K {
+    /// One super-block of activations: `d = max |x| / 127`, `q = round(x / d)` (halves
+    /// away from zero), and the sums the kernels weigh offsets with. The AVX2 path computes
+    /// the same integers as the portable one (tested), so a row's products never depend on
+    /// which path quantized it.
+    pub fn quantize(x: &[f32; QK_K]) -> Self {
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut qs = [0i8; QK_K];
+        #[cfg(target_arch = "x86_64")]
+        if uses_simd() {
+            // SAFETY: `uses_simd` reported AVX2, FMA and F16C.
+            unsafe { round_avx2(x, inv, &mut qs) };
+            return Self::with_values(d, qs);
+        }
+        for (q, v) in qs.iter_mut().zip(x) {
+            *q = (v * inv).round() as i8;
+        }
+        Self::with_values(d, qs)
+    }
+
+    /// The block of values `qs` with scale `d`, its sums filled in.
+    fn with_values(d: f32, qs: [i8; QK_K]) -> Self {
+        let mut bsums = [0i16; QK_K / 16];
+        for (s, group) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+            *s = group.iter().map(|&q| q as i16).sum();
+        }
+        let dsums = bsums.map(|b| d * b as f32);
+        let dsums32 = std::array::from_fn(|s| dsums[2 * s] + dsums[2 * s + 1]);
+        Self {
+            d,
+            qs,
+            bsums,
+            dsums,
+            dsums32,
+        }
+    }
+
     /// The block's values as the kernels see them (tests compare products against these).
     pub fn values(&self) -> [f32; QK_K] {
         self.qs.map(|q| self.d * q as f32)
+    }
+}
+
+/// `qs[i] = round(x[i] · inv)` eight values at a time, rounding halves away from zero as
+/// `f32::round` does (truncate, then step away from zero where the dropped part is at
+/// least one half; both steps exact), so the integers equal the portable loop's.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_avx2(x: &[f32; QK_K], inv: f32, qs: &mut [i8; QK_K]) {
+    use std::arch::x86_64::*;
+    let (inv, half, one) = (
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(0.5),
+        _mm256_set1_ps(1.0),
+    );
+    let sign = _mm256_set1_ps(-0.0);
+    // Undoes the lane interleaving of the two packs below.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let round = |at: usize| {
+        // SAFETY: `at + 8 <= QK_K` (callers step through whole groups of 32).
+        let y = _mm256_mul_ps(unsafe { _mm256_loadu_ps(x.as_ptr().add(at)) }, inv);
+        let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+        let dropped = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
+        let step = _mm256_or_ps(_mm256_and_ps(y, sign), one);
+        let up = _mm256_cmp_ps::<_CMP_GE_OQ>(dropped, half);
+        _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)))
+    };
+    for at in (0..QK_K).step_by(32) {
+        let low = _mm256_packs_epi32(round(at), round(at + 8));
+        let high = _mm256_packs_epi32(round(at + 16), round(at + 24));
+        let bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(low, high), order);
+        // SAFETY: 32 bytes at `at` lie inside `qs`.
+        unsafe { _mm256_storeu_si256(qs.as_mut_ptr().add(at).cast(), bytes) };
     }
 }
 
@@ -425,8 +498,13 @@ impl<B: SuperBlock> KMatrix<B> {
 
     /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_q8k(&quantize_q8k(x, m, self.k), m)
+    }
+
+    /// [`Self::matmul`] of activations already quantized by [`quantize_q8k`].
+    pub fn matmul_q8k(&self, xq: &[BlockQ8K], m: usize) -> Vec<f32> {
         let kb = self.k / QK_K;
-        let xq = quantize_q8k(x, m, self.k);
+        assert_eq!(xq.len(), m * kb, "activations of another width");
         let blocks = self.blocks();
         let kernels = Self::kernels();
         let column = |col: usize, rows: Range<usize>, out: &mut [f32]| {
@@ -435,10 +513,10 @@ impl<B: SuperBlock> KMatrix<B> {
                 Kernels::Eight(one, four, eight) => {
                     let split = rows.start + rows.len() / 8 * 8;
                     let (by8, rest) = out.split_at_mut(split - rows.start);
-                    block_rows(w, (&xq, kb), rows.start..split, by8, (one, eight));
-                    block_rows(w, (&xq, kb), split..rows.end, rest, (one, four));
+                    block_rows(w, (xq, kb), rows.start..split, by8, (one, eight));
+                    block_rows(w, (xq, kb), split..rows.end, rest, (one, four));
                 }
-                Kernels::Four(one, four) => block_rows(w, (&xq, kb), rows, out, (one, four)),
+                Kernels::Four(one, four) => block_rows(w, (xq, kb), rows, out, (one, four)),
             }
         };
         tiled(
@@ -519,12 +597,28 @@ impl KQuant {
 
     /// See [`KMatrix::matmul`].
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_q8k(&quantize_q8k(x, m, self.columns()), m)
+    }
+
+    /// See [`KMatrix::matmul_q8k`]: matrices that share an input quantize it once.
+    pub fn matmul_q8k(&self, xq: &[BlockQ8K], m: usize) -> Vec<f32> {
         match self {
-            Self::Q4K(w) => w.matmul(x, m),
-            Self::Q5K(w) => w.matmul(x, m),
-            Self::Q6K(w) => w.matmul(x, m),
+            Self::Q4K(w) => w.matmul_q8k(xq, m),
+            Self::Q5K(w) => w.matmul_q8k(xq, m),
+            Self::Q6K(w) => w.matmul_q8k(xq, m),
             #[cfg(target_arch = "x86_64")]
-            Self::Lanes(w) => w.matmul(x, m),
+            Self::Lanes(w) => w.matmul_q8k(xq, m),
+        }
+    }
+
+    /// Input size.
+    pub fn columns(&self) -> usize {
+        match self {
+            Self::Q4K(w) => w.k,
+            Self::Q5K(w) => w.k,
+            Self::Q6K(w) => w.k,
+            #[cfg(target_arch = "x86_64")]
+            Self::Lanes(w) => w.columns(),
         }
     }
 

@@ -29,9 +29,7 @@ use std::ops::Range;
 use bytemuck::Pod;
 use candle_core::quantized::GgmlDType;
 
-use super::kquant::{
-    quantize_q8k, scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, Stored, QK_K,
-};
+use super::kquant::{scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, Stored, QK_K};
 use super::{tiled, Epilogue, KQUANT_TILE};
 
 /// Q4_K registers per (group, block): 32 of packed values, then the group's 6-bit scales
@@ -191,10 +189,15 @@ impl Lanes {
         }
     }
 
-    /// `x` is `[m, k]` row-major; returns `[m, n]` = `x · Wᵀ`.
-    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+    /// Input size.
+    pub fn columns(&self) -> usize {
+        self.k
+    }
+
+    /// `xq` is `[m, k]` quantized by [`super::quantize_q8k`]; returns `[m, n]` = `x · Wᵀ`.
+    pub fn matmul_q8k(&self, xq: &[BlockQ8K], m: usize) -> Vec<f32> {
         let kb = self.k / QK_K;
-        let xq = quantize_q8k(x, m, self.k);
+        assert_eq!(xq.len(), m * kb, "activations of another width");
         let width = self.width.rows();
         let fill = |g: usize, rows: Range<usize>, out: &mut [f32]| {
             let act = |r: usize| &xq[r * kb..(r + 1) * kb];
@@ -431,7 +434,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::engine::batch::kernels::KQuant;
+    use crate::engine::batch::kernels::{quantize_q8k, KQuant};
     use crate::engine::batch::test_values::random;
 
     /// Each type and each width the CPU runs (AVX-512 and AVX2 on an AVX-512 machine)
@@ -471,7 +474,7 @@ mod tests {
                 .matmul(&x, m);
             for &width in &widths {
                 let lanes = Lanes::packed(kind, &stored, n, k, width).expect("whole groups");
-                let got = lanes.matmul(&x, m);
+                let got = lanes.matmul_q8k(&quantize_q8k(&x, m, k), m);
                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-4 * b.abs().max(1.0),
@@ -479,7 +482,7 @@ mod tests {
                     );
                 }
                 for r in [0, 7, 8, 12] {
-                    let alone = lanes.matmul(&x[r * k..(r + 1) * k], 1);
+                    let alone = lanes.matmul_q8k(&quantize_q8k(&x[r * k..(r + 1) * k], 1, k), 1);
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     let among = &got[r * n..(r + 1) * n];
                     assert_eq!(bits(&alone), bits(among), "{kind:?} {width:?} row {r}");

@@ -188,3 +188,55 @@ fn wrong_shapes_are_refused() {
     let _ = KMatrix::<BlockQ4K>::new(Stored::Owned(vec![0u8; 144].into()), 1, 128)
         .map(|_| panic!("k must be a multiple of 256"));
 }
+
+#[test]
+fn activations_round_halves_away_from_zero_on_every_path() {
+    // A block whose largest magnitude is 127 has scale 1, so these land exactly on halves
+    // (and just below them) after scaling.
+    let edges = [
+        127.0,
+        -127.0,
+        2.5,
+        -2.5,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        0.49999997,
+        -0.49999997,
+        126.5,
+        -126.5,
+        3.4999998,
+        -3.4999998,
+        0.0,
+        -0.0,
+    ];
+    let mut first: Vec<f32> = random(QK_K, 3).iter().map(|v| v * 126.0).collect();
+    first[..edges.len()].copy_from_slice(&edges);
+    let second: Vec<f32> = random(QK_K, 4).iter().map(|v| v * 3.7).collect();
+    let zeros = vec![0f32; QK_K];
+    for x in [&first, &second, &zeros] {
+        let block = BlockQ8K::quantize(x[..].try_into().unwrap());
+        let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert_eq!(block.d, amax / 127.0);
+        let inv = if block.d > 0.0 { 1.0 / block.d } else { 0.0 };
+        let want: Vec<i8> = x.iter().map(|v| (v * inv).round() as i8).collect();
+        assert_eq!(block.qs.to_vec(), want);
+        for (s, group) in block.bsums.iter().zip(want.chunks_exact(16)) {
+            assert_eq!(*s, group.iter().map(|&q| q as i16).sum::<i16>());
+        }
+    }
+    assert_eq!(
+        &BlockQ8K::quantize(first[..].try_into().unwrap()).qs[2..6],
+        &[3, -3, 1, -1]
+    );
+    // Many rows go through the pool in pieces: each block as when quantized alone.
+    let (m, k) = (160, 2 * QK_K);
+    let x = random(m * k, 8);
+    let together = quantize_q8k(&x, m, k);
+    assert_eq!(together.len(), m * k / QK_K);
+    for (b, chunk) in together.iter().zip(x.chunks_exact(QK_K)) {
+        let alone = BlockQ8K::quantize(chunk.try_into().unwrap());
+        assert_eq!((b.d, b.qs, b.bsums), (alone.d, alone.qs, alone.bsums));
+    }
+}

@@ -152,9 +152,9 @@ pub(super) fn block_rows<B, A, const N: usize>(
 
 /// Runs `f(i, chunk_i)` over consecutive `chunk`-sized pieces of `out` on candle's CPU
 /// thread pool (the one its own kernels use, so the two never compete for cores).
-pub fn par_chunks<F>(out: &mut [f32], chunk: usize, f: F)
+pub fn par_chunks<T: Send, F>(out: &mut [T], chunk: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync,
+    F: Fn(usize, &mut [T]) + Sync,
 {
     let chunk = chunk.max(1);
     let len = out.len();
@@ -174,16 +174,24 @@ where
 }
 
 /// A raw output pointer handed to pool workers that write disjoint ranges.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+struct SharedOut<T>(*mut T);
 
-impl SharedOut {
+impl<T> Clone for SharedOut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
     /// The pointer; a method so closures capture the whole (Sync) wrapper, not the field.
-    fn ptr(self) -> *mut f32 {
+    fn ptr(self) -> *mut T {
         self.0
     }
 }
-// SAFETY: workers only write disjoint ranges (see `par_chunks`) and the owner waits for them.
-unsafe impl Send for SharedOut {}
+// SAFETY: workers only write disjoint ranges (see `par_chunks`) of `Send` values and the
+// owner waits for them.
+unsafe impl<T: Send> Send for SharedOut<T> {}
 // SAFETY: as above; the pointer itself is never used to read shared data.
-unsafe impl Sync for SharedOut {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
