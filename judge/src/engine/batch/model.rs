@@ -145,18 +145,16 @@ impl Linear {
     /// chunk's quantization is a few percent of its products.
     fn forward_each(parts: &[&Linear], x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
         let k = x.len() / m.max(1);
-        let all_k = parts
+        let kquants: Vec<&KQuant> = parts
             .iter()
-            .all(|p| matches!(p, Self::K(w) if w.columns() == k));
-        if all_k && parts.len() > 1 {
+            .filter_map(|p| match p {
+                Self::K(w) if w.columns() == k => Some(w),
+                _ => None,
+            })
+            .collect();
+        if parts.len() > 1 && kquants.len() == parts.len() {
             let xq = quantize_q8k(x, m, k);
-            return Ok(parts
-                .iter()
-                .filter_map(|p| match p {
-                    Self::K(w) => Some(w.matmul_q8k(&xq, m)),
-                    _ => None,
-                })
-                .collect());
+            return Ok(kquants.iter().map(|w| w.matmul_q8k(&xq, m)).collect());
         }
         parts.iter().map(|p| p.forward(x, m)).collect()
     }

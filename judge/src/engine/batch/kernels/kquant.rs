@@ -167,7 +167,8 @@ impl BlockQ8K {
 
 /// `qs[i] = round(x[i] · inv)` eight values at a time, rounding halves away from zero as
 /// `f32::round` does (truncate, then step away from zero where the dropped part is at
-/// least one half; both steps exact), so the integers equal the portable loop's.
+/// least one half; both steps exact) and NaN to 0 as `as i8` does, so the integers equal
+/// the portable loop's.
 ///
 /// # Safety
 /// The CPU must have AVX2.
@@ -190,7 +191,10 @@ unsafe fn round_avx2(x: &[f32; QK_K], inv: f32, qs: &mut [i8; QK_K]) {
         let dropped = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
         let step = _mm256_or_ps(_mm256_and_ps(y, sign), one);
         let up = _mm256_cmp_ps::<_CMP_GE_OQ>(dropped, half);
-        _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(up, step)))
+        let rounded = _mm256_add_ps(t, _mm256_and_ps(up, step));
+        // NaN (an infinite input times a zero `inv`) would convert to -2^31, then -128.
+        let number = _mm256_cmp_ps::<_CMP_ORD_Q>(y, y);
+        _mm256_cvttps_epi32(_mm256_and_ps(rounded, number))
     };
     for at in (0..QK_K).step_by(32) {
         let low = _mm256_packs_epi32(round(at), round(at + 8));

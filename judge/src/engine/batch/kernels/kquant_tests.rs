@@ -215,7 +215,11 @@ fn activations_round_halves_away_from_zero_on_every_path() {
     first[..edges.len()].copy_from_slice(&edges);
     let second: Vec<f32> = random(QK_K, 4).iter().map(|v| v * 3.7).collect();
     let zeros = vec![0f32; QK_K];
-    for x in [&first, &second, &zeros] {
+    // A blown-up activation row: the factor is infinite and every value quantizes to 0.
+    let mut broken = second.clone();
+    broken[5] = f32::INFINITY;
+    broken[9] = f32::NAN;
+    for x in [&first, &second, &zeros, &broken] {
         let block = BlockQ8K::quantize(x[..].try_into().unwrap());
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
         assert_eq!(block.d, amax / 127.0);
