@@ -122,6 +122,16 @@ fn prompt(
     }
 }
 
+/// Seconds since the running executable was written (`None` where the system cannot
+/// say): a comparison run on a build older than the code it is meant to measure shows it.
+fn binary_age_s() -> Option<f64> {
+    let written = std::fs::metadata(std::env::current_exe().ok()?)
+        .ok()?
+        .modified()
+        .ok()?;
+    Some(written.elapsed().ok()?.as_secs_f64())
+}
+
 /// Runs both engines and prints one JSON object per engine plus the ratios.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -161,6 +171,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "prefill_chunk": args.prefill_chunk,
         "kv_dtype": format!("{:?}", model.shape.kv).to_lowercase(),
         "prefill_tok_s": median(prefill), "decode_tok_s": median(decode), "runs": args.repeat,
+        "binary_age_s": binary_age_s(),
     });
     println!("{ours}");
     let mut levels = Vec::new();
