@@ -10,7 +10,8 @@
 use std::arch::x86_64::*;
 
 use super::blocks::hsum;
-use super::kquant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use super::kquant::{BlockQ4K, BlockQ5K, BlockQ6K};
+use super::q8k::BlockQ8K;
 
 /// Loads 32 bytes from `b[at..at + 32]`.
 #[inline]

@@ -12,8 +12,9 @@
 
 use std::arch::x86_64::*;
 
-use super::kquant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use super::kquant::{BlockQ4K, BlockQ5K, BlockQ6K};
 use super::kquant_avx2::{half, scale_bytes, unpack_q6k, OffsetBlock};
+use super::q8k::BlockQ8K;
 
 /// A super-block ready for the products: its 256 unsigned values as four 64-byte
 /// registers, the 16-bit scales of the two packed register pairs, the offset weight of

@@ -29,7 +29,8 @@ use std::ops::Range;
 use bytemuck::Pod;
 use candle_core::quantized::GgmlDType;
 
-use super::kquant::{scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, Stored, QK_K};
+use super::kquant::{scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, Stored, QK_K};
+use super::q8k::BlockQ8K;
 use super::{tiled, Epilogue, KQUANT_TILE};
 
 /// Q4_K registers per (group, block): 32 of packed values, then the group's 6-bit scales

@@ -7,8 +7,8 @@
 
 use std::arch::x86_64::*;
 
-use super::kquant::BlockQ8K;
 use super::kquant_lanes::{word, Ahead, Q4K_REGS, Q5K_REGS, Q6K_REGS};
+use super::q8k::BlockQ8K;
 
 /// One Q4_K group's sixteen weight rows (`regs`: [`Q4K_REGS`] per block) against `N`
 /// activation rows; activation row `j`'s sixteen outputs go to `out[16j..16j + 16]`.

@@ -114,7 +114,7 @@ fn kernels_agree<B: SuperBlock>(bytes: &[u8], k: usize) {
             B::NAME
         );
         // Eight rows per pass (prefill): each row still gets the bits it gets alone.
-        let eight: [&[super::kquant::BlockQ8K]; 8] = std::array::from_fn(|i| rows[(i * 3) % 4]);
+        let eight: [&[BlockQ8K]; 8] = std::array::from_fn(|i| rows[(i * 3) % 4]);
         // SAFETY: as above.
         let wide8 = unsafe { B::dot_avx2(w, eight) };
         for (i, v) in wide8.iter().enumerate() {

@@ -28,6 +28,7 @@ mod kquant_lanes;
 mod kquant_lanes_avx2;
 #[cfg(target_arch = "x86_64")]
 mod kquant_lanes_avx512;
+mod q8k;
 #[cfg(target_arch = "x86_64")]
 mod tiles16;
 mod tiling;
@@ -35,7 +36,8 @@ mod tiling;
 use blocks::{dot4, dot_fn, q8_dot4, q8_dot_fn};
 pub use blocks::{dot_scalar, kernel_name, q8_dot_scalar, quantize_rows};
 pub(super) use blocks::{hsum, uses_simd};
-pub use kquant::{kquant_kernel_name, quantize_q8k, BlockQ8K, KQuant, Stored, QK_K};
+pub use kquant::{kquant_kernel_name, KQuant, Stored, QK_K};
+pub use q8k::{quantize_q8k, BlockQ8K};
 pub use tiling::par_chunks;
 use tiling::{block_rows, by_column, tiled, Epilogue, GROUP, KQUANT_TILE, TILE};
 
