@@ -34,12 +34,12 @@ fn f32_kv(m: &BatchModel) -> SeqKv {
 fn forward_matches_candle_for_gguf_and_hf() {
     for kind in [Kind::Gguf, Kind::Hf] {
         let tiny = tiny_model(kind, &TinySpec::default());
-        let (model, _, _) = BatchModel::load(&tiny.path).expect("batched load");
-        let mut stock = JudgeModel::load(&ModelSpec {
-            path: tiny.path.clone(),
-            dtype: WeightDType::F32,
-            device: Device::Cpu,
-        })
+        let (model, _, _) = BatchModel::load(&tiny.path, None).expect("batched load");
+        let mut stock = JudgeModel::load(&ModelSpec::new(
+            tiny.path.clone(),
+            WeightDType::F32,
+            Device::Cpu,
+        ))
         .expect("candle load");
         let prompt = [5u32, 17, 3, 99, 42, 7, 11];
         let reference = stock.forward(&prompt, 0).unwrap().to_vec1::<f32>().unwrap();
@@ -91,7 +91,7 @@ fn rows_are_the_same_alone_batched_and_from_a_shared_prefix() {
     // compute each row the same way whatever the batch, so equality is exact.
     let dir = tempfile::tempdir().unwrap();
     let path = testkit::write_gguf_as(dir.path(), &TinySpec::default(), GgmlDType::Q4_1).unwrap();
-    let (model, _, _) = BatchModel::load(&path).unwrap();
+    let (model, _, _) = BatchModel::load(&path, None).unwrap();
     let prompts: [&[u32]; 3] = [&[1, 2, 3, 4, 5], &[9, 8, 7], &[1, 2, 3, 6, 6, 6, 6]];
     let alone: Vec<Vec<f32>> = prompts
         .iter()

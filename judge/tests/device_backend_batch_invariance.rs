@@ -41,11 +41,7 @@ fn alone(model: &DeviceModel, kv: &mut DeviceKv, tokens: &[u32]) -> Vec<f32> {
 #[test]
 fn device_backend_rows_agree_alone_and_in_a_mixed_step() {
     let tiny = tiny_model(Kind::Hf, &TinySpec::default());
-    let spec = ModelSpec {
-        path: tiny.path.clone(),
-        dtype: WeightDType::F32,
-        device: test_device(),
-    };
+    let spec = ModelSpec::new(tiny.path.clone(), WeightDType::F32, test_device());
     let (model, _, _) = DeviceModel::load(&spec, &BatchLimits::default()).unwrap();
     let prompts: [&[u32]; 3] = [
         &[1, 2, 3, 4, 5, 6, 7, 8, 9],

@@ -26,11 +26,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn spec(path: std::path::PathBuf) -> ModelSpec {
-    ModelSpec {
-        path,
-        dtype: WeightDType::F32,
-        device: test_device(),
-    }
+    ModelSpec::new(path, WeightDType::F32, test_device())
 }
 
 fn step(model: &DeviceModel, kv: &mut DeviceKv, tokens: &[u32]) -> Vec<f32> {

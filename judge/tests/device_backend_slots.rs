@@ -28,11 +28,7 @@ fn two_slots() -> BatchLimits {
 #[test]
 fn device_backend_slots_are_leased_lowest_first_and_returned_on_drop() {
     let tiny = tiny_model(Kind::Hf, &TinySpec::default());
-    let spec = ModelSpec {
-        path: tiny.path.clone(),
-        dtype: WeightDType::F32,
-        device: test_device(),
-    };
+    let spec = ModelSpec::new(tiny.path.clone(), WeightDType::F32, test_device());
     let (model, _, _) = DeviceModel::load(&spec, &two_slots()).unwrap();
     assert_eq!(model.slots(), 2);
     assert_eq!(model.slot_len(), 4096, "a slot holds the whole context");

@@ -32,7 +32,7 @@ fn q8_0_and_q4_1_tables_are_read_in_place_and_match_candle() {
             }
         })
         .unwrap();
-        let (model, _, _) = BatchModel::load(&path).unwrap();
+        let (model, _, _) = BatchModel::load(&path, None).unwrap();
         let census = model.kernel_census();
         assert_eq!(census.get(name), Some(&1), "{census:?}");
         assert_eq!(census.get("embed:f32"), None, "{census:?}");

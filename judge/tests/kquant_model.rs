@@ -30,7 +30,7 @@ fn q4_k_m_file(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn a_q4_k_m_file_runs_entirely_on_our_kernels() {
     let dir = tempfile::tempdir().unwrap();
-    let (model, _, _) = BatchModel::load(&q4_k_m_file(dir.path())).unwrap();
+    let (model, _, _) = BatchModel::load(&q4_k_m_file(dir.path()), None).unwrap();
     let census = model.kernel_census();
     assert_eq!(census.get("candle"), None, "{census:?}");
     assert_eq!(census.get("embed:q4_k"), Some(&1), "{census:?}");

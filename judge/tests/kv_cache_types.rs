@@ -23,7 +23,7 @@ fn model() -> (tempfile::TempDir, BatchModel) {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = testkit::write_gguf_as(dir.path(), &spec, GgmlDType::Q4_1).unwrap();
-    let (model, _, _) = BatchModel::load(&path).unwrap();
+    let (model, _, _) = BatchModel::load(&path, None).unwrap();
     (dir, model)
 }
 
@@ -134,7 +134,7 @@ fn heads_that_are_not_whole_8_bit_blocks_are_refused() {
     // The default tiny model has heads of 16 values.
     let dir = tempfile::tempdir().unwrap();
     let path = testkit::write_gguf_as(dir.path(), &TinySpec::default(), GgmlDType::Q4_1).unwrap();
-    let (mut model, _, _) = BatchModel::load(&path).unwrap();
+    let (mut model, _, _) = BatchModel::load(&path, None).unwrap();
     match model.shape.set_kv(KvType::Q8) {
         Err(JudgeError::InvalidArgument(msg)) => {
             assert!(msg.contains("--kv-dtype") && msg.contains("16"), "{msg}")

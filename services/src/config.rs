@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use autoj_judge::engine::batch::kv::KvType;
 use autoj_judge::engine::batch::BatchLimits;
+use autoj_judge::engine::checkpoint::quantize::QuantType;
 use autoj_judge::engine::handle::{DEFAULT_PREFILL_CHUNK, DEFAULT_QUEUE_CAPACITY};
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
 use autoj_judge::engine::{EngineConfig, PromptFormatChoice, Scheduling};
@@ -61,8 +62,9 @@ pub enum DTypeArg {
 /// Settings of the judge engine and its per-request limits.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
-    /// Judge model: a .gguf file or a Hugging Face directory (config.json, *.safetensors,
-    /// tokenizer.json). Defaults to the small SmolLM2 chat model setup fetches (not a trained
+    /// Judge model: a .gguf file or a Hugging Face directory as published (config.json;
+    /// safetensors or pytorch_model*.bin, sharded or not, or GPTQ 4-bit; tokenizer.json or
+    /// tokenizer.model). Defaults to the small SmolLM2 chat model setup fetches (not a trained
     /// judge; see the README for real Auto-J weights).
     #[arg(long, env = "AUTOJ_MODEL", default_value = DEFAULT_MODEL)]
     pub model: PathBuf,
@@ -75,6 +77,15 @@ pub struct EngineArgs {
     /// Weight type for Hugging Face directories (GGUF keeps its own quantization).
     #[arg(long, env = "AUTOJ_DTYPE", value_enum, default_value = "f32")]
     pub dtype: DTypeArg,
+    /// Quantize a Hugging Face directory's matrices at load, in memory, with llama.cpp's
+    /// per-tensor mix for the type (q4_k_m, q5_k_m, q8_0, q4_1); CPU engine only. A GGUF
+    /// file keeps its own types.
+    #[arg(long, env = "AUTOJ_QUANTIZE")]
+    pub quantize: Option<QuantType>,
+    /// Serve at most this many positions (prompt and completion) instead of the context
+    /// the model declares (Auto-J 13B declares 8,192; it was trained from a 4,096 base).
+    #[arg(long, env = "AUTOJ_CONTEXT")]
+    pub context: Option<usize>,
     /// CPU threads for model compute (0: one per core).
     #[arg(long, env = "AUTOJ_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -197,6 +208,18 @@ impl EngineArgs {
                     .into(),
             ));
         }
+        if self.quantize.is_some()
+            && (self.scheduler != SchedulerArg::Batched || !matches!(device, Device::Cpu))
+        {
+            return Err(ConfigError::Range(
+                "--quantize applies to the CPU engine (--device cpu --scheduler batched); on a \
+                 GPU the weights run dequantized to --dtype"
+                    .into(),
+            ));
+        }
+        if self.context == Some(0) {
+            return Err(ConfigError::Range("--context must be at least 1".into()));
+        }
         if self.default_max_new_tokens == 0
             || self.default_max_new_tokens > self.max_new_tokens_limit
         {
@@ -208,13 +231,17 @@ impl EngineArgs {
         Ok(JudgeSettings {
             engine: EngineConfig {
                 model: ModelSpec {
-                    path: self.model.clone(),
-                    dtype: match self.dtype {
-                        DTypeArg::F32 => WeightDType::F32,
-                        DTypeArg::F16 => WeightDType::F16,
-                        DTypeArg::Bf16 => WeightDType::Bf16,
-                    },
-                    device,
+                    quantize: self.quantize,
+                    context: self.context,
+                    ..ModelSpec::new(
+                        self.model.clone(),
+                        match self.dtype {
+                            DTypeArg::F32 => WeightDType::F32,
+                            DTypeArg::F16 => WeightDType::F16,
+                            DTypeArg::Bf16 => WeightDType::Bf16,
+                        },
+                        device,
+                    )
                 },
                 prompt_format: match self.prompt_format {
                     PromptFormatArg::Auto => PromptFormatChoice::Auto,

@@ -289,20 +289,25 @@ impl Loop {
     fn serve(self, rx: mpsc::Receiver<Job>, ready: std::sync::mpsc::Sender<Ready>) {
         let (spec, chunk, stats) = (&self.spec, self.chunk, &*self.stats);
         match &self.path {
-            Path::Cpu(limits) => match BatchModel::load(&spec.path) {
-                Ok((mut model, tokenizer, info)) => {
-                    if let Err(e) = model.shape.set_kv(limits.kv_type) {
-                        let _ = ready.send(Err(e));
-                        return;
+            Path::Cpu(limits) => {
+                match BatchModel::load(&spec.path, spec.quantize).and_then(|(m, t, mut info)| {
+                    info.context = spec.served_context(info.context)?;
+                    Ok((m, t, info))
+                }) {
+                    Ok((mut model, tokenizer, info)) => {
+                        if let Err(e) = model.shape.set_kv(limits.kv_type) {
+                            let _ = ready.send(Err(e));
+                            return;
+                        }
+                        let per_token = model.shape.kv_bytes_per_token();
+                        let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
+                        super::batch::run(model, tokenizer, rx, limits, chunk, stats);
                     }
-                    let per_token = model.shape.kv_bytes_per_token();
-                    let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
-                    super::batch::run(model, tokenizer, rx, limits, chunk, stats);
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
                 }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                }
-            },
+            }
             Path::Device(limits) => match DeviceModel::load(spec, limits) {
                 Ok((model, tokenizer, mut info)) => {
                     // A request must fit one slot: prompts are fitted (truncated or refused)
@@ -316,7 +321,10 @@ impl Loop {
                     let _ = ready.send(Err(e));
                 }
             },
-            Path::Serial => match JudgeModel::load(spec) {
+            Path::Serial => match JudgeModel::load(spec).and_then(|mut m| {
+                m.info.context = spec.served_context(m.info.context)?;
+                Ok(m)
+            }) {
                 Ok(model) => {
                     let _ = ready.send(Ok((model.tokenizer.clone(), model.info.clone(), 0)));
                     super::serial::run(model, rx, chunk, stats);

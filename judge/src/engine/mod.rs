@@ -11,16 +11,22 @@
 //!   (GPUs; the CPU too, for tests).
 //! - [`serial`]: one request at a time through candle's stock models (any device).
 //! - [`model`], [`tokenizer`], [`gguf_guard`]: loading a LLaMA-family judge safely.
+//! - [`sentencepiece`]: SentencePiece BPE vocabularies (`tokenizer.model`, GGUF `llama`)
+//!   built into the tokenizer.
+//! - [`checkpoint`]: Hugging Face directories as published (safetensors or PyTorch `.bin`,
+//!   sharded or not, GPTQ), read shard by shard by every backend; the quantization mix.
 //! - [`generate`]: sampling settings, incremental detokenising, stop strings.
 //! - [`verdict_point`]: forced-choice scoring on the serial path.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod device;
 pub mod generate;
 pub mod gguf_guard;
 pub mod handle;
 pub mod job;
 pub mod model;
+pub mod sentencepiece;
 pub(crate) mod serial;
 pub mod tokenizer;
 pub mod verdict_point;

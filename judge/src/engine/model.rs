@@ -13,6 +13,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{llama, quantized_llama};
 
+use crate::engine::checkpoint::quantize::QuantType;
+use crate::engine::checkpoint::Checkpoint;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
 
@@ -51,6 +53,39 @@ pub struct ModelSpec {
     pub dtype: WeightDType,
     /// Where to run.
     pub device: Device,
+    /// Quantize a directory's dense matrices at load (CPU engine only), with llama.cpp's
+    /// per-tensor mix for the type.
+    pub quantize: Option<QuantType>,
+    /// Serve at most this many positions (prompt and completion), below what the model
+    /// declares; `None` serves the declared context.
+    pub context: Option<usize>,
+}
+
+impl ModelSpec {
+    /// A spec with the defaults: `path` on `device` in `dtype`, not quantized, the
+    /// model's own context.
+    pub fn new(path: impl Into<PathBuf>, dtype: WeightDType, device: Device) -> Self {
+        Self {
+            path: path.into(),
+            dtype,
+            device,
+            quantize: None,
+            context: None,
+        }
+    }
+
+    /// The context to serve for a model that declares `declared` positions: `--context`
+    /// may lower it, never raise it.
+    pub fn served_context(&self, declared: usize) -> Result<usize> {
+        match self.context {
+            None => Ok(declared),
+            Some(c) if c <= declared => Ok(c),
+            Some(c) => Err(load_err(
+                &self.path,
+                format!("--context {c} is more than the {declared} positions the model declares"),
+            )),
+        }
+    }
 }
 
 /// Facts about the loaded model that prompts, fitting and the service need.
@@ -197,35 +232,14 @@ impl JudgeModel {
 
     fn load_hf(spec: &ModelSpec) -> Result<Self> {
         let dir = &spec.path;
+        let ck = Checkpoint::open(dir)?;
         let config_path = dir.join("config.json");
         let raw = std::fs::read(&config_path).map_err(|e| load_err(&config_path, e))?;
         let hf: llama::LlamaConfig =
             serde_json::from_slice(&raw).map_err(|e| load_err(&config_path, e))?;
-        let eos: Vec<u32> = match &hf.eos_token_id {
-            Some(llama::LlamaEosToks::Single(id)) => vec![*id],
-            Some(llama::LlamaEosToks::Multiple(ids)) => ids.clone(),
-            None => Vec::new(),
-        };
         let config = hf.into_config(false);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| load_err(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(load_err(dir, "no *.safetensors files in the directory"));
-        }
         let dtype = spec.dtype.candle();
-        // SAFETY-free: `from_mmaped_safetensors` is unsafe because the file must not change
-        // while mapped; we read the files into memory instead to keep `unsafe` out.
-        let tensors = files
-            .iter()
-            .map(|f| candle_core::safetensors::load(f, &spec.device).map_err(|e| load_err(f, e)))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        let tensors = ck.dense(dtype, &spec.device)?;
         let vb = VarBuilder::from_tensors(tensors, dtype, &spec.device);
         // candle's loader unwraps on a missing layer tensor; contain that as a load error.
         let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -233,7 +247,7 @@ impl JudgeModel {
         }))
         .map_err(|_| load_err(dir, "a layer tensor is missing or has the wrong shape"))?
         .map_err(|e| load_err(dir, e))?;
-        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), &eos)?;
+        let tokenizer = TextTokenizer::from_dir(dir, &ck.config.eos_ids())?;
         let chat_template = read_chat_template(dir);
         let cache = llama::Cache::new(true, dtype, &config, &spec.device)?;
         Ok(Self {

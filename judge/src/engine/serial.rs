@@ -139,7 +139,9 @@ fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Optio
             );
             return Ok(None);
         }
-        let next = sampler.sample(&logits)?;
+        // Padding rows past the tokenizer's ids are never produced.
+        let producible = logits.dim(0)?.min(model.tokenizer.vocab_size());
+        let next = sampler.sample(&logits.narrow(0, 0, producible)?)?;
         if model.tokenizer.eos_ids().contains(&next) {
             break FinishReason::Eos;
         }

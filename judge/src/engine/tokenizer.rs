@@ -1,38 +1,33 @@
 //! Text ⇄ token ids for the judge model.
 //!
-//! A Hugging Face model directory brings its `tokenizer.json`. A GGUF file carries its
+//! A Hugging Face model directory brings its `tokenizer.json`, or only SentencePiece's
+//! `tokenizer.model` (as Auto-J 13B is published): [`TextTokenizer::from_dir`] takes either,
+//! plus `added_tokens.json` and `tokenizer_config.json` (`dir.rs`). A GGUF file carries its
 //! vocabulary in metadata; we rebuild an equivalent `tokenizers::Tokenizer` from it for both
 //! GGUF tokenizer kinds, because candle's built-in GGUF tokenizer does not know pre-tokenizers
 //! such as SmolLM's and splits text differently from llama.cpp:
 //! - `gpt2`: byte-level BPE from `tokens` + `merges`, with the pre-tokenizer named by
 //!   `tokenizer.ggml.pre`;
-//! - `llama`: SentencePiece BPE with byte fallback, merges derived from the token scores.
+//! - `llama`: SentencePiece BPE with byte fallback, merges derived from the token scores,
+//!   built by `sentencepiece.rs` exactly as a `tokenizer.model` is.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::decoders::fuse::Fuse;
-use tokenizers::decoders::sequence::Sequence as DecoderSequence;
-use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::normalizers::{Prepend, Replace};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{
-    AddedToken, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
-};
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
+use crate::engine::sentencepiece::{self, piece_type, SpmVocab};
 use crate::error::{JudgeError, Result};
 
-/// GGUF token types (llama.cpp's `llama_token_type`).
-const TOKEN_TYPE_NORMAL: i32 = 1;
-const TOKEN_TYPE_CONTROL: i32 = 3;
-const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+mod dir;
 
 /// The regex llama.cpp uses for `llama3`/`llama-bpe` style pre-tokenization.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -105,16 +100,18 @@ impl TextTokenizer {
         let add_bos_meta = md
             .get("tokenizer.ggml.add_bos_token")
             .and_then(|v| v.to_bool().ok());
-        let (inner, default_add_bos) = match model.as_str() {
-            "gpt2" => (build_gpt2(md, &tokens)?, false),
-            "llama" => (build_spm(md, &tokens, &types)?, true),
+        let (mut inner, default_add_bos) = match model.as_str() {
+            "gpt2" => (build_gpt2(md, &tokens)?, is_llama3_pre(&gguf_pre(md))),
+            "llama" => (
+                sentencepiece::build(&spm_from_gguf(md, &tokens, &types)?)?,
+                true,
+            ),
             other => {
                 return Err(JudgeError::Tokenizer(format!(
                     "GGUF tokenizer kind `{other}` is not supported (supported: gpt2, llama)"
                 )))
             }
         };
-        let mut inner = inner;
         add_special_tokens(&mut inner, &tokens, &types)?;
         let mut tok = Self {
             inner,
@@ -122,8 +119,61 @@ impl TextTokenizer {
             add_bos: add_bos_meta.unwrap_or(default_add_bos) && bos.is_some(),
             eos_ids: eos.into_iter().collect(),
         };
+        tok.set_bos_processor();
         tok.add_named_end_tokens();
         Ok(tok)
+    }
+
+    /// Builds the tokenizer of a SentencePiece vocabulary (a `tokenizer.model` read by
+    /// [`SpmVocab::read`]), the same one a GGUF `llama` vocabulary gives. BOS is put first
+    /// when `add_bos` and the vocabulary has one; `eos` comes from the model config (the
+    /// vocabulary's own EOS when empty).
+    pub fn from_spm(vocab: &SpmVocab, add_bos: bool, eos: &[u32]) -> Result<Self> {
+        let mut inner = sentencepiece::build(vocab)?;
+        add_special_tokens(&mut inner, &vocab.pieces, &vocab.types)?;
+        let eos_ids = if eos.is_empty() {
+            vocab.eos.into_iter().collect()
+        } else {
+            eos.to_vec()
+        };
+        let mut tok = Self {
+            inner,
+            bos: vocab.bos,
+            add_bos: add_bos && vocab.bos.is_some(),
+            eos_ids,
+        };
+        tok.set_bos_processor();
+        tok.add_named_end_tokens();
+        Ok(tok)
+    }
+
+    /// Gives the inner tokenizer a post-processor that puts BOS first when the model wants
+    /// it (as transformers' LLaMA `tokenizer.json` has), so that a tokenizer built here and
+    /// [saved](Self::save) loads back through [`from_file`](Self::from_file) with the same
+    /// BOS handling. [`encode`](Self::encode) adds BOS itself and never runs it.
+    fn set_bos_processor(&mut self) {
+        let Some(bos) = self.bos.filter(|_| self.add_bos) else {
+            return;
+        };
+        let Some(text) = self.inner.id_to_token(bos) else {
+            return;
+        };
+        let template = TemplateProcessing::builder()
+            .try_single(vec![text.clone(), "$A".into()])
+            .and_then(|b| {
+                b.try_pair(vec![
+                    text.clone(),
+                    "$A".into(),
+                    format!("{text}:1"),
+                    "$B:1".into(),
+                ])
+            })
+            .map(|b| b.special_tokens(vec![(text.clone(), bos)]).build());
+        // A BOS text the template syntax cannot hold (a space, a `:`) only costs the saved
+        // file its BOS: nothing here reads it back.
+        if let Ok(Ok(template)) = template {
+            self.inner.with_post_processor(Some(template));
+        }
     }
 
     fn add_named_end_tokens(&mut self) {
@@ -211,6 +261,20 @@ fn md_f32s(md: &HashMap<String, Value>, key: &str) -> Option<Vec<f32>> {
     arr.iter().map(|v| v.to_f32().ok()).collect()
 }
 
+/// `tokenizer.ggml.pre`, `default` when absent.
+fn gguf_pre(md: &HashMap<String, Value>) -> String {
+    md.get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+        .unwrap_or_else(|| "default".to_string())
+}
+
+/// LLaMA-3's pre-tokenizer: llama.cpp then takes a word that is a whole token as that token
+/// without merging (`ignore_merges`) and puts BOS first unless the file says otherwise.
+fn is_llama3_pre(pre: &str) -> bool {
+    matches!(pre, "llama3" | "llama-bpe" | "llama-v3")
+}
+
 /// Byte-level BPE (GPT-2 family) with the pre-tokenizer llama.cpp applies for `pre`.
 fn build_gpt2(md: &HashMap<String, Value>, tokens: &[String]) -> Result<Tokenizer> {
     let merges_raw = md_strings(md, "tokenizer.ggml.merges")?;
@@ -223,15 +287,12 @@ fn build_gpt2(md: &HashMap<String, Value>, tokens: &[String]) -> Result<Tokenize
         })
         .collect::<Result<Vec<_>>>()?;
     let vocab = vocab_map(tokens);
+    let pre = gguf_pre(md);
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
+        .ignore_merges(is_llama3_pre(&pre))
         .build()
         .map_err(tok_err)?;
-    let pre = md
-        .get("tokenizer.ggml.pre")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_else(|| "default".to_string());
     let byte_level = ByteLevel::new(false, true, true);
     let pre_tok: PreTokenizerWrapper = match pre.as_str() {
         // GPT-2's own regex, applied by the byte-level pre-tokenizer.
@@ -242,7 +303,7 @@ fn build_gpt2(md: &HashMap<String, Value>, tokens: &[String]) -> Result<Tokenize
             byte_level.into(),
         ])
         .into(),
-        "llama3" | "llama-bpe" | "llama-v3" => {
+        p if is_llama3_pre(p) => {
             let split = Split::new(
                 SplitPattern::Regex(LLAMA3_SPLIT.to_string()),
                 SplitDelimiterBehavior::Isolated,
@@ -272,74 +333,52 @@ fn vocab_map(tokens: &[String]) -> Vocab {
         .collect()
 }
 
-/// SentencePiece BPE (LLaMA/Yi family). GGUF stores scores instead of merges; a pair
-/// (a, b) may merge when `a + b` is a normal token, ranked by that token's score (higher
-/// first), which is how SentencePiece's BPE chooses merges.
-fn build_spm(md: &HashMap<String, Value>, tokens: &[String], types: &[i32]) -> Result<Tokenizer> {
+/// The SentencePiece BPE vocabulary of a GGUF `llama` tokenizer (llama.cpp always falls
+/// back to byte pieces and never drops extra spaces).
+fn spm_from_gguf(
+    md: &HashMap<String, Value>,
+    tokens: &[String],
+    types: &[i32],
+) -> Result<SpmVocab> {
     let scores = md_f32s(md, "tokenizer.ggml.scores").ok_or_else(|| {
         JudgeError::Tokenizer("GGUF llama tokenizer lacks `tokenizer.ggml.scores`".into())
     })?;
-    let vocab = vocab_map(tokens);
-    let mut ranked: Vec<(f32, u32, String, String)> = Vec::new();
-    for (id, piece) in tokens.iter().enumerate() {
-        let normal = types.get(id).is_none_or(|t| *t == TOKEN_TYPE_NORMAL);
-        if !normal || piece.chars().count() < 2 {
-            continue;
-        }
-        for (split, _) in piece.char_indices().skip(1) {
-            let (a, b) = piece.split_at(split);
-            if vocab.contains_key(a) && vocab.contains_key(b) {
-                let score = scores.get(id).copied().unwrap_or(0.0);
-                ranked.push((score, id as u32, a.to_string(), b.to_string()));
-            }
-        }
-    }
-    ranked.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)));
-    let merges = ranked.into_iter().map(|(_, _, a, b)| (a, b)).collect();
     let unk = md_u32(md, "tokenizer.ggml.unknown_token_id")
         .and_then(|id| tokens.get(id as usize).cloned())
         .unwrap_or_else(|| "<unk>".to_string());
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .byte_fallback(true)
-        .unk_token(unk)
-        .fuse_unk(true)
-        .build()
-        .map_err(tok_err)?;
-    let mut tok = Tokenizer::new(bpe);
     let add_space_prefix = md
         .get("tokenizer.ggml.add_space_prefix")
         .and_then(|v| v.to_bool().ok())
         .unwrap_or(true);
-    let replace: NormalizerWrapper = Replace::new(" ", "▁").map_err(tok_err)?.into();
-    let normalizer: NormalizerWrapper = if add_space_prefix {
-        tokenizers::normalizers::Sequence::new(vec![Prepend::new("▁".into()).into(), replace])
-            .into()
-    } else {
-        replace
-    };
-    tok.with_normalizer(Some(normalizer)).map_err(tok_err)?;
-    let mut decoders = vec![
-        Replace::new("▁", " ").map_err(tok_err)?.into(),
-        ByteFallback::default().into(),
-        Fuse::default().into(),
-    ];
-    if add_space_prefix {
-        decoders.push(Strip::new(' ', 1, 0).into());
-    }
-    tok.with_decoder(Some(DecoderSequence::new(decoders)));
-    Ok(tok)
+    Ok(SpmVocab {
+        pieces: tokens.to_vec(),
+        scores,
+        types: types.to_vec(),
+        unk,
+        add_space_prefix,
+        remove_extra_whitespaces: false,
+        byte_fallback: true,
+        bos: md_u32(md, "tokenizer.ggml.bos_token_id"),
+        eos: md_u32(md, "tokenizer.ggml.eos_token_id"),
+    })
 }
 
-/// Registers control and user-defined tokens so their text in the input maps to the token
-/// itself, as llama.cpp does when parsing special tokens.
+/// Registers control, unknown and user-defined tokens so their text in the input maps to the
+/// token itself, as llama.cpp does when parsing special tokens (and as `tokenizer.json`
+/// files of LLaMA models register `<unk>`, `<s>` and `</s>`).
 fn add_special_tokens(tok: &mut Tokenizer, tokens: &[String], types: &[i32]) -> Result<()> {
     let mut special = Vec::new();
     let mut user = Vec::new();
     for (id, t) in tokens.iter().enumerate() {
         match types.get(id) {
-            Some(&TOKEN_TYPE_CONTROL) => special.push(AddedToken::from(t.clone(), true)),
-            Some(&TOKEN_TYPE_USER_DEFINED) => user.push(AddedToken::from(t.clone(), false)),
+            Some(&piece_type::CONTROL | &piece_type::UNKNOWN) => {
+                special.push(AddedToken::from(t.clone(), true))
+            }
+            // Matched in the raw text (not after the normalizer put `▁` in), as llama.cpp
+            // and SentencePiece match user-defined pieces.
+            Some(&piece_type::USER_DEFINED) => {
+                user.push(AddedToken::from(t.clone(), false).normalized(false))
+            }
             _ => {}
         }
     }

@@ -68,11 +68,7 @@ pub fn test_device() -> Device {
 
 pub fn engine_config(path: PathBuf, queue_capacity: usize) -> EngineConfig {
     EngineConfig {
-        model: ModelSpec {
-            path,
-            dtype: WeightDType::F32,
-            device: Device::Cpu,
-        },
+        model: ModelSpec::new(path, WeightDType::F32, Device::Cpu),
         prompt_format: PromptFormatChoice::Auto,
         queue_capacity,
         prefill_chunk: 64,
@@ -238,12 +234,12 @@ pub fn stream_texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
 pub fn logits_vs_candle(path: &std::path::Path) -> (f32, f32) {
     use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
     use autoj_judge::engine::model::JudgeModel;
-    let (model, _, _) = BatchModel::load(path).expect("batched load");
-    let mut stock = JudgeModel::load(&ModelSpec {
-        path: path.to_path_buf(),
-        dtype: WeightDType::F32,
-        device: Device::Cpu,
-    })
+    let (model, _, _) = BatchModel::load(path, None).expect("batched load");
+    let mut stock = JudgeModel::load(&ModelSpec::new(
+        path.to_path_buf(),
+        WeightDType::F32,
+        Device::Cpu,
+    ))
     .expect("candle load");
     let prompt = [5u32, 17, 3, 99, 42, 7, 11];
     let reference = stock.forward(&prompt, 0).unwrap().to_vec1::<f32>().unwrap();

@@ -14,6 +14,7 @@ use autoj_services::cli::eval::EvalArgs;
 use autoj_services::cli::gpu_bench::GpuBenchArgs;
 use autoj_services::cli::leaderboard::MetricsArgs;
 use autoj_services::cli::load::LoadArgs;
+use autoj_services::cli::quantize::QuantizeArgs;
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
 use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
 use autoj_services::security::{JudgeTlsArgs, PublicSecurityArgs};
@@ -108,6 +109,12 @@ enum Command {
         response: String,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Write a model directory (safetensors or PyTorch .bin, sharded or not, GPTQ) as a
+    /// quantized GGUF file, tensor by tensor, without llama.cpp's tools.
+    Quantize {
+        #[command(flatten)]
+        quantize: QuantizeArgs,
     },
     /// Measure prefill and decode speed against llama.cpp on the same GGUF (by hand, not CI).
     Bench {
@@ -252,6 +259,9 @@ async fn run(command: Command) -> ExitCode {
         } => {
             telemetry::init("warn");
             client::run(ClientRequest::Critique { query, response }, &client).await
+        }
+        Command::Quantize { quantize } => {
+            benchmark(move || autoj_services::cli::quantize::run(&quantize)).await
         }
         Command::Bench { bench } => {
             benchmark(move || autoj_services::cli::bench::run(&bench)).await

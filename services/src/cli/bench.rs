@@ -135,7 +135,7 @@ fn binary_age_s() -> Option<f64> {
 /// Runs both engines and prints one JSON object per engine plus the ratios.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let (mut model, tokenizer, info) = BatchModel::load(&args.model)?;
+    let (mut model, tokenizer, info) = BatchModel::load(&args.model, None)?;
     let load_s = started.elapsed().as_secs_f64();
     model.shape.set_kv(args.kv_dtype.into())?;
     let format = choose_format(PromptFormatChoice::Auto, &info, &tokenizer)?;

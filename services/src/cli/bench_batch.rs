@@ -132,11 +132,7 @@ pub async fn grpc_judgments(
     let mut results = Vec::new();
     for prefix_cache_tokens in [16_384usize, 0] {
         let config = EngineConfig {
-            model: ModelSpec {
-                path: model.to_path_buf(),
-                dtype: WeightDType::F32,
-                device: Device::Cpu,
-            },
+            model: ModelSpec::new(model.to_path_buf(), WeightDType::F32, Device::Cpu),
             prompt_format: PromptFormatChoice::Auto,
             queue_capacity: rows.max(1),
             prefill_chunk: autoj_judge::engine::handle::DEFAULT_PREFILL_CHUNK,

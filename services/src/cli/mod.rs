@@ -10,4 +10,5 @@ pub mod eval;
 pub mod gpu_bench;
 pub mod leaderboard;
 pub mod load;
+pub mod quantize;
 pub mod verdict;

@@ -17,6 +17,7 @@ mod finish;
 pub mod kernels;
 pub mod kv;
 pub mod load;
+mod load_hf;
 pub mod model;
 pub mod scheduler;
 #[cfg(test)]

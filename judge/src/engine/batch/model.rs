@@ -96,7 +96,7 @@ impl Linear {
             dtype if KQuant::takes(dtype) => {
                 let bytes = Stored::Owned(t.data()?.into_owned().into());
                 if let Some(m) = KQuant::new(dtype, bytes, n, k) {
-                    return Ok(Self::K(m));
+                    return Ok(Self::K(m.into_lanes()));
                 }
             }
             _ => {}

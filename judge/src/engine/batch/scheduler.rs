@@ -134,6 +134,10 @@ pub(super) struct Ctx<'a, B> {
     per_token: usize,
     /// Sequences that run at once: the limit, or fewer when the backend has fewer slots.
     max_seqs: usize,
+    /// Ids the tokenizer can produce: logits past them (padding rows of the embedding, as
+    /// Auto-J 13B's 32,128 rows against 32,000 pieces and its added tokens) are never
+    /// sampled.
+    producible: usize,
 }
 
 /// The loop's state: the running batch, the request waiting for room, what the batch has
@@ -169,6 +173,7 @@ pub(crate) fn run<B: Backend>(
         max_seqs: model
             .max_seqs()
             .map_or(limits.max_seqs, |n| n.min(limits.max_seqs)),
+        producible: tokenizer.vocab_size(),
     };
     stats
         .kv_slots
@@ -404,7 +409,7 @@ impl<B: Backend> Batch<B> {
                     trailing_space: s.stops.text().ends_with(char::is_whitespace),
                 });
             }
-            let progress = advance(s, cx.tok, &logits);
+            let progress = advance(s, cx.tok, &logits[..logits.len().min(cx.producible)]);
             if !matches!(progress, Progress::Running) {
                 done.push((i, progress));
             }

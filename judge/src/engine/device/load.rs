@@ -1,5 +1,5 @@
-//! Loading the device backend's model: a Hugging Face directory (Auto-J's release form) in
-//! the working dtype, or a GGUF file dequantized to it at load; then the key/value store
+//! Loading the device backend's model: a Hugging Face directory (any published form, through
+//! `engine::checkpoint`) in the working dtype, or a GGUF file dequantized to it at load; then the key/value store
 //! sized from the memory budget.
 
 use std::path::Path;
@@ -9,8 +9,8 @@ use candle_core::{DType, Device, Tensor};
 
 use super::slots::{KvStore, StoreSize};
 use super::{DeviceLayer, DeviceModel, DeviceRope, DeviceShape};
-use crate::engine::batch::load::{read_safetensors, rope_inv_freq, HfConfig};
 use crate::engine::batch::BatchLimits;
+use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
 use crate::engine::model::{
     check_heads, file_name, load_err, open_gguf, read_chat_template, LlamaDims, ModelInfo,
     ModelSpec, WeightDType,
@@ -66,11 +66,18 @@ impl DeviceModel {
             (Device::Cpu, WeightDType::Bf16) => DType::F32,
             (_, d) => d.candle(),
         };
-        let (w, tokenizer, info) = if spec.path.is_dir() {
+        if let Some(q) = spec.quantize {
+            return Err(load_err(
+                &spec.path,
+                format!("--quantize {q} applies to the CPU engine; the device backend runs the weights dequantized to --dtype"),
+            ));
+        }
+        let (w, tokenizer, mut info) = if spec.path.is_dir() {
             load_hf(&spec.path, &spec.device, dtype)?
         } else {
             load_gguf(&spec.path, &spec.device, dtype)?
         };
+        info.context = spec.served_context(info.context)?;
         let size = store_size(&w.shape, info.context, limits);
         if size.slots == 1 && limits.max_seqs > 1 {
             tracing::warn!(
@@ -183,15 +190,16 @@ fn checked_shape(path: &Path, dims: [usize; 4], vocab: usize) -> Result<DeviceSh
     })
 }
 
-/// A Hugging Face directory: safetensors read onto the device and cast to `dtype`.
+/// A Hugging Face directory in any published form, each tensor cast to `dtype` on the
+/// device as it is read (GPTQ layers unpacked to it).
 fn load_hf(dir: &Path, dev: &Device, dtype: DType) -> Result<(Weights, TextTokenizer, ModelInfo)> {
-    let cfg = HfConfig::read(dir)?;
-    let mut tensors = read_safetensors(dir, dev)?;
+    let ck = Checkpoint::open(dir)?;
+    let cfg = &ck.config;
+    let mut tensors = ck.dense(dtype, dev)?;
     let mut take = |name: &str| -> Result<Tensor> {
-        let t = tensors
+        tensors
             .remove(name)
-            .ok_or_else(|| load_err(dir, format!("tensor `{name}` is missing")))?;
-        Ok(t.to_dtype(dtype)?)
+            .ok_or_else(|| load_err(dir, format!("tensor `{name}` is missing")))
     };
     let embed = take("model.embed_tokens.weight")?;
     let (vocab, hidden) = embed.dims2()?;
@@ -206,16 +214,15 @@ fn load_hf(dir: &Path, dev: &Device, dtype: DType) -> Result<(Weights, TextToken
     let layers = (0..cfg.num_hidden_layers)
         .map(|i| layer(&mut take, &format!("model.layers.{i}"), &HF_NAMES))
         .collect::<Result<Vec<_>>>()?;
-    let heads = cfg.num_attention_heads;
     let dims = [
         cfg.num_hidden_layers,
         hidden,
-        heads,
-        cfg.num_key_value_heads.unwrap_or(heads),
+        cfg.num_attention_heads,
+        cfg.kv_heads(),
     ];
     let mut shape = checked_shape(dir, dims, vocab)?;
     shape.eps = cfg.rms_norm_eps as f32;
-    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), &cfg.eos_ids())?;
+    let tokenizer = TextTokenizer::from_dir(dir, &cfg.eos_ids())?;
     let info = ModelInfo {
         name: file_name(dir),
         context: cfg.max_position_embeddings,

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::slots::{KvStore, StoreSize};
 use super::{DeviceLayer, DeviceModel, DeviceRope, DeviceShape};
-use crate::engine::batch::load::rope_inv_freq;
+use crate::engine::checkpoint::rope_inv_freq;
 use crate::error::{JudgeError, Result};
 
 /// Rotary base of the LLaMA-2 family.

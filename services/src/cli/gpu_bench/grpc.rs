@@ -117,11 +117,11 @@ pub fn run(args: &GrpcArgs) -> anyhow::Result<Value> {
         ..BatchLimits::default()
     };
     let config = EngineConfig {
-        model: ModelSpec {
-            path: format!("random-{}", args.shape).into(),
-            dtype: WeightDType::F32,
-            device: device.clone(),
-        },
+        model: ModelSpec::new(
+            format!("random-{}", args.shape),
+            WeightDType::F32,
+            device.clone(),
+        ),
         prompt_format: PromptFormatChoice::AutoJ,
         queue_capacity: 2 * layout.slots,
         prefill_chunk: DEFAULT_PREFILL_CHUNK,

@@ -1,6 +1,15 @@
 //! Tiny LLaMA models with random weights, written as a Hugging Face directory and as a GGUF
 //! file, so tests (here and in other crates) exercise the real loaders, tokenizers and
 //! generation without downloading anything. Weights come from a fixed seed.
+//!
+//! - [`layouts`]: the same model in every published checkpoint layout (safetensors and
+//!   PyTorch shards, GPTQ), with padding rows past the tokenizer.
+//! - [`spm`]: a tiny LLaMA-style (SentencePiece BPE) `tokenizer.json`.
+//! - [`torch_writer`]: state dicts written as `torch.save` writes them.
+
+pub mod layouts;
+pub mod spm;
+pub mod torch_writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

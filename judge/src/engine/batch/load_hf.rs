@@ -1,0 +1,244 @@
+//! Loading a Hugging Face directory for the CPU engine, in any published form (safetensors
+//! or PyTorch `.bin`, single or sharded; GPTQ 4-bit), tensor by tensor: each matrix becomes
+//! what the kernels run as it is read (dense f32, or quantized with `--quantize`), so the
+//! checkpoint is never held twice.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use super::kernels::{KQuant, Stored};
+use super::kv::KvType;
+use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
+use crate::engine::checkpoint::gptq::{GptqLinear, PARTS};
+use crate::engine::checkpoint::quantize::{tensor_type, QuantType, Role};
+use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
+use crate::engine::model::{check_heads, file_name, load_err, read_chat_template, ModelInfo};
+use crate::engine::tokenizer::TextTokenizer;
+use crate::error::Result;
+
+/// What the loader keeps of a checkpoint as it reads it.
+#[derive(Default)]
+struct Kept {
+    /// Matrices in the form the kernels run, by tensor name.
+    linear: HashMap<String, Linear>,
+    /// Everything else (norms, the embedding, GPTQ parts), by tensor name.
+    raw: HashMap<String, Tensor>,
+}
+
+impl BatchModel {
+    /// Loads a Hugging Face directory; `quantize` turns every matrix into llama.cpp's mix
+    /// for that type as it is read (GPTQ layers keep their own 4 bits).
+    pub(super) fn load_hf(
+        dir: &Path,
+        quantize: Option<QuantType>,
+    ) -> Result<(Self, TextTokenizer, ModelInfo)> {
+        let ck = Checkpoint::open(dir)?;
+        let cfg = &ck.config;
+        let layers = cfg.num_hidden_layers;
+        let gptq = ck.gptq.is_some();
+        let mut kept = Kept::default();
+        ck.stream(|name, t| {
+            match Role::of_hf(&name) {
+                Some(Role::Embedding) | None => {
+                    kept.raw.insert(name, t);
+                }
+                Some(role) => {
+                    let l = matrix(t, role, quantize, layers)?;
+                    kept.linear.insert(name, l);
+                }
+            }
+            Ok(())
+        })?;
+        if gptq {
+            gptq_linears(&ck, &mut kept)?;
+        }
+        let dims = (cfg.hidden_size, cfg.num_attention_heads, cfg.kv_heads());
+        check_heads(dir, dims.0, dims.1, dims.2)?;
+        let embd = kept
+            .raw
+            .remove("model.embed_tokens.weight")
+            .ok_or_else(|| load_err(dir, "tensor `model.embed_tokens.weight` is missing"))?
+            .to_dtype(DType::F32)?;
+        let (vocab, hidden) = embd.dims2()?;
+        if hidden != cfg.hidden_size {
+            return Err(load_err(dir, "hidden_size does not match the weights"));
+        }
+        let tied = cfg.tie_word_embeddings.unwrap_or(false);
+        let lm_head = match kept.linear.remove("lm_head.weight") {
+            Some(l) if !tied => l,
+            _ => matrix(embd.clone(), Role::Output, quantize, layers)?,
+        };
+        let embed = embedding(embd, quantize, layers)?;
+        let mut take = |need: Need<'_>| take(dir, &mut kept, need);
+        let norm = f32s(take(Need::Raw("model.norm.weight"))?.raw()?)?;
+        let blocks = (0..layers)
+            .map(|i| hf_layer(&mut take, &format!("model.layers.{i}")))
+            .collect::<Result<Vec<_>>>()?;
+        let shape = Shape {
+            layers,
+            hidden,
+            heads: dims.1,
+            kv_heads: dims.2,
+            head_dim: hidden / dims.1,
+            vocab,
+            eps: cfg.rms_norm_eps as f32,
+            kv: KvType::default(),
+            rope: Rope::Halves,
+        };
+        let tokenizer = TextTokenizer::from_dir(dir, &cfg.eos_ids())?;
+        let model = Self {
+            inv_freq: rope_inv_freq(shape.head_dim, cfg.rope_theta.unwrap_or(10_000.0)),
+            layers: blocks,
+            norm,
+            lm_head,
+            embed,
+            shape,
+        };
+        let info = ModelInfo {
+            name: file_name(dir),
+            context: cfg.max_position_embeddings,
+            chat_template: read_chat_template(dir),
+        };
+        Ok((model, tokenizer, info))
+    }
+}
+
+/// A matrix in the form the kernels run: dense f32, or quantized to `role`'s type of the
+/// mix.
+fn matrix(t: Tensor, role: Role, quantize: Option<QuantType>, layers: usize) -> Result<Linear> {
+    let Some(q) = quantize else {
+        return Linear::dense(t);
+    };
+    let (_, cols) = t.dims2()?;
+    let dtype = tensor_type(q, role, layers, cols);
+    Linear::from_qtensor(QTensor::quantize(&t.to_dtype(DType::F32)?, dtype)?)
+}
+
+/// The token table: f32, or quantized to the mix's embedding type (rows looked up in
+/// their blocks).
+fn embedding(t: Tensor, quantize: Option<QuantType>, layers: usize) -> Result<Embedding> {
+    let (_, dim) = t.dims2()?;
+    let Some(q) = quantize else {
+        return Ok(Embedding::F32 {
+            table: f32s(t)?,
+            dim,
+        });
+    };
+    let dtype = tensor_type(q, Role::Embedding, layers, dim);
+    let qt = QTensor::quantize(&t, dtype)?;
+    if KQuant::takes(dtype) {
+        let (n, k) = qt.shape().dims2()?;
+        let bytes = Stored::Owned(qt.data()?.into_owned().into());
+        if let Some(m) = KQuant::new(dtype, bytes, n, k) {
+            return Ok(Embedding::K(m));
+        }
+    }
+    Embedding::from_qtensor(&qt)
+}
+
+/// Every GPTQ-packed matrix: Q4_1 blocks holding the same weights where each run of 32
+/// inputs is one group, else Q8_0 from the unpacked floats (activation-order layers).
+fn gptq_linears(ck: &Checkpoint, kept: &mut Kept) -> Result<()> {
+    let Some(cfg) = &ck.gptq else { return Ok(()) };
+    let bases: Vec<String> = kept
+        .raw
+        .keys()
+        .filter_map(|n| n.strip_suffix(".qweight").map(str::to_string))
+        .collect();
+    for base in bases {
+        let l = GptqLinear::take(&mut kept.raw, &base, cfg, &ck.dir)?
+            .ok_or_else(|| load_err(&ck.dir, format!("GPTQ layer `{base}` vanished")))?;
+        let q = match l.to_q4_1() {
+            Some(bytes) => candle_core::quantized::ggml_file::qtensor_from_ggml(
+                GgmlDType::Q4_1,
+                &bytes,
+                vec![l.out, l.inp],
+                &Device::Cpu,
+            )?,
+            None => {
+                let w = Tensor::from_vec(l.dequantize(), (l.out, l.inp), &Device::Cpu)?;
+                QTensor::quantize(&w, GgmlDType::Q8_0)?
+            }
+        };
+        kept.linear
+            .insert(format!("{base}.weight"), Linear::from_qtensor(q)?);
+    }
+    if let Some(left) = kept
+        .raw
+        .keys()
+        .find(|n| PARTS.iter().any(|p| n.ends_with(p)))
+    {
+        return Err(load_err(
+            &ck.dir,
+            format!("GPTQ tensor `{left}` has no qweight"),
+        ));
+    }
+    Ok(())
+}
+
+/// What the layer builder asks for.
+enum Need<'a> {
+    Linear(&'a str),
+    Raw(&'a str),
+}
+
+enum Got {
+    Linear(Linear),
+    Raw(Tensor),
+}
+
+impl Got {
+    fn raw(self) -> Result<Tensor> {
+        match self {
+            Self::Raw(t) => Ok(t),
+            Self::Linear(_) => {
+                Err(candle_core::Error::Msg("a matrix where a vector was expected".into()).into())
+            }
+        }
+    }
+
+    fn linear(self) -> Result<Linear> {
+        match self {
+            Self::Linear(l) => Ok(l),
+            Self::Raw(t) => Linear::dense(t),
+        }
+    }
+}
+
+fn take(dir: &Path, kept: &mut Kept, need: Need<'_>) -> Result<Got> {
+    let (name, got) = match need {
+        Need::Linear(n) => (n, kept.linear.remove(n).map(Got::Linear)),
+        Need::Raw(n) => (n, kept.raw.remove(n).map(Got::Raw)),
+    };
+    got.ok_or_else(|| load_err(dir, format!("tensor `{name}` is missing")))
+}
+
+/// One transformer block of a Hugging Face checkpoint, its tensors named under `p`.
+fn hf_layer(take: &mut impl FnMut(Need<'_>) -> Result<Got>, p: &str) -> Result<Layer> {
+    let mut lin = |n: &str| take(Need::Linear(&format!("{p}.{n}.weight")))?.linear();
+    let qkv = Group::new(vec![
+        lin("self_attn.q_proj")?,
+        lin("self_attn.k_proj")?,
+        lin("self_attn.v_proj")?,
+    ]);
+    let wo = lin("self_attn.o_proj")?;
+    let gate_up = GateUp::new(lin("mlp.gate_proj")?, lin("mlp.up_proj")?);
+    let down = lin("mlp.down_proj")?;
+    let mut norm = |n: &str| f32s(take(Need::Raw(&format!("{p}.{n}.weight")))?.raw()?);
+    Ok(Layer {
+        qkv,
+        wo,
+        gate_up,
+        down,
+        attn_norm: norm("input_layernorm")?,
+        ffn_norm: norm("post_attention_layernorm")?,
+    })
+}
+
+/// A tensor's values as f32, flattened.
+fn f32s(t: Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
