@@ -137,3 +137,47 @@ fn the_bilingual_layout_judges_in_chinese_with_transformers_prompt_length() {
         .len();
     assert_eq!(events[0]["prompt_tokens"], want);
 }
+
+#[test]
+fn autoj_quantize_writes_a_gguf_that_serves_with_transformers_prompt_length() {
+    let r = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("autoj-13b-layout.Q8_0.gguf");
+    let res = run(autoj().args([
+        "quantize",
+        "--model",
+        fixture("autoj-13b-layout").to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let said = String::from_utf8_lossy(&res.stdout);
+    assert!(res.status.success() && said.contains("wrote"), "{said}");
+    let f = &r["prompt_fields"]["pairwise_en"];
+    let server = Server::start(&out, &["--no-classifier", "--prompt-format", "autoj"]);
+    let events = judge(
+        &server.addr,
+        &[
+            "compare",
+            "--language",
+            "en",
+            "--query",
+            f["prompt"].as_str().unwrap(),
+            "--response-1",
+            f["response"].as_str().unwrap(),
+            "--response-2",
+            f["response_another"].as_str().unwrap(),
+        ],
+    );
+    check_judgment("GGUF from autoj quantize", &events);
+    let want = r["models"]["autoj-13b-layout"]["prompts"]["pairwise_en"]["ids"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(events[0]["prompt_tokens"], want, "the GGUF vocabulary tokenizes alike");
+    // A type that does not exist is a usage error naming the ones that do.
+    let res = run(autoj().args(["quantize", "--model", "x", "--type", "q3", "--out", "y"]));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains("q4_k_m"), "{err}");
+}
