@@ -15,7 +15,7 @@ use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
 use autoj_judge::engine::checkpoint::export::quantize_to_gguf;
 use autoj_judge::engine::checkpoint::quantize::QuantType;
 use autoj_judge::engine::tokenizer::TextTokenizer;
-use autoj_judge::testkit::layouts::{write_layout, Layout};
+use autoj_judge::testkit::layouts::{write_layout, Layout, PADDING_ROWS};
 use autoj_judge::testkit::TinySpec;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::DType;
@@ -158,6 +158,11 @@ fn the_gguf_vocabulary_tokenizes_like_the_directory() {
             "`{text}`"
         );
     }
+    // The rows past the tokenizer became unused `[PAD<id>]` pieces: still never generated.
+    let tokens = autoj_judge::testkit::spm::spm_tokens().len();
+    assert_eq!(from_gguf.vocab_size(), tokens + PADDING_ROWS);
+    assert_eq!(from_gguf.producible(), tokens);
+    assert_eq!(from_dir.producible(), tokens);
     assert_eq!(from_gguf.bos_id(), Some(1));
     assert!(from_gguf.eos_ids().contains(&2));
 }

@@ -122,6 +122,7 @@ fn prefill(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Option<Ten
 /// Generates the critique a token a step, streaming its text; `None` when the client left.
 fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Option<Decoded>> {
     let mut sampler = job.params.sampler();
+    let producible = model.tokenizer.producible();
     let mut detok = Detokenizer::default();
     let mut d = Decoded {
         finish: FinishReason::Length,
@@ -140,8 +141,7 @@ fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Optio
             return Ok(None);
         }
         // Padding rows past the tokenizer's ids are never produced.
-        let producible = logits.dim(0)?.min(model.tokenizer.vocab_size());
-        let next = sampler.sample(&logits.narrow(0, 0, producible)?)?;
+        let next = sampler.sample(&logits.narrow(0, 0, logits.dim(0)?.min(producible))?)?;
         if model.tokenizer.eos_ids().contains(&next) {
             break FinishReason::Eos;
         }

@@ -40,6 +40,9 @@ pub struct TextTokenizer {
     bos: Option<u32>,
     add_bos: bool,
     eos_ids: Vec<u32>,
+    /// Pieces of type unused at the end of the vocabulary (the `[PAD<id>]` rows a converter
+    /// writes for embedding rows past the tokenizer): never generated.
+    unused_tail: usize,
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -84,6 +87,7 @@ impl TextTokenizer {
             bos,
             add_bos: bos.is_some(),
             eos_ids: eos.to_vec(),
+            unused_tail: 0,
         };
         tok.add_named_end_tokens();
         Ok(tok)
@@ -118,6 +122,7 @@ impl TextTokenizer {
             bos,
             add_bos: add_bos_meta.unwrap_or(default_add_bos) && bos.is_some(),
             eos_ids: eos.into_iter().collect(),
+            unused_tail: unused_tail(&types),
         };
         tok.set_bos_processor();
         tok.add_named_end_tokens();
@@ -141,6 +146,7 @@ impl TextTokenizer {
             bos: vocab.bos,
             add_bos: add_bos && vocab.bos.is_some(),
             eos_ids,
+            unused_tail: unused_tail(&vocab.types),
         };
         tok.set_bos_processor();
         tok.add_named_end_tokens();
@@ -223,11 +229,30 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// How many ids, from 0, the model may generate: up to the highest id of the
+    /// vocabulary and its added tokens, less a tail of unused pieces. Embedding rows past it
+    /// are padding (Auto-J 13B: 32,128 rows, 32,000 pieces and its added tokens) and are
+    /// never sampled. Walks the vocabulary: ask once, not per token.
+    pub fn producible(&self) -> usize {
+        let top = self.inner.get_vocab(true).into_values().max();
+        let top = top.map_or(0, |id| id as usize + 1);
+        top.saturating_sub(self.unused_tail)
+    }
+
     /// Writes the tokenizer as a `tokenizer.json` (e.g. one read from a GGUF file, to carry
     /// to a machine that runs a random-weight model with the same vocabulary).
     pub fn save(&self, path: &Path) -> Result<()> {
         self.inner.save(path, false).map_err(tok_err)
     }
+}
+
+/// Unused pieces at the end of a vocabulary's types.
+fn unused_tail(types: &[i32]) -> usize {
+    types
+        .iter()
+        .rev()
+        .take_while(|&&t| t == sentencepiece::piece_type::UNUSED)
+        .count()
 }
 
 fn md_str(md: &HashMap<String, Value>, key: &str) -> Result<String> {

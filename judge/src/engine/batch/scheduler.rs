@@ -173,7 +173,7 @@ pub(crate) fn run<B: Backend>(
         max_seqs: model
             .max_seqs()
             .map_or(limits.max_seqs, |n| n.min(limits.max_seqs)),
-        producible: tokenizer.vocab_size(),
+        producible: tokenizer.producible(),
     };
     stats
         .kv_slots
