@@ -175,7 +175,10 @@ fn autoj_quantize_writes_a_gguf_that_serves_with_transformers_prompt_length() {
         .as_array()
         .unwrap()
         .len();
-    assert_eq!(events[0]["prompt_tokens"], want, "the GGUF vocabulary tokenizes alike");
+    assert_eq!(
+        events[0]["prompt_tokens"], want,
+        "the GGUF vocabulary tokenizes alike"
+    );
     // A type that does not exist is a usage error naming the ones that do.
     let res = run(autoj().args(["quantize", "--model", "x", "--type", "q3", "--out", "y"]));
     let err = String::from_utf8_lossy(&res.stderr);
