@@ -172,10 +172,9 @@ impl<'a> Machine<'a> {
         Ok(s.to_string())
     }
 
-    fn text(&mut self, n: usize) -> Res<()> {
+    fn text(&mut self, n: usize) -> Res<Value> {
         let s = std::str::from_utf8(self.take(n)?).map_err(|_| bad("a string is not UTF-8"))?;
-        let v = Value::Str(s.to_string());
-        self.push(v)
+        Ok(Value::Str(s.to_string()))
     }
 
     fn charge(&mut self, n: usize) -> Res<()> {
@@ -272,38 +271,43 @@ impl<'a> Machine<'a> {
     fn step(&mut self) -> Res<bool> {
         let op = self.u8()?;
         match op {
+            b'.' => return Ok(false),
             0x80 => {
                 self.u8()?; // PROTO: the version does not change what follows.
             }
             0x95 => {
                 self.le::<8>()?; // FRAME: a length hint only.
             }
-            b'.' => return Ok(false),
             b'(' => self.marks.push(self.stack.len()),
-            b'}' => self.push(Value::Dict(Vec::new()))?,
-            b']' => self.push(Value::List(Vec::new()))?,
-            b')' => self.push(Value::Tuple(Vec::new()))?,
-            b'N' => self.push(Value::None)?,
-            0x88 => self.push(Value::Bool(true))?,
-            0x89 => self.push(Value::Bool(false))?,
-            b'K' => {
-                let v = self.u8()?;
-                self.push(Value::Int(v.into()))?
+            b'q' | b'r' | 0x94 | b'h' | b'j' => self.memo_op(op)?,
+            b't' | 0x85 | 0x86 | 0x87 | b'l' | b'd' | b'a' | b'e' | b's' | b'u' => {
+                self.container_op(op)?
             }
-            b'M' => {
-                let v = u16::from_le_bytes(self.le()?);
-                self.push(Value::Int(v.into()))?
+            b'c' | 0x93 | b'Q' | b'R' | b'b' => self.object_op(op)?,
+            _ => {
+                let v = self.constant(op)?;
+                self.push(v)?
             }
-            b'J' => {
-                let v = i32::from_le_bytes(self.le()?);
-                self.push(Value::Int(v.into()))?
-            }
+        }
+        Ok(true)
+    }
+
+    /// Opcodes that push a constant: none, booleans, integers, floats, strings, and the
+    /// empty containers.
+    fn constant(&mut self, op: u8) -> Res<Value> {
+        Ok(match op {
+            b'}' => Value::Dict(Vec::new()),
+            b']' => Value::List(Vec::new()),
+            b')' => Value::Tuple(Vec::new()),
+            b'N' => Value::None,
+            0x88 => Value::Bool(true),
+            0x89 => Value::Bool(false),
+            b'K' => Value::Int(self.u8()?.into()),
+            b'M' => Value::Int(u16::from_le_bytes(self.le()?).into()),
+            b'J' => Value::Int(i32::from_le_bytes(self.le()?).into()),
             0x8a => self.long1()?,
-            b'G' => {
-                let v = f64::from_be_bytes(self.le()?);
-                self.push(Value::Float(v))?
-            }
-            b'X' => {
+            b'G' => Value::Float(f64::from_be_bytes(self.le()?)),
+            b'X' | b'T' => {
                 let n = u32::from_le_bytes(self.le()?) as usize;
                 self.text(n)?
             }
@@ -311,105 +315,119 @@ impl<'a> Machine<'a> {
                 let n = self.u8()? as usize;
                 self.text(n)?
             }
-            b'T' => {
-                let n = u32::from_le_bytes(self.le()?) as usize;
-                self.text(n)?
-            }
-            b'c' => {
-                let (module, name) = (self.line()?, self.line()?);
-                self.push(Value::Global(global(&module, &name)?))?
-            }
-            0x93 => {
-                let name = self.pop()?;
-                let module = self.pop()?;
-                match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => self.push(Value::Global(global(&m, &n)?))?,
-                    _ => return Err(bad("STACK_GLOBAL without two strings")),
-                }
-            }
-            b'q' => {
-                let k = self.u8()?;
-                self.put(k.into())?
-            }
-            b'r' => {
-                let k = u32::from_le_bytes(self.le()?);
-                self.put(k)?
-            }
-            0x94 => {
-                let k = u32::try_from(self.memo.len()).map_err(|_| bad("memo overflow"))?;
-                self.put(k)?
-            }
-            b'h' => {
-                let k = self.u8()?;
-                self.get(k.into())?
-            }
-            b'j' => {
-                let k = u32::from_le_bytes(self.le()?);
-                self.get(k)?
-            }
-            b't' => {
-                let items = self.pop_mark()?;
-                self.push(Value::Tuple(items))?
-            }
-            0x85 => self.tuple(1)?,
-            0x86 => self.tuple(2)?,
-            0x87 => self.tuple(3)?,
-            b'l' => {
-                let items = self.pop_mark()?;
-                self.push(Value::List(items))?
-            }
-            b'd' => {
-                let items = self.pop_mark()?;
-                self.push(Value::Dict(Vec::new()))?;
-                self.set_items(items)?
-            }
-            b'a' => {
-                let v = self.pop()?;
-                self.append(vec![v])?
-            }
-            b'e' => {
-                let items = self.pop_mark()?;
-                self.append(items)?
-            }
-            b's' => {
-                let v = self.pop()?;
-                let k = self.pop()?;
-                self.set_items(vec![k, v])?
-            }
-            b'u' => {
-                let items = self.pop_mark()?;
-                self.set_items(items)?
-            }
-            b'Q' => {
-                let pid = self.pop()?;
-                let s = storage(pid)?;
-                self.push(s)?
-            }
-            b'R' => {
-                let args = self.pop()?;
-                let f = self.pop()?;
-                let v = reduce(f, args)?;
-                self.push(v)?
-            }
-            b'b' => {
-                // BUILD: an ordered dict's instance state (`_metadata`), which holds
-                // nothing a loader needs; anything else has no state to take.
-                let _state = self.pop()?;
-                if !matches!(self.top()?, Value::Dict(_)) {
-                    return Err(bad("BUILD on something that is not a dict"));
-                }
-            }
             other => {
                 return Err(bad(format!(
                     "opcode 0x{other:02x} at byte {} is not one a tensor checkpoint uses; refused",
                     self.at - 1
                 )))
             }
-        }
-        Ok(true)
+        })
     }
 
-    fn long1(&mut self) -> Res<()> {
+    /// PUT and GET in their widths (and MEMOIZE).
+    fn memo_op(&mut self, op: u8) -> Res<()> {
+        match op {
+            b'q' => {
+                let k = self.u8()?;
+                self.put(k.into())
+            }
+            b'r' => {
+                let k = u32::from_le_bytes(self.le()?);
+                self.put(k)
+            }
+            0x94 => {
+                let k = u32::try_from(self.memo.len()).map_err(|_| bad("memo overflow"))?;
+                self.put(k)
+            }
+            b'h' => {
+                let k = self.u8()?;
+                self.get(k.into())
+            }
+            _ => {
+                let k = u32::from_le_bytes(self.le()?);
+                self.get(k)
+            }
+        }
+    }
+
+    /// Tuples, lists and dicts built from the stack or filled from it.
+    fn container_op(&mut self, op: u8) -> Res<()> {
+        match op {
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Value::Tuple(items))
+            }
+            0x85 => self.tuple(1),
+            0x86 => self.tuple(2),
+            0x87 => self.tuple(3),
+            b'l' => {
+                let items = self.pop_mark()?;
+                self.push(Value::List(items))
+            }
+            b'd' => {
+                let items = self.pop_mark()?;
+                self.push(Value::Dict(Vec::new()))?;
+                self.set_items(items)
+            }
+            b'a' => {
+                let v = self.pop()?;
+                self.append(vec![v])
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                self.append(items)
+            }
+            b's' => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                self.set_items(vec![k, v])
+            }
+            _ => {
+                let items = self.pop_mark()?;
+                self.set_items(items)
+            }
+        }
+    }
+
+    /// Globals (checked against the accepted ones), persistent ids, calls and BUILD.
+    fn object_op(&mut self, op: u8) -> Res<()> {
+        match op {
+            b'c' => {
+                let (module, name) = (self.line()?, self.line()?);
+                self.push(Value::Global(global(&module, &name)?))
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                match (module, name) {
+                    (Value::Str(m), Value::Str(n)) => self.push(Value::Global(global(&m, &n)?)),
+                    _ => Err(bad("STACK_GLOBAL without two strings")),
+                }
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                let s = storage(pid)?;
+                self.push(s)
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let f = self.pop()?;
+                let v = reduce(f, args)?;
+                self.push(v)
+            }
+            _ => {
+                // BUILD: an ordered dict's instance state (`_metadata`), which holds
+                // nothing a loader needs; anything else has no state to take.
+                let _state = self.pop()?;
+                if !matches!(self.top()?, Value::Dict(_)) {
+                    return Err(bad("BUILD on something that is not a dict"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn long1(&mut self) -> Res<Value> {
         let n = self.u8()? as usize;
         if n > 8 {
             return Err(bad("an integer wider than 64 bits"));
@@ -421,7 +439,7 @@ impl<'a> Machine<'a> {
             [0u8; 8]
         };
         buf[..n].copy_from_slice(bytes);
-        self.push(Value::Int(i64::from_le_bytes(buf)))
+        Ok(Value::Int(i64::from_le_bytes(buf)))
     }
 }
 
