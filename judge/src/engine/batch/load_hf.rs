@@ -6,14 +6,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use super::kernels::{KQuant, Stored};
 use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::engine::checkpoint::gptq::{GptqLinear, PARTS};
-use crate::engine::checkpoint::quantize::{tensor_type, QuantType, Role};
+use crate::engine::checkpoint::quantize::{quantize_matrix, tensor_type, QuantType, Role};
 use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
 use crate::engine::model::{check_heads, file_name, load_err, read_chat_template, ModelInfo};
 use crate::engine::tokenizer::TextTokenizer;
@@ -114,7 +114,7 @@ fn matrix(t: Tensor, role: Role, quantize: Option<QuantType>, layers: usize) -> 
     };
     let (_, cols) = t.dims2()?;
     let dtype = tensor_type(q, role, layers, cols);
-    Linear::from_qtensor(QTensor::quantize(&t.to_dtype(DType::F32)?, dtype)?)
+    Linear::from_qtensor(quantize_matrix(&t, dtype)?)
 }
 
 /// The token table: f32, or quantized to the mix's embedding type (rows looked up in
@@ -128,7 +128,7 @@ fn embedding(t: Tensor, quantize: Option<QuantType>, layers: usize) -> Result<Em
         });
     };
     let dtype = tensor_type(q, Role::Embedding, layers, dim);
-    let qt = QTensor::quantize(&t, dtype)?;
+    let qt = quantize_matrix(&t, dtype)?;
     if KQuant::takes(dtype) {
         let (n, k) = qt.shape().dims2()?;
         let bytes = Stored::Owned(qt.data()?.into_owned().into());
@@ -160,7 +160,7 @@ fn gptq_linears(ck: &Checkpoint, kept: &mut Kept) -> Result<()> {
             )?,
             None => {
                 let w = Tensor::from_vec(l.dequantize(), (l.out, l.inp), &Device::Cpu)?;
-                QTensor::quantize(&w, GgmlDType::Q8_0)?
+                quantize_matrix(&w, GgmlDType::Q8_0)?
             }
         };
         kept.linear

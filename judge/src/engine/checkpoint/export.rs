@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use super::gguf_out::{GgufOut, PlannedTensor};
 use super::gptq::{GptqLinear, PARTS};
-use super::quantize::{tensor_type, QuantType, Role};
+use super::quantize::{quantize_matrix, tensor_type, QuantType, Role};
 use super::vocab::SpmVocab;
 use super::Checkpoint;
 use crate::engine::model::{load_err, read_chat_template};
@@ -189,7 +189,7 @@ pub fn quantize_to_gguf(
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect(),
-            dt => QTensor::quantize(&t, dt)?.data()?.into_owned(),
+            dt => quantize_matrix(&t, dt)?.data()?.into_owned(),
         };
         file.write(i, &bytes)?;
         done += 1;

@@ -5,7 +5,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::quantized::GgmlDType;
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
 
 /// The quantization a user asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +151,30 @@ fn fallback(t: GgmlDType, cols: usize) -> GgmlDType {
     }
 }
 
+/// A matrix `[rows, cols]` quantized to `dtype` with its rows spread over the thread pool.
+/// A row's blocks depend on that row alone, so the bytes are those of one pass over the
+/// whole matrix (candle's quantizer, ggml's reference algorithms), only sooner.
+pub fn quantize_matrix(t: &Tensor, dtype: GgmlDType) -> Result<QTensor> {
+    let (rows, cols) = t.dims2()?;
+    // Candle's quantizer reads a tensor's storage from its start, whatever its layout: each
+    // part is handed over as a tensor of its own.
+    let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let chunk = (rows / (rayon::current_num_threads() * 8)).clamp(1, 256);
+    let parts = data
+        .par_chunks(chunk * cols.max(1))
+        .map(|part| {
+            let part = Tensor::from_slice(part, (part.len() / cols.max(1), cols), &Device::Cpu)?;
+            Ok(QTensor::quantize(&part, dtype)?.data()?.into_owned())
+        })
+        .collect::<Result<Vec<Vec<u8>>>>()?;
+    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        dtype,
+        &parts.concat(),
+        vec![rows, cols],
+        &Device::Cpu,
+    )?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +230,29 @@ mod tests {
             tensor_type(QuantType::Q8_0, Role::Matrix, 2, 48),
             GgmlDType::F16
         );
+    }
+
+    #[test]
+    fn quantizing_rows_in_parallel_gives_the_bytes_of_one_pass() {
+        let data: Vec<f32> = (0..300 * 256)
+            .map(|i| ((i * 7919) % 1000) as f32 / 300.0 - 1.5)
+            .collect();
+        let t = Tensor::from_vec(data, (300, 256), &Device::Cpu).unwrap();
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q8_0,
+            GgmlDType::Q4_1,
+        ] {
+            let one = QTensor::quantize(&t, dtype)
+                .unwrap()
+                .data()
+                .unwrap()
+                .into_owned();
+            let rows = quantize_matrix(&t, dtype).unwrap();
+            assert_eq!(rows.shape().dims(), &[300, 256]);
+            assert_eq!(rows.data().unwrap().into_owned(), one, "{dtype:?}");
+        }
     }
 
     #[test]
