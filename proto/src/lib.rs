@@ -16,6 +16,8 @@ pub mod stream;
 /// Generated messages, clients and servers of package `autoj.v1`.
 pub mod v1 {
     tonic::include_proto!("autoj.v1");
+    // serde `Serialize` / `Deserialize` in the proto3 JSON mapping (pbjson-build).
+    include!(concat!(env!("OUT_DIR"), "/autoj.v1.serde.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of the contract, registered with gRPC server reflection so

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:50051"
+//! # http_listen = "0.0.0.0:8080"      # the HTTP door (JSON, SSE, the page); off when absent
 //! # data_dir = "router/data"          # override the embedded scenarios and criteria
 //!
 //! [classifier]
@@ -55,6 +56,9 @@ pub struct RouterConfig {
     /// Address the binary listens on ([`crate::Router::serve`] takes a bound listener).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address of the HTTP door ([`crate::http`]); not served when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
     /// A directory overriding the scenario and criteria files embedded in the binary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
@@ -203,6 +207,7 @@ impl RouterConfig {
     pub fn new(routing: RoutingConfig) -> Self {
         Self {
             listen: default_listen(),
+            http_listen: None,
             data_dir: None,
             classifier: ClassifierConfig::default(),
             routing,

@@ -19,6 +19,8 @@
 //! - [`backend`]: a replica, remote (gRPC) or in-process (one-process mode).
 //! - `relay`: the relayed stream (scenario stamp, deadline, load accounting).
 //! - [`error`]: the crate's error and its one mapping to `tonic::Status`.
+//! - [`http`]: the HTTP door beside gRPC (JSON, Server-Sent Events, a page), calling the
+//!   same services in-process.
 //! - [`auth`]: API keys (hashed, constant-time) on the public services.
 //! - [`tls`]: TLS and mTLS settings towards the judges.
 //! - [`metrics`] and `trace`: Prometheus metrics and OpenTelemetry spans of each call.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod criteria;
 pub mod data;
 pub mod error;
+pub mod http;
 pub mod language;
 pub mod metrics;
 pub mod onnx;

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use autoj_proto::v1::judge_server::JudgeServer;
 use autoj_proto::v1::scenarios_server::ScenariosServer;
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
@@ -133,6 +135,7 @@ impl RouterBuilder {
             pools: watched,
             auth: AuthInterceptor::new(self.api_keys),
             tls: self.tls,
+            ready: Arc::new(watch::channel(false).0),
         })
     }
 }
@@ -230,6 +233,9 @@ pub struct Router {
     auth: AuthInterceptor,
     /// TLS on the listener.
     tls: Option<ServerTlsConfig>,
+    /// Whether every pool has a ready replica and the server is not draining: what gRPC
+    /// health reports, kept for the HTTP door's `/healthz`.
+    ready: Arc<watch::Sender<bool>>,
 }
 
 impl Router {
@@ -253,6 +259,38 @@ impl Router {
     /// The scenario catalog (for `autoj classify` and listings).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+
+    /// The HTTP door over this router's services (same API keys, limits and readiness), to
+    /// serve with [`crate::http::serve`] or to extend with more routes.
+    pub fn http_door(&self) -> crate::http::HttpDoor {
+        crate::http::HttpDoor::new(
+            self.service.clone(),
+            self.auth.clone(),
+            self.ready.subscribe(),
+        )
+    }
+
+    /// Serves gRPC on `grpc` and, when given, the HTTP door on `http` until `shutdown`
+    /// completes; then both stop accepting and drain their open calls. Returns when both
+    /// have stopped, or at the first one that fails.
+    pub async fn serve_all(
+        self,
+        grpc: TcpListener,
+        http: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RouterError> {
+        let Some(http) = http else {
+            return self.serve(grpc, shutdown).await;
+        };
+        let shutdown = shutdown.boxed().shared();
+        let app = self.http_door().routes();
+        let http = async {
+            crate::http::serve(http, app, shutdown.clone())
+                .await
+                .map_err(|e| RouterError::Server(format!("HTTP door: {e}")))
+        };
+        tokio::try_join!(self.serve(grpc, shutdown.clone()), http).map(|_| ())
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains open calls.
@@ -282,7 +320,11 @@ impl Router {
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (health, health_service) = tonic_health::server::health_reporter();
-        set_health(&health, ServingStatus::NotServing).await;
+        let health = Health {
+            reporter: health,
+            ready: self.ready,
+        };
+        health.set(ServingStatus::NotServing).await;
         let (reflection, reflection_alpha) = autoj_proto::reflection::services()
             .map_err(|e| RouterError::Server(format!("reflection: {e}")))?;
         let pools = self.pools;
@@ -291,7 +333,7 @@ impl Router {
                 () = shutdown => {}
                 () = watch_readiness(&health, &pools) => {}
             }
-            set_health(&health, ServingStatus::NotServing).await;
+            health.set(ServingStatus::NotServing).await;
             tracing::info!("router shutting down, draining open calls");
         };
         let mut server = Server::builder();
@@ -318,26 +360,31 @@ impl Router {
 /// How often pools are probed for a ready replica.
 const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Sets the overall status and both services' to `status`.
-async fn set_health(health: &HealthReporter, status: ServingStatus) {
-    health
-        .set_service_status(
+/// Where the router's readiness is reported: gRPC health, and the HTTP door's `/healthz`.
+struct Health {
+    /// gRPC health's statuses.
+    reporter: HealthReporter,
+    /// What `/healthz` reads.
+    ready: Arc<watch::Sender<bool>>,
+}
+
+impl Health {
+    /// Sets the overall status and both services' to `status`.
+    async fn set(&self, status: ServingStatus) {
+        for service in [
             <JudgeServer<RouterService> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
-    health
-        .set_service_status(
             <ScenariosServer<RouterService> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
-    health.set_service_status("", status).await;
+            "",
+        ] {
+            self.reporter.set_service_status(service, status).await;
+        }
+        self.ready.send_replace(status == ServingStatus::Serving);
+    }
 }
 
 /// Probes every pool forever: SERVING while each has a ready replica, NOT_SERVING
 /// otherwise (logging each change once).
-async fn watch_readiness(health: &HealthReporter, pools: &[Arc<Pool>]) {
+async fn watch_readiness(health: &Health, pools: &[Arc<Pool>]) {
     let mut serving = false;
     let mut ticker = tokio::time::interval(PROBE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -362,7 +409,7 @@ async fn watch_readiness(health: &HealthReporter, pools: &[Arc<Pool>]) {
             } else {
                 ServingStatus::NotServing
             };
-            set_health(health, status).await;
+            health.set(status).await;
             serving = now;
         }
     }

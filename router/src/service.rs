@@ -91,6 +91,13 @@ impl RouterService {
     }
 }
 
+impl RouterService {
+    /// The per-request limits and the in-flight ceiling it enforces.
+    pub fn limits(&self) -> &LimitsConfig {
+        &self.inner.limits
+    }
+}
+
 impl Inner {
     /// Validates `msg`, settles its scenario (named, classified or fallback) and language,
     /// writes both into the forwarded options, and picks the pool.

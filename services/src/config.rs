@@ -321,6 +321,16 @@ pub struct ListenArgs {
     pub listen: SocketAddr,
 }
 
+/// The HTTP door beside gRPC (router and `autoj serve`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct HttpListenArgs {
+    /// Also serve the Judge and Scenarios services as JSON over HTTP, with Server-Sent
+    /// Events for streams and a page at `/`, on this address (same API keys; plaintext).
+    /// Off unless given (or set as `http_listen` in the router config file).
+    #[arg(long, env = "AUTOJ_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+}
+
 /// Sets the compute thread count before any model code runs. candle's CPU kernels size
 /// their parallelism from `RAYON_NUM_THREADS`, so both are set.
 pub fn apply_threads(threads: usize) {

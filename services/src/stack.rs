@@ -13,7 +13,7 @@ use autoj_router::{LocalBackend, Router, RouterConfig};
 use clap::Args;
 use tonic::transport::ServerTlsConfig;
 
-use crate::config::JudgeSettings;
+use crate::config::{HttpListenArgs, JudgeSettings};
 use crate::security::PublicSecurity;
 use crate::shutdown::with_grace;
 
@@ -35,6 +35,18 @@ pub struct ServeRouterArgs {
     /// the config file's `limits.max_in_flight`, default 256).
     #[arg(long, env = "AUTOJ_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    /// The HTTP door's address.
+    #[command(flatten)]
+    pub http: HttpListenArgs,
+}
+
+/// Where `autoj router` listens, over its config file's `listen` and `http_listen`.
+#[derive(Debug, Clone, Default)]
+pub struct RouterListen {
+    /// The gRPC address.
+    pub grpc: Option<SocketAddr>,
+    /// The HTTP door's address.
+    pub http: Option<SocketAddr>,
 }
 
 /// The one-process configuration: every request to the in-process judge.
@@ -60,6 +72,22 @@ async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 /// printed once the server is ready to judge.
 fn announce(addr: SocketAddr) {
     println!("listening on {addr}");
+}
+
+/// Binds the HTTP door's address when one is configured and prints
+/// `http on http://ADDR/` (before the gRPC `listening on` line, so a script that waits for
+/// that one finds the door open too).
+async fn bind_http(listen: Option<SocketAddr>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    println!("http on http://{addr}/");
+    tracing::info!(%addr, "serving the HTTP door (JSON, SSE, the page)");
+    Ok(Some(listener))
 }
 
 /// Binds `listen` at once and serves the judge alone: health answers NOT_SERVING while the
@@ -116,6 +144,10 @@ pub async fn run_serve(
     if let Some(n) = router.max_in_flight {
         config.limits.max_in_flight = n;
     }
+    if let Some(http) = router.http.http_listen {
+        config.http_listen = Some(http);
+    }
+    let http_listen = config.http_listen;
     let local_pools: Vec<String> = config
         .routing
         .pools
@@ -134,10 +166,11 @@ pub async fn run_serve(
     }
     let built = builder.build().await?;
     let listener = bind(listen).await?;
+    let http = bind_http(http_listen).await?;
     announce(listener.local_addr()?);
     tracing::info!(pools = ?local_pools, "autoj serving (router + in-process judge)");
     with_grace(signal, grace, |shutdown| async move {
-        built.serve(listener, shutdown).await?;
+        built.serve_all(listener, http, shutdown).await?;
         Ok(())
     })
     .await
@@ -146,25 +179,29 @@ pub async fn run_serve(
 /// The router alone, in front of remote judge pools.
 pub async fn run_router(
     config_path: &std::path::Path,
-    listen: Option<SocketAddr>,
+    listen: RouterListen,
     security: PublicSecurity,
     grace: Duration,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let mut config = RouterConfig::from_file(config_path)?;
-    if let Some(l) = listen {
+    if let Some(l) = listen.grpc {
         config.listen = l;
     }
-    let listen = config.listen;
+    if let Some(http) = listen.http {
+        config.http_listen = Some(http);
+    }
+    let (listen, http_listen) = (config.listen, config.http_listen);
     let built = Router::builder(config)
         .api_keys(security.api_keys)
         .tls(security.tls)
         .build()
         .await?;
     let listener = bind(listen).await?;
+    let http = bind_http(http_listen).await?;
     announce(listener.local_addr()?);
     with_grace(signal, grace, |shutdown| async move {
-        built.serve(listener, shutdown).await?;
+        built.serve_all(listener, http, shutdown).await?;
         Ok(())
     })
     .await

@@ -16,10 +16,10 @@ use autoj_services::cli::leaderboard::MetricsArgs;
 use autoj_services::cli::load::LoadArgs;
 use autoj_services::cli::quantize::QuantizeArgs;
 use autoj_services::cli::verdict::{verdict_json, ProtocolArg};
-use autoj_services::config::{apply_threads, EngineArgs, ListenArgs};
+use autoj_services::config::{apply_threads, EngineArgs, HttpListenArgs, ListenArgs};
 use autoj_services::security::{JudgeTlsArgs, PublicSecurityArgs};
 use autoj_services::shutdown::GraceArgs;
-use autoj_services::stack::{run_judge, run_router, run_serve, ServeRouterArgs};
+use autoj_services::stack::{run_judge, run_router, run_serve, RouterListen, ServeRouterArgs};
 use autoj_services::telemetry::TelemetryArgs;
 use autoj_services::{metrics, shutdown, telemetry};
 use clap::{Parser, Subcommand};
@@ -57,6 +57,8 @@ enum Command {
         /// Listen address, overriding the config file's.
         #[arg(long, env = "AUTOJ_LISTEN")]
         listen: Option<SocketAddr>,
+        #[command(flatten)]
+        http: HttpListenArgs,
         #[command(flatten)]
         security: PublicSecurityArgs,
         #[command(flatten)]
@@ -222,6 +224,7 @@ async fn run(command: Command) -> ExitCode {
         Command::Router {
             config,
             listen,
+            http,
             security,
             grace,
             observe,
@@ -230,7 +233,13 @@ async fn run(command: Command) -> ExitCode {
             let security = or_exit_64(security.validate());
             let grace = grace.shutdown_grace;
             match metrics::start(observe.metrics_listen).await {
-                Ok(_) => run_router(&config, listen, security, grace, shutdown::signal()).await,
+                Ok(_) => {
+                    let listen = RouterListen {
+                        grpc: listen,
+                        http: http.http_listen,
+                    };
+                    run_router(&config, listen, security, grace, shutdown::signal()).await
+                }
                 Err(e) => Err(e),
             }
         }
