@@ -117,7 +117,7 @@ router_accepts() {
         if grep -q "^listening on " "$out"; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
-            echo "  autoj router accepts the routing file: $(head -n1 "$out")"
+            echo "  autoj router accepts the routing file: $(grep "^listening on " "$out")"
             return 0
         fi
         if ! kill -0 "$pid" 2>/dev/null; then

@@ -206,6 +206,15 @@ def check_router(docs, values):
     if values["metrics"]["enabled"]:
         expect(ports.get("metrics") == values["metrics"]["port"], "router metrics port")
         expect("AUTOJ_METRICS_LISTEN" in env, "metrics on but no metrics listener")
+    http = values["router"]["http"]
+    container_ports = {p["name"]: p["containerPort"] for p in router["ports"]}
+    listen = router_config(docs).get("http_listen")
+    if http["enabled"]:
+        expect(ports.get("http") == http["port"], f"router Service has no http port: {ports}")
+        expect(container_ports.get("http") == http["port"], "router container's http port")
+        expect(listen == f"0.0.0.0:{http['port']}", f"router http_listen = {listen}")
+    else:
+        expect("http" not in ports and listen is None, "HTTP door off but still served")
 
 
 def check_policies(docs, values):
@@ -267,7 +276,9 @@ def router_toml(rendered, out, root):
     text = text.replace("/opt/autoj/router/classifier", f"{root}/router/classifier")
     text = text.replace("/opt/autoj/lib/libonnxruntime.so", f"{root}/models/onnxruntime/libonnxruntime.so")
     text = "\n".join(
-        'listen = "127.0.0.1:0"' if line.startswith("listen = ") else line
+        'listen = "127.0.0.1:0"' if line.startswith("listen = ")
+        else 'http_listen = "127.0.0.1:0"' if line.startswith("http_listen = ")
+        else line
         for line in text.splitlines()
     )
     with open(out, "w", encoding="utf-8") as f:
