@@ -76,11 +76,20 @@ fn announce(addr: SocketAddr) {
 
 /// Binds the HTTP door's address when one is configured and prints
 /// `http on http://ADDR/` (before the gRPC `listening on` line, so a script that waits for
-/// that one finds the door open too).
-async fn bind_http(listen: Option<SocketAddr>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+/// that one finds the door open too). The door serves plaintext: with `tls` on the gRPC
+/// port, a warning says to terminate TLS in front of it.
+async fn bind_http(
+    listen: Option<SocketAddr>,
+    tls: bool,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
     let Some(listen) = listen else {
         return Ok(None);
     };
+    if tls {
+        tracing::warn!(
+            "the HTTP door serves plaintext while gRPC has TLS: terminate TLS in front of it"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {listen}: {e}"))?;
@@ -158,6 +167,7 @@ pub async fn run_serve(
     let engine = start_engine(&settings).await?;
     crate::metrics::watch_engine(&engine);
     let judge = Arc::new(JudgeService::new(engine, settings.limits, "local"));
+    let tls = security.tls.is_some();
     let mut builder = Router::builder(config)
         .api_keys(security.api_keys)
         .tls(security.tls);
@@ -166,7 +176,7 @@ pub async fn run_serve(
     }
     let built = builder.build().await?;
     let listener = bind(listen).await?;
-    let http = bind_http(http_listen).await?;
+    let http = bind_http(http_listen, tls).await?;
     announce(listener.local_addr()?);
     tracing::info!(pools = ?local_pools, "autoj serving (router + in-process judge)");
     with_grace(signal, grace, |shutdown| async move {
@@ -192,13 +202,14 @@ pub async fn run_router(
         config.http_listen = Some(http);
     }
     let (listen, http_listen) = (config.listen, config.http_listen);
+    let tls = security.tls.is_some();
     let built = Router::builder(config)
         .api_keys(security.api_keys)
         .tls(security.tls)
         .build()
         .await?;
     let listener = bind(listen).await?;
-    let http = bind_http(http_listen).await?;
+    let http = bind_http(http_listen, tls).await?;
     announce(listener.local_addr()?);
     with_grace(signal, grace, |shutdown| async move {
         built.serve_all(listener, http, shutdown).await?;
