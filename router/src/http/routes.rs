@@ -1,5 +1,5 @@
 //! The route table and its handlers: one per RPC, each decoding its message, building the
-//! in-process gRPC request (`call`) and calling [`RouterService`]'s `Judge` or `Scenarios`
+//! in-process gRPC request (`call`) and calling `RouterService`'s `Judge` or `Scenarios`
 //! method, then answering with JSON, a gathered judgment or Server-Sent Events.
 
 use autoj_proto::v1::judge_server::Judge;
@@ -17,12 +17,11 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use tonic::Status;
 
-use super::call::{decode, CallHead, CallParams};
+use super::call::{decode, CallParams};
 use super::errors::{json_response, HttpError};
 use super::judgment::Judgment;
 use super::{page, sse, HttpDoor};
 use crate::backend::EventStream;
-use crate::service::RouterService;
 
 /// The query parameters, or why they do not parse.
 type Params = Result<Query<CallParams>, QueryRejection>;
@@ -126,7 +125,10 @@ async fn classify(
 /// `GET /v1/scenarios`: `Scenarios.List`.
 async fn list(State(door): State<HttpDoor>, headers: HeaderMap, params: Params) -> Answer {
     let head = door.head(&headers, params)?;
-    ok(Scenarios::list(&door.service, head.request(ListScenariosRequest {})).await)
+    ok(door
+        .service
+        .list(head.request(ListScenariosRequest {}))
+        .await)
 }
 
 /// `GET /v1/scenarios/{name}/criteria`: `Scenarios.GetCriteria`.
@@ -136,11 +138,11 @@ async fn criteria(
     params: Params,
     name: Result<Path<String>, PathRejection>,
 ) -> Answer {
-    let head: CallHead = door.head(&headers, params)?;
+    let head = door.head(&headers, params)?;
     let Path(scenario) =
         name.map_err(|e| HttpError::invalid(format!("scenario name: {}", e.body_text())))?;
     let message = GetCriteriaRequest { scenario };
-    ok(RouterService::get_criteria(&door.service, head.request(message)).await)
+    ok(door.service.get_criteria(head.request(message)).await)
 }
 
 /// A unary call's answer: its message as JSON, or its status.
