@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use autoj_judge::engine::batch::{Backend, BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::batch::{BatchLimits, BatchModel, StepInput, Want};
 use autoj_judge::engine::checkpoint::Checkpoint;
 use autoj_judge::engine::device::DeviceModel;
 use autoj_judge::engine::generate::{argmax, GenerationParams};
@@ -17,35 +17,19 @@ use autoj_judge::engine::Scheduling;
 use autoj_judge::testkit::layouts::{write_layout, write_layout_padded, Layout, PADDING_ROWS};
 use autoj_judge::testkit::TinySpec;
 use candle_core::{DType, Device};
-use common::{engine_config, haiku_request, max_diff, stream_texts};
+use common::{engine_config, haiku_request, max_diff, prompt_logits, stream_texts};
 
 const PROMPT: [u32; 7] = [5, 17, 3, 99, 42, 7, 11];
 
 fn cpu_logits(path: &Path) -> Vec<f32> {
     let (model, _, _) = BatchModel::load(path, None).expect("CPU engine loads");
-    let mut kv = model.new_kv();
-    model
-        .forward(&mut [StepInput {
-            kv: &mut kv,
-            tokens: &PROMPT,
-            want: Want::Last,
-        }])
-        .unwrap()
-        .remove(0)
+    prompt_logits(&model, &PROMPT)
 }
 
 fn device_logits(path: &Path) -> Vec<f32> {
     let spec = ModelSpec::new(path, WeightDType::F32, Device::Cpu);
     let (model, _, _) = DeviceModel::load(&spec, &BatchLimits::default()).expect("device loads");
-    let mut kv = model.new_kv().unwrap();
-    model
-        .forward(&mut [StepInput {
-            kv: &mut kv,
-            tokens: &PROMPT,
-            want: Want::Last,
-        }])
-        .unwrap()
-        .remove(0)
+    prompt_logits(&model, &PROMPT)
 }
 
 fn serial_logits(path: &Path) -> Vec<f32> {

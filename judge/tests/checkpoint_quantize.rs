@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
+use autoj_judge::engine::batch::BatchModel;
 use autoj_judge::engine::checkpoint::export::quantize_to_gguf;
 use autoj_judge::engine::checkpoint::quantize::QuantType;
 use autoj_judge::engine::tokenizer::TextTokenizer;
@@ -19,6 +19,9 @@ use autoj_judge::testkit::layouts::{write_layout, Layout, PADDING_ROWS};
 use autoj_judge::testkit::TinySpec;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::DType;
+use common::prompt_logits;
+
+mod common;
 
 const PROMPT: [u32; 9] = [1, 300, 17, 3, 99, 42, 7, 11, 310];
 
@@ -35,15 +38,7 @@ fn spec() -> TinySpec {
 
 fn logits(path: &Path, quantize: Option<QuantType>) -> Vec<f32> {
     let (model, _, _) = BatchModel::load(path, quantize).expect("loads");
-    let mut kv = model.new_kv();
-    model
-        .forward(&mut [StepInput {
-            kv: &mut kv,
-            tokens: &PROMPT,
-            want: Want::Last,
-        }])
-        .unwrap()
-        .remove(0)
+    prompt_logits(&model, &PROMPT)
 }
 
 /// The correlation of two logit vectors over the tokenizer's ids: 1 for the same model,

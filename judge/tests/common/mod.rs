@@ -264,3 +264,20 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// The last position's logits of `tokens` run from an empty cache of any backend.
+pub fn prompt_logits<B: autoj_judge::engine::batch::Backend>(
+    model: &B,
+    tokens: &[u32],
+) -> Vec<f32> {
+    use autoj_judge::engine::batch::{StepInput, Want};
+    let mut kv = model.new_kv().expect("a cache");
+    model
+        .forward(&mut [StepInput {
+            kv: &mut kv,
+            tokens,
+            want: Want::Last,
+        }])
+        .expect("forward")
+        .remove(0)
+}

@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn q4_k_m_follows_llama_cpp_mix_on_a_40_layer_model() {
+    fn the_mix_follows_llama_cpp_on_a_40_layer_model() {
         let v: Vec<bool> = (0..40)
             .map(|i| tensor_type(QuantType::Q4KM, Role::AttnV(i), 40, 5120) == GgmlDType::Q6K)
             .collect();
@@ -190,46 +190,22 @@ mod tests {
             .collect();
         assert_eq!(v, want);
         assert_eq!(v.iter().filter(|&&b| b).count(), 20);
-        assert_eq!(
-            tensor_type(QuantType::Q4KM, Role::Output, 40, 5120),
-            GgmlDType::Q6K
-        );
-        assert_eq!(
-            tensor_type(QuantType::Q4KM, Role::Matrix, 40, 5120),
-            GgmlDType::Q4K
-        );
-        assert_eq!(
-            tensor_type(QuantType::Q4KM, Role::Embedding, 40, 5120),
-            GgmlDType::Q4K
-        );
-        assert_eq!(
-            tensor_type(QuantType::Q8_0, Role::Output, 40, 5120),
-            GgmlDType::Q8_0
-        );
-        assert_eq!(
-            tensor_type(QuantType::Q4_1, Role::Output, 40, 5120),
-            GgmlDType::Q6K
-        );
-    }
-
-    #[test]
-    fn narrow_rows_fall_back_like_llama_cpp() {
-        assert_eq!(
-            tensor_type(QuantType::Q4KM, Role::Matrix, 2, 128),
-            GgmlDType::Q5_0
-        );
-        assert_eq!(
-            tensor_type(QuantType::Q5KM, Role::Matrix, 2, 128),
-            GgmlDType::Q5_1
-        );
-        assert_eq!(
-            tensor_type(QuantType::Q4KM, Role::Output, 2, 128),
-            GgmlDType::Q8_0
-        );
-        assert_eq!(
-            tensor_type(QuantType::Q8_0, Role::Matrix, 2, 48),
-            GgmlDType::F16
-        );
+        use GgmlDType::*;
+        use QuantType::*;
+        // (type, role, columns) -> block type; 128 columns are not whole super-blocks.
+        for (q, role, cols, want) in [
+            (Q4KM, Role::Output, 5120, Q6K),
+            (Q4KM, Role::Matrix, 5120, Q4K),
+            (Q4KM, Role::Embedding, 5120, Q4K),
+            (QuantType::Q8_0, Role::Output, 5120, GgmlDType::Q8_0),
+            (QuantType::Q4_1, Role::Output, 5120, Q6K),
+            (Q4KM, Role::Matrix, 128, Q5_0),
+            (Q5KM, Role::Matrix, 128, Q5_1),
+            (Q4KM, Role::Output, 128, GgmlDType::Q8_0),
+            (QuantType::Q8_0, Role::Matrix, 48, F16),
+        ] {
+            assert_eq!(tensor_type(q, role, 40, cols), want, "{q} {role:?} {cols}");
+        }
     }
 
     #[test]
