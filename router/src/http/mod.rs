@@ -35,7 +35,7 @@ use crate::auth::AuthInterceptor;
 use crate::config::LimitsConfig;
 use crate::service::RouterService;
 
-pub use errors::{code_name, http_status};
+pub use errors::http_status;
 
 /// Bytes of JSON allowed on top of six times `limits.max_input_bytes`: room for the options
 /// and the field names.
