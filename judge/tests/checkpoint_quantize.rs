@@ -179,3 +179,34 @@ fn gptq_checkpoints_quantize_from_their_unpacked_weights() {
     );
     assert_eq!(types_in(&out)["blk.1.ffn_up.weight"], "Q8_0");
 }
+
+#[test]
+fn a_tokenizer_model_only_directory_exports_its_sentencepiece_vocabulary() {
+    // The torch-written Yi-style fixture without its tokenizer.json.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/checkpoints/autoj-bilingual-layout");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("spm-only");
+    std::fs::create_dir_all(&src).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "tokenizer.json" {
+            std::fs::copy(&path, src.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let out = dir.path().join("spm.gguf");
+    quantize_to_gguf(&src, QuantType::Q8_0, &out, |_, _| {}).unwrap();
+    let from_model = TextTokenizer::from_dir(&src, &[2]).unwrap();
+    let (_, from_gguf, _) = BatchModel::load(&out, None).unwrap();
+    for text in [
+        "Hello, world!  Two  spaces.",
+        "长城是中国古代修建的",
+        "Response 1 [[5]] 🙂",
+    ] {
+        assert_eq!(
+            from_gguf.encode(text, true).unwrap(),
+            from_model.encode(text, true).unwrap(),
+            "`{text}`"
+        );
+    }
+}

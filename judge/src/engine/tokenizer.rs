@@ -27,7 +27,7 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 use crate::engine::sentencepiece::{self, piece_type, SpmVocab};
 use crate::error::{JudgeError, Result};
 
-mod dir;
+pub(crate) mod dir;
 
 /// The regex llama.cpp uses for `llama3`/`llama-bpe` style pre-tokenization.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use super::kernels::{KQuant, Stored};
 use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
-use crate::engine::checkpoint::gptq::{GptqLinear, PARTS};
+use crate::engine::checkpoint::gptq;
 use crate::engine::checkpoint::quantize::{quantize_matrix, tensor_type, QuantType, Role};
 use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
 use crate::engine::model::{check_heads, file_name, load_err, read_chat_template, ModelInfo};
@@ -38,7 +38,6 @@ impl BatchModel {
         let ck = Checkpoint::open(dir)?;
         let cfg = &ck.config;
         let layers = cfg.num_hidden_layers;
-        let gptq = ck.gptq.is_some();
         let mut kept = Kept::default();
         ck.stream(|name, t| {
             match Role::of_hf(&name) {
@@ -52,9 +51,7 @@ impl BatchModel {
             }
             Ok(())
         })?;
-        if gptq {
-            gptq_linears(&ck, &mut kept)?;
-        }
+        gptq_linears(&ck, &mut kept)?;
         let dims = (cfg.hidden_size, cfg.num_attention_heads, cfg.kv_heads());
         check_heads(dir, dims.0, dims.1, dims.2)?;
         let embd = kept
@@ -72,10 +69,9 @@ impl BatchModel {
             _ => matrix(embd.clone(), Role::Output, quantize, layers)?,
         };
         let embed = embedding(embd, quantize, layers)?;
-        let mut take = |need: Need<'_>| take(dir, &mut kept, need);
-        let norm = f32s(take(Need::Raw("model.norm.weight"))?.raw()?)?;
+        let norm = kept.vector(dir, "model.norm.weight")?;
         let blocks = (0..layers)
-            .map(|i| hf_layer(&mut take, &format!("model.layers.{i}")))
+            .map(|i| hf_layer(dir, &mut kept, &format!("model.layers.{i}")))
             .collect::<Result<Vec<_>>>()?;
         let shape = Shape {
             layers,
@@ -143,14 +139,7 @@ fn embedding(t: Tensor, quantize: Option<QuantType>, layers: usize) -> Result<Em
 /// inputs is one group, else Q8_0 from the unpacked floats (activation-order layers).
 fn gptq_linears(ck: &Checkpoint, kept: &mut Kept) -> Result<()> {
     let Some(cfg) = &ck.gptq else { return Ok(()) };
-    let bases: Vec<String> = kept
-        .raw
-        .keys()
-        .filter_map(|n| n.strip_suffix(".qweight").map(str::to_string))
-        .collect();
-    for base in bases {
-        let l = GptqLinear::take(&mut kept.raw, &base, cfg, &ck.dir)?
-            .ok_or_else(|| load_err(&ck.dir, format!("GPTQ layer `{base}` vanished")))?;
+    for (base, l) in gptq::take_all(&mut kept.raw, cfg, &ck.dir)? {
         let q = match l.to_q4_1() {
             Some(bytes) => candle_core::quantized::ggml_file::qtensor_from_ggml(
                 GgmlDType::Q4_1,
@@ -166,59 +155,26 @@ fn gptq_linears(ck: &Checkpoint, kept: &mut Kept) -> Result<()> {
         kept.linear
             .insert(format!("{base}.weight"), Linear::from_qtensor(q)?);
     }
-    if let Some(left) = kept
-        .raw
-        .keys()
-        .find(|n| PARTS.iter().any(|p| n.ends_with(p)))
-    {
-        return Err(load_err(
-            &ck.dir,
-            format!("GPTQ tensor `{left}` has no qweight"),
-        ));
-    }
     Ok(())
 }
 
-/// What the layer builder asks for.
-enum Need<'a> {
-    Linear(&'a str),
-    Raw(&'a str),
-}
-
-enum Got {
-    Linear(Linear),
-    Raw(Tensor),
-}
-
-impl Got {
-    fn raw(self) -> Result<Tensor> {
-        match self {
-            Self::Raw(t) => Ok(t),
-            Self::Linear(_) => {
-                Err(candle_core::Error::Msg("a matrix where a vector was expected".into()).into())
-            }
-        }
+impl Kept {
+    /// Matrix `name`, taken out.
+    fn linear(&mut self, dir: &Path, name: &str) -> Result<Linear> {
+        let l = self.linear.remove(name);
+        l.ok_or_else(|| load_err(dir, format!("tensor `{name}` is missing")))
     }
 
-    fn linear(self) -> Result<Linear> {
-        match self {
-            Self::Linear(l) => Ok(l),
-            Self::Raw(t) => Linear::dense(t),
-        }
+    /// Vector `name` (a norm's weights) as f32, taken out.
+    fn vector(&mut self, dir: &Path, name: &str) -> Result<Vec<f32>> {
+        let t = self.raw.remove(name);
+        f32s(t.ok_or_else(|| load_err(dir, format!("tensor `{name}` is missing")))?)
     }
-}
-
-fn take(dir: &Path, kept: &mut Kept, need: Need<'_>) -> Result<Got> {
-    let (name, got) = match need {
-        Need::Linear(n) => (n, kept.linear.remove(n).map(Got::Linear)),
-        Need::Raw(n) => (n, kept.raw.remove(n).map(Got::Raw)),
-    };
-    got.ok_or_else(|| load_err(dir, format!("tensor `{name}` is missing")))
 }
 
 /// One transformer block of a Hugging Face checkpoint, its tensors named under `p`.
-fn hf_layer(take: &mut impl FnMut(Need<'_>) -> Result<Got>, p: &str) -> Result<Layer> {
-    let mut lin = |n: &str| take(Need::Linear(&format!("{p}.{n}.weight")))?.linear();
+fn hf_layer(dir: &Path, kept: &mut Kept, p: &str) -> Result<Layer> {
+    let mut lin = |n: &str| kept.linear(dir, &format!("{p}.{n}.weight"));
     let qkv = Group::new(vec![
         lin("self_attn.q_proj")?,
         lin("self_attn.k_proj")?,
@@ -227,7 +183,7 @@ fn hf_layer(take: &mut impl FnMut(Need<'_>) -> Result<Got>, p: &str) -> Result<L
     let wo = lin("self_attn.o_proj")?;
     let gate_up = GateUp::new(lin("mlp.gate_proj")?, lin("mlp.up_proj")?);
     let down = lin("mlp.down_proj")?;
-    let mut norm = |n: &str| f32s(take(Need::Raw(&format!("{p}.{n}.weight")))?.raw()?);
+    let mut norm = |n: &str| kept.vector(dir, &format!("{p}.{n}.weight"));
     Ok(Layer {
         qkv,
         wo,

@@ -14,11 +14,12 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use super::gguf_out::{GgufOut, PlannedTensor};
-use super::gptq::{GptqLinear, PARTS};
+use super::gptq::{self, GptqLinear, PARTS};
 use super::quantize::{quantize_matrix, tensor_type, QuantType, Role};
-use super::vocab::SpmVocab;
+use super::vocab;
 use super::Checkpoint;
 use crate::engine::model::{load_err, read_chat_template};
+use crate::engine::sentencepiece::SpmVocab;
 use crate::error::Result;
 
 /// What a quantization run did, for the command's report.
@@ -81,7 +82,7 @@ fn plan(ck: &Checkpoint, q: QuantType) -> Result<Vec<(String, PlannedTensor)>> {
         let (hf, dims) = match hf.strip_suffix(".qweight") {
             // qweight is [in / 8, out]: the layer is [out, in].
             Some(base) => (format!("{base}.weight"), vec![dims[1], dims[0] * 8]),
-            None if PARTS.iter().any(|p| hf.ends_with(&format!(".{p}"))) => continue,
+            None if gptq::is_part(&hf) => continue,
             None => (hf, dims),
         };
         let Some(name) = gguf_name(&hf) else { continue };
@@ -99,7 +100,12 @@ fn plan(ck: &Checkpoint, q: QuantType) -> Result<Vec<(String, PlannedTensor)>> {
 }
 
 /// The GGUF metadata of a LLaMA-family checkpoint with its vocabulary.
-fn metadata(ck: &Checkpoint, q: QuantType, vocab: &SpmVocab, ffn: usize) -> Vec<(String, Value)> {
+fn metadata(
+    ck: &Checkpoint,
+    q: QuantType,
+    (vocab, add_bos): (&SpmVocab, bool),
+    ffn: usize,
+) -> Vec<(String, Value)> {
     let c = &ck.config;
     let u = |x: usize| Value::U32(x as u32);
     let name = ck
@@ -130,9 +136,9 @@ fn metadata(ck: &Checkpoint, q: QuantType, vocab: &SpmVocab, ffn: usize) -> Vec<
             "llama.attention.layer_norm_rms_epsilon",
             Value::F32(c.rms_norm_eps as f32),
         ),
-        ("llama.vocab_size", u(vocab.tokens.len())),
+        ("llama.vocab_size", u(vocab.pieces.len())),
     ];
-    md.extend(vocab.metadata());
+    md.extend(vocab::metadata(vocab, add_bos));
     let mut md: Vec<(String, Value)> = md.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     if let Some(t) = read_chat_template(&ck.dir) {
         md.push(("tokenizer.chat_template".into(), Value::String(t)));
@@ -159,8 +165,8 @@ pub fn quantize_to_gguf(
         .iter()
         .find(|(hf, _)| hf.ends_with("mlp.down_proj.weight"))
         .map_or(0, |(_, p)| p.dims[1]);
-    let vocab = SpmVocab::read(dir, rows, &ck.config)?;
-    let md = metadata(&ck, q, &vocab, ffn);
+    let (vocab, add_bos) = vocab::read(dir, rows, &ck.config)?;
+    let md = metadata(&ck, q, (&vocab, add_bos), ffn);
     let index: HashMap<String, usize> = planned
         .iter()
         .enumerate()
@@ -197,11 +203,7 @@ pub fn quantize_to_gguf(
         Ok(())
     };
     ck.stream(|name, t| {
-        let Some(cfg) = ck
-            .gptq
-            .as_ref()
-            .filter(|_| PARTS.iter().any(|p| name.ends_with(&format!(".{p}"))))
-        else {
+        let Some(cfg) = ck.gptq.as_ref().filter(|_| gptq::is_part(&name)) else {
             return put(&name, t, &mut file);
         };
         let base = name
@@ -220,6 +222,12 @@ pub fn quantize_to_gguf(
         }
         Ok(())
     })?;
+    if let Some(left) = gptq_parts.keys().next() {
+        return Err(load_err(
+            dir,
+            format!("GPTQ tensor `{left}`: its layer is incomplete"),
+        ));
+    }
     let mut types = std::collections::BTreeMap::new();
     for t in &tensors {
         *types.entry(format!("{:?}", t.dtype)).or_insert(0) += 1;

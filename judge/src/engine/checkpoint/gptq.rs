@@ -133,6 +133,39 @@ fn vec_u32(t: &Tensor) -> Result<Vec<u32>> {
         .collect())
 }
 
+/// Whether `name` is one of the packed parts of a GPTQ layer.
+pub fn is_part(name: &str) -> bool {
+    PARTS
+        .iter()
+        .any(|p| name.strip_suffix(p).is_some_and(|b| b.ends_with('.')))
+}
+
+/// Every GPTQ layer among `map`'s tensors, taken out with its base name (the layer stands
+/// for `{base}.weight`); a packed part left without its `qweight` is an error naming it.
+pub fn take_all(
+    map: &mut HashMap<String, Tensor>,
+    cfg: &GptqConfig,
+    file: &Path,
+) -> Result<Vec<(String, GptqLinear)>> {
+    let bases: Vec<String> = map
+        .keys()
+        .filter_map(|n| n.strip_suffix(".qweight").map(str::to_string))
+        .collect();
+    let mut layers = Vec::with_capacity(bases.len());
+    for base in bases {
+        if let Some(l) = GptqLinear::take(map, &base, cfg, file)? {
+            layers.push((base, l));
+        }
+    }
+    if let Some(left) = map.keys().find(|n| is_part(n)) {
+        return Err(load_err(
+            file,
+            format!("GPTQ tensor `{left}` has no qweight"),
+        ));
+    }
+    Ok(layers)
+}
+
 impl GptqLinear {
     /// Takes `{base}.qweight`, `.qzeros`, `.scales`, `.g_idx` (and an all-zero `.bias`,
     /// which AutoGPTQ may write) out of `map`; `None` when `base` is not GPTQ-packed.

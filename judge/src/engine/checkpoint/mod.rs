@@ -51,8 +51,6 @@ pub struct HfConfig {
     pub max_position_embeddings: usize,
     /// Output matrix shared with the embedding.
     pub tie_word_embeddings: Option<bool>,
-    /// Rows of the embedding (may exceed the tokenizer's pieces: padding rows).
-    pub vocab_size: Option<usize>,
     /// One id or a list.
     eos_token_id: Option<serde_json::Value>,
     /// GPTQ settings, where transformers or AutoGPTQ recorded them here.
@@ -181,52 +179,22 @@ impl Checkpoint {
         Ok(out)
     }
 
-    /// Every tensor, converted by `keep` as it is read (to f32, to the device, quantized,
-    /// ...): the map a loader then takes its weights from.
-    pub fn collect<T>(
-        &self,
-        mut keep: impl FnMut(&str, Tensor) -> Result<T>,
-    ) -> Result<HashMap<String, T>> {
-        let mut out = HashMap::new();
-        self.stream(|name, t| {
-            let v = keep(&name, t)?;
-            if out.insert(name.clone(), v).is_some() {
-                return Err(load_err(
-                    &self.dir,
-                    format!("tensor `{name}` is in two weight files"),
-                ));
-            }
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
     /// Every weight as `dtype` on `device`, GPTQ layers unpacked to their `.weight` (the
     /// device backend and the serial engine run dense weights).
     pub fn dense(&self, dtype: DType, device: &Device) -> Result<HashMap<String, Tensor>> {
-        let gptq_part = |n: &str| {
-            self.gptq.is_some() && gptq::PARTS.iter().any(|p| n.ends_with(&format!(".{p}")))
-        };
+        let mut out = HashMap::new();
         let mut packed = HashMap::new();
-        let mut out = self
-            .collect(|name, t| {
-                if gptq_part(name) || (self.gptq.is_some() && name.ends_with(".bias")) {
-                    packed.insert(name.to_string(), t);
-                    return Ok(None);
-                }
-                Ok(Some(t.to_dtype(dtype)?.to_device(device)?))
-            })?
-            .into_iter()
-            .filter_map(|(n, t)| t.map(|t| (n, t)))
-            .collect::<HashMap<_, _>>();
+        let gptq = self.gptq.is_some();
+        self.stream(|name, t| {
+            if gptq && (gptq::is_part(&name) || name.ends_with(".bias")) {
+                packed.insert(name, t);
+            } else {
+                out.insert(name, t.to_dtype(dtype)?.to_device(device)?);
+            }
+            Ok(())
+        })?;
         if let Some(cfg) = &self.gptq {
-            let bases: Vec<String> = packed
-                .keys()
-                .filter_map(|n| n.strip_suffix(".qweight").map(str::to_string))
-                .collect();
-            for base in bases {
-                let l = gptq::GptqLinear::take(&mut packed, &base, cfg, &self.dir)?
-                    .ok_or_else(|| load_err(&self.dir, format!("GPTQ layer `{base}` vanished")))?;
+            for (base, l) in gptq::take_all(&mut packed, cfg, &self.dir)? {
                 let w = Tensor::from_vec(l.dequantize(), (l.out, l.inp), &Device::Cpu)?;
                 out.insert(
                     format!("{base}.weight"),
@@ -236,7 +204,7 @@ impl Checkpoint {
             if let Some(left) = packed.keys().next() {
                 return Err(load_err(
                     &self.dir,
-                    format!("GPTQ tensor `{left}` has no qweight"),
+                    format!("`{left}`: linear biases are not supported"),
                 ));
             }
         }

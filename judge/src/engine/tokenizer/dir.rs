@@ -111,14 +111,14 @@ impl TextTokenizer {
 }
 
 /// `tokenizer_config.json`'s `add_bos_token`, when the file and the key are there.
-fn config_add_bos(dir: &Path) -> Result<Option<bool>> {
+pub(crate) fn config_add_bos(dir: &Path) -> Result<Option<bool>> {
     let config = read_json(&dir.join("tokenizer_config.json"))?;
     Ok(config.and_then(|c| c.get("add_bos_token").and_then(Value::as_bool)))
 }
 
 /// Token texts `special_tokens_map.json` names (as strings, `{"content": ..}` objects, or
 /// lists of either, as `additional_special_tokens` is).
-fn special_names(dir: &Path) -> Result<HashSet<String>> {
+pub(crate) fn special_names(dir: &Path) -> Result<HashSet<String>> {
     fn collect(v: &Value, out: &mut HashSet<String>) {
         match v {
             Value::String(s) => {
@@ -141,7 +141,7 @@ fn special_names(dir: &Path) -> Result<HashSet<String>> {
 }
 
 /// A JSON file's value; `None` when the file does not exist.
-fn read_json(path: &Path) -> Result<Option<Value>> {
+pub(crate) fn read_json(path: &Path) -> Result<Option<Value>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
