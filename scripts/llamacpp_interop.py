@@ -360,6 +360,29 @@ def cmd_greedy(args) -> bool:
     return ok
 
 
+REFERENCE_TYPES = ("Q4_K", "Q5_K", "Q6_K")
+REFERENCE_ROWS = 4
+
+
+def save_reference(out: Path, theirs, values) -> None:
+    """The first rows of the first tensor of each K-quant type: the f32 values llama.cpp
+    quantized (`<type>.f32`, little-endian) and its blocks (`<type>.blocks`), for
+    judge/tests/kquant_llamacpp_bytes.rs."""
+    import numpy as np
+
+    kind = theirs.tensor_type.name
+    if kind not in REFERENCE_TYPES or (out / f"{kind}.blocks").exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    cols = int(theirs.shape[0])
+    blocks = np.asarray(theirs.data)[:REFERENCE_ROWS]
+    (out / f"{kind}.f32").write_bytes(
+        np.asarray(values[: REFERENCE_ROWS * cols], dtype="<f4").tobytes()
+    )
+    (out / f"{kind}.blocks").write_bytes(blocks.tobytes())
+    log(f"reference: {REFERENCE_ROWS} rows of {theirs.name} ({kind}, {cols} columns) in {out}")
+
+
 def cmd_quant_error(args) -> bool:
     import ctypes
 
@@ -412,6 +435,8 @@ def cmd_quant_error(args) -> bool:
         missing = sorted((set(ref) | set(theirs)) ^ set(ours))
         mix_diff, rows, same_bytes, by_type = [], [], 0, {}
         for n in names:
+            if args.reference_out:
+                save_reference(Path(args.reference_out), theirs[n], ref[n])
             to, tt = ours[n].tensor_type, theirs[n].tensor_type
             if to != tt:
                 mix_diff.append(f"{n}: ours {to.name} llama.cpp {tt.name}")
@@ -476,6 +501,9 @@ def main():
     q.add_argument("--tolerance", type=float, default=0.01,
                    help="a tensor fails when its error ratio exceeds 1 + this")
     q.add_argument("--worst", type=int, default=3)
+    q.add_argument("--reference-out",
+                   help="write the first rows of one tensor per K-quant type, inputs and "
+                        "llama.cpp's blocks, here (judge/tests/fixtures/kquant)")
     for p in (g, q):
         p.add_argument("--work", default=str(ROOT / "models/interop/work"))
         p.add_argument("--threads", type=int, default=os.cpu_count() or 2)

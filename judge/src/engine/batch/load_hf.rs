@@ -39,7 +39,8 @@ impl BatchModel {
         let cfg = &ck.config;
         let layers = cfg.num_hidden_layers;
         let mut kept = Kept::default();
-        ck.stream(|name, t| {
+        // Reading the next tensor overlaps converting (or quantizing) this one.
+        ck.stream_ahead(1, |name, t| {
             match Role::of_hf(&name) {
                 Some(Role::Embedding) | None => {
                     kept.raw.insert(name, t);

@@ -22,6 +22,10 @@ use crate::engine::model::{load_err, read_chat_template};
 use crate::engine::sentencepiece::SpmVocab;
 use crate::error::Result;
 
+/// Tensors read ahead of the quantizer (each at most the embedding table in its stored
+/// type).
+const READ_AHEAD: usize = 1;
+
 /// What a quantization run did, for the command's report.
 #[derive(Debug, Clone)]
 pub struct ExportReport {
@@ -202,7 +206,7 @@ pub fn quantize_to_gguf(
         progress(done, tensors.len());
         Ok(())
     };
-    ck.stream(|name, t| {
+    ck.stream_ahead(READ_AHEAD, |name, t| {
         let Some(cfg) = ck.gptq.as_ref().filter(|_| gptq::is_part(&name)) else {
             return put(&name, t, &mut file);
         };

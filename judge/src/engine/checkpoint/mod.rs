@@ -6,7 +6,8 @@
 //! - `pytorch.rs`: `pytorch_model*.bin` zip checkpoints, tensor by tensor.
 //! - [`gptq`]: GPTQ 4-bit linear layers (AutoGPTQ's packing), unpacked to floats or
 //!   repacked to Q4_1 blocks.
-//! - [`quantize`]: which block type each tensor gets under `--quantize` / `autoj quantize`.
+//! - [`quantize`]: which block type each tensor gets under `--quantize` / `autoj quantize`;
+//!   [`kquant`]: the Q4_K, Q5_K and Q6_K block quantizers (llama-quantize's algorithm).
 //! - [`export`], [`gguf_out`], [`vocab`]: `autoj quantize`, a directory written as a GGUF
 //!   file tensor by tensor, its tokenizer as a `llama` vocabulary.
 //!
@@ -18,6 +19,7 @@
 pub mod export;
 pub mod gguf_out;
 pub mod gptq;
+pub mod kquant;
 pub mod pickle;
 mod pytorch;
 pub mod quantize;
@@ -149,6 +151,34 @@ impl Checkpoint {
             }
         }
         Ok(())
+    }
+
+    /// [`Checkpoint::stream`] with the reading on a thread of its own, up to `ahead`
+    /// tensors ahead of `each`: reading and unpacking the next tensor overlaps whatever
+    /// `each` does with this one (quantizing, on the rayon pool). Memory grows by at most
+    /// `ahead + 1` tensors in their stored type.
+    pub fn stream_ahead(
+        &self,
+        ahead: usize,
+        mut each: impl FnMut(String, Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Tensor)>(ahead);
+        std::thread::scope(|s| {
+            let reader = s.spawn(move || {
+                self.stream(|name, t| {
+                    tx.send((name, t))
+                        .map_err(|_| load_err(&self.dir, "reading stopped: the consumer failed"))
+                })
+            });
+            // Consuming ends when the reader is done (or failed) and the channel closes;
+            // a consumer error drops the receiver, which stops the reader at its next send.
+            let consumed = rx.into_iter().try_for_each(|(name, t)| each(name, t));
+            let read = reader
+                .join()
+                .unwrap_or_else(|_| Err(load_err(&self.dir, "the checkpoint reader panicked")));
+            // The consumer's error first: the reader's is then only that it was stopped.
+            consumed.and(read)
+        })
     }
 
     /// Every tensor's name and dimensions, in the order [`Checkpoint::stream`] yields them,

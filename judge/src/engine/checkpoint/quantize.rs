@@ -9,6 +9,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
+use super::kquant;
 use crate::error::Result;
 
 /// The quantization a user asks for.
@@ -153,7 +154,9 @@ fn fallback(t: GgmlDType, cols: usize) -> GgmlDType {
 
 /// A matrix `[rows, cols]` quantized to `dtype` with its rows spread over the thread pool.
 /// A row's blocks depend on that row alone, so the bytes are those of one pass over the
-/// whole matrix (candle's quantizer, ggml's reference algorithms), only sooner.
+/// whole matrix, only sooner. Q4_K, Q5_K and Q6_K blocks come from [`kquant`] (ggml's
+/// current weighted scale search, as llama-quantize); the other types from candle's
+/// quantizer, which for them is already ggml's reference algorithm.
 pub fn quantize_matrix(t: &Tensor, dtype: GgmlDType) -> Result<QTensor> {
     let (rows, cols) = t.dims2()?;
     // Candle's quantizer reads a tensor's storage from its start, whatever its layout: each
@@ -163,6 +166,9 @@ pub fn quantize_matrix(t: &Tensor, dtype: GgmlDType) -> Result<QTensor> {
     let parts = data
         .par_chunks(chunk * cols.max(1))
         .map(|part| {
+            if let Some(bytes) = kquant::quantize(part, dtype) {
+                return Ok(bytes);
+            }
             let part = Tensor::from_slice(part, (part.len() / cols.max(1), cols), &Device::Cpu)?;
             Ok(QTensor::quantize(&part, dtype)?.data()?.into_owned())
         })
@@ -213,18 +219,18 @@ mod tests {
         let data: Vec<f32> = (0..300 * 256)
             .map(|i| ((i * 7919) % 1000) as f32 / 300.0 - 1.5)
             .collect();
-        let t = Tensor::from_vec(data, (300, 256), &Device::Cpu).unwrap();
+        let t = Tensor::from_slice(&data, (300, 256), &Device::Cpu).unwrap();
         for dtype in [
             GgmlDType::Q4K,
+            GgmlDType::Q5K,
             GgmlDType::Q6K,
             GgmlDType::Q8_0,
             GgmlDType::Q4_1,
         ] {
-            let one = QTensor::quantize(&t, dtype)
-                .unwrap()
-                .data()
-                .unwrap()
-                .into_owned();
+            let one = kquant::quantize(&data, dtype).unwrap_or_else(|| {
+                let q = QTensor::quantize(&t, dtype).unwrap();
+                q.data().unwrap().into_owned()
+            });
             let rows = quantize_matrix(&t, dtype).unwrap();
             assert_eq!(rows.shape().dims(), &[300, 256]);
             assert_eq!(rows.data().unwrap().into_owned(), one, "{dtype:?}");
