@@ -124,6 +124,7 @@ fn judge(engine: &Engine, task: Task) -> Judged {
                 };
             }
             EngineEvent::Usage(_) => break,
+            EngineEvent::Token(t) => panic!("a judgment sent a chat token: {t:?}"),
         }
     }
     out

@@ -23,6 +23,7 @@ fn order_of(e: &Event) -> u32 {
         Event::Verdict(v) => v.order,
         Event::Usage(u) => u.order,
         Event::Consistency(_) => 2,
+        Event::TokenLogprob(t) => panic!("a judgment sent a chat token: {t:?}"),
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use autoj_proto::v1::judge_client::JudgeClient;
 use autoj_proto::v1::judge_server::Judge;
-use autoj_proto::v1::{CompareRequest, CritiqueRequest, JudgeEvent, ScoreRequest, ScoreResponse};
+use autoj_proto::v1::{
+    ChatRequest, CompareRequest, CritiqueRequest, JudgeEvent, ScoreRequest, ScoreResponse,
+};
 use futures::StreamExt;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
@@ -40,6 +42,8 @@ pub trait JudgeBackend: Send + Sync + 'static {
         &self,
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, Status>;
+    /// Free-form chat; the judge's event stream.
+    async fn chat(&self, request: Request<ChatRequest>) -> Result<Response<EventStream>, Status>;
     /// Whether the replica can take work now (its model is loaded and it is not draining).
     /// The router's own health is SERVING only while every pool has a ready replica. An
     /// in-process judge exists only once its model is loaded, so the default is `true`.
@@ -134,6 +138,11 @@ impl JudgeBackend for RemoteBackend {
             .map_err(replica_failure)
     }
 
+    async fn chat(&self, request: Request<ChatRequest>) -> Result<Response<EventStream>, Status> {
+        let response = self.client.clone().chat(request).await;
+        Ok(remote_stream(response.map_err(replica_failure)?))
+    }
+
     /// Asks the judge's `grpc.health.v1` for `autoj.v1.Judge`: ready when SERVING. A server
     /// without a health service (UNIMPLEMENTED) answered, so it counts as ready; no answer,
     /// NOT_SERVING or an unknown service does not.
@@ -216,6 +225,11 @@ impl<T: Judge> JudgeBackend for LocalBackend<T> {
         request: Request<ScoreRequest>,
     ) -> Result<Response<ScoreResponse>, Status> {
         self.judge.score(request).await
+    }
+
+    async fn chat(&self, request: Request<ChatRequest>) -> Result<Response<EventStream>, Status> {
+        let response = self.judge.chat(request).await?;
+        Ok(response.map(|s| Box::pin(s) as EventStream))
     }
 }
 

@@ -148,6 +148,16 @@ pub enum RouterError {
         /// The name.
         name: String,
     },
+    /// A chat names a pool (an OpenAI `model`) the router does not have.
+    #[error("{field}: no judge pool `{name}`; this router serves: {known}")]
+    UnknownPool {
+        /// The field that named it.
+        field: &'static str,
+        /// The name.
+        name: String,
+        /// The pools there are, comma-separated.
+        known: String,
+    },
     /// A pool has no replica that could take the request.
     #[error("no available replica in judge pool `{pool}`")]
     NoReplica {
@@ -209,6 +219,7 @@ impl RouterError {
             Self::ClassifierStopped => "classifier_stopped",
             Self::InvalidArgument { .. } => "invalid_argument",
             Self::UnknownScenario { .. } => "unknown_scenario",
+            Self::UnknownPool { .. } => "unknown_pool",
             Self::NoReplica { .. } => "no_replica",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Upstream { .. } => "upstream",
@@ -230,6 +241,7 @@ impl RouterError {
             Self::ClassifierBusy | Self::Overloaded { .. } => Code::ResourceExhausted,
             Self::NoReplica { .. } | Self::ClassifierStopped => Code::Unavailable,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::UnknownPool { .. } => Code::NotFound,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream { status, .. } => status.code(),
             Self::Io { .. }
@@ -253,7 +265,7 @@ impl RouterError {
             | Self::Tls(_) => Code::Internal,
         };
         match code {
-            Code::InvalidArgument | Code::Unimplemented | Code::Cancelled => {
+            Code::InvalidArgument | Code::NotFound | Code::Unimplemented | Code::Cancelled => {
                 tracing::debug!(error_type = self.error_type(), "{self}")
             }
             _ => tracing::warn!(error_type = self.error_type(), "{self}"),

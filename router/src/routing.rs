@@ -192,6 +192,11 @@ impl RoutingTable {
             .map_or(self.default_pool.as_str(), |rule| rule.pool.as_str())
     }
 
+    /// The pool that serves requests no rule matches (and chats that name none).
+    pub fn default_pool(&self) -> &str {
+        &self.default_pool
+    }
+
     /// The pools to build.
     pub fn pools(&self) -> &[PoolSpec] {
         &self.pools

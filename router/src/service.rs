@@ -30,6 +30,8 @@ use crate::routing::{RouteKey, RoutingTable};
 use crate::scenarios::Catalog;
 use crate::validate::{check_classify, check_limits, check_options, Judged};
 
+mod chat;
+
 /// The scenario used for routing when no classifier is configured and none was named.
 const FALLBACK_SCENARIO: &str = "default";
 
@@ -392,6 +394,7 @@ impl Judge for RouterService {
     type CompareStream = EventStream;
     type CritiqueStream = EventStream;
     type EvaluateStream = autoj_proto::stream::ResultStream;
+    type ChatStream = EventStream;
 
     async fn compare(
         &self,
@@ -431,6 +434,13 @@ impl Judge for RouterService {
             self.clone(),
             request,
         )))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<autoj_proto::v1::ChatRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.observed_chat(request).await
     }
 }
 

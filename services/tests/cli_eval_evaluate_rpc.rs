@@ -56,6 +56,7 @@ impl Judge for EvaluateOnly {
     type CompareStream = EventStream;
     type CritiqueStream = EventStream;
     type EvaluateStream = ResultStream;
+    type ChatStream = EventStream;
 
     async fn compare(
         &self,
@@ -75,6 +76,10 @@ impl Judge for EvaluateOnly {
         &self,
         _: Request<pb::ScoreRequest>,
     ) -> Result<Response<pb::ScoreResponse>, Status> {
+        Err(Status::unimplemented("only Evaluate here"))
+    }
+
+    async fn chat(&self, _: Request<pb::ChatRequest>) -> Result<Response<EventStream>, Status> {
         Err(Status::unimplemented("only Evaluate here"))
     }
 

@@ -13,10 +13,13 @@ use tokio::sync::mpsc;
 
 use super::batch::{BatchLimits, BatchModel};
 use super::device::DeviceModel;
-use super::job::{Admission, EngineStats, Job, JudgeRequest, Submission};
+use super::job::{
+    Admission, ChatRequest, EngineStats, Job, JobKind, JudgeRequest, Submission, MAX_TOP_LOGPROBS,
+};
 use super::model::{JudgeModel, ModelInfo, ModelSpec};
 use super::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
+use crate::protocol::chat;
 use crate::protocol::fit::{prepare, Room};
 use crate::protocol::prompt::{detect_language, Lang, PromptFormat, Task};
 use crate::protocol::scoring::VERDICT_RESERVE;
@@ -215,35 +218,108 @@ impl Engine {
             truncated_tokens: prepared.truncated_tokens,
             language,
         };
-        if let Some((per_token, budget)) = s.kv_limit {
-            let tokens = prepared.prompt_ids.len() + req.params.max_new_tokens + VERDICT_RESERVE;
-            if tokens * per_token > budget {
-                return Err(JudgeError::ContextOverflow(format!(
-                    "this request needs {} MiB of key/value cache ({tokens} tokens: prompt, \
-                     max_new_tokens and the verdict reserve) but the judge's whole budget is \
-                     {} MiB; lower max_new_tokens or shorten the input",
-                    (tokens * per_token) >> 20,
-                    budget >> 20
-                )));
-            }
-        }
+        self.check_kv(prepared.prompt_ids.len() + req.params.max_new_tokens + VERDICT_RESERVE)?;
         let job = Job {
             prompt_ids: prepared.prompt_ids,
-            pairwise: req.task.is_pairwise(),
+            kind: JobKind::Judge {
+                pairwise: req.task.is_pairwise(),
+            },
             lang: language,
             params: req.params,
             enqueued: Instant::now(),
             deadline: req.deadline,
             events: tx,
         };
-        self.queue.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => JudgeError::QueueFull {
-                capacity: s.capacity,
-            },
-            mpsc::error::TrySendError::Closed(_) => JudgeError::EngineStopped,
-        })?;
+        self.enqueue(job)?;
         Ok(Submission { admission, events })
     }
+
+    /// Renders a chat with the model's chat template and queues it: text and, when asked,
+    /// token log-probabilities, no verdict. Input that does not fit is refused with
+    /// `ContextOverflow` (a conversation is never cut).
+    pub fn submit_chat(&self, req: ChatRequest) -> Result<Submission> {
+        let s = &self.shared;
+        let max = req.params.max_new_tokens;
+        if max == 0 {
+            return Err(JudgeError::InvalidArgument(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+        if let Some(n) = req.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(JudgeError::InvalidArgument(format!(
+                "top_logprobs is {n}; at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
+        let eos = s.tokenizer.eos_ids().first().copied();
+        let prompt_ids = chat::prompt_ids(&req.messages, &s.format, &s.tokenizer, eos)?;
+        let tokens = prompt_ids.len() + max;
+        if tokens > s.info.context {
+            return Err(JudgeError::ContextOverflow(format!(
+                "the messages are {} tokens and max_tokens is {max}: {tokens} tokens, more than \
+                 the model's context of {}; shorten the messages or lower max_tokens",
+                prompt_ids.len(),
+                s.info.context
+            )));
+        }
+        self.check_kv(tokens)?;
+        // A token's log-probabilities and its text are two events.
+        let per_token = if req.logprobs.is_some() { 2 } else { 1 };
+        let (tx, events) = mpsc::channel(max * per_token + 8);
+        let admission = Admission {
+            prompt_tokens: prompt_ids.len(),
+            truncated_tokens: 0,
+            language: detect_language(last_user(&req.messages)),
+        };
+        let job = Job {
+            prompt_ids,
+            kind: JobKind::Chat {
+                logprobs: req.logprobs,
+            },
+            lang: admission.language,
+            params: req.params,
+            enqueued: Instant::now(),
+            deadline: req.deadline,
+            events: tx,
+        };
+        self.enqueue(job)?;
+        Ok(Submission { admission, events })
+    }
+
+    /// Refuses a request whose `tokens` could never fit the batched engine's key/value
+    /// budget.
+    fn check_kv(&self, tokens: usize) -> Result<()> {
+        match self.shared.kv_limit {
+            Some((per_token, budget)) if tokens * per_token > budget => {
+                Err(JudgeError::ContextOverflow(format!(
+                    "this request needs {} MiB of key/value cache ({tokens} tokens: the prompt \
+                     and all it may generate) but the judge's whole budget is {} MiB; lower \
+                     the token limit or shorten the input",
+                    (tokens * per_token) >> 20,
+                    budget >> 20
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts `job` on the queue, or refuses it at once when the queue is full.
+    fn enqueue(&self, job: Job) -> Result<()> {
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => JudgeError::QueueFull {
+                capacity: self.shared.capacity,
+            },
+            mpsc::error::TrySendError::Closed(_) => JudgeError::EngineStopped,
+        })
+    }
+}
+
+/// The last user message's text (the language a chat is answered in).
+fn last_user(messages: &[chat::ChatMessage]) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == chat::ChatRole::User)
+        .map_or("", |m| m.content.as_str())
 }
 
 /// Which loop the engine thread runs.

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::generate::GenerationParams;
 use crate::error::Result;
+use crate::protocol::chat::ChatMessage;
 use crate::protocol::fit::TruncationPolicy;
 use crate::protocol::outcome::JudgeVerdict;
 use crate::protocol::prompt::{Lang, Task};
@@ -28,6 +29,23 @@ pub struct JudgeRequest {
     /// moment is never started and fails with `DeadlineExceeded`.
     pub deadline: Option<Instant>,
 }
+
+/// One chat request: free-form generation with the model's chat template, no verdict.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The conversation, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// Sampling, length and stop strings.
+    pub params: GenerationParams,
+    /// `Some(n)`: a [`EngineEvent::Token`] for every generated token with its `n` most
+    /// likely alternatives (0 to [`MAX_TOP_LOGPROBS`]).
+    pub logprobs: Option<usize>,
+    /// When the client stops waiting.
+    pub deadline: Option<Instant>,
+}
+
+/// The most alternatives a chat request may ask for per token (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 /// What the engine knew when it admitted a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,11 +89,36 @@ pub struct UsageStats {
     pub finish: FinishReason,
 }
 
-/// Events after admission, in order: `Delta*`, `Verdict`, `Usage`.
+/// A token with its log-probability (natural log, before temperature and top-p).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenProb {
+    /// Token id.
+    pub id: u32,
+    /// Its text where it stands (after the token before it).
+    pub text: String,
+    /// Its exact bytes (differs from `text` for a part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    /// Log-probability.
+    pub logprob: f32,
+}
+
+/// A generated token and the most likely tokens at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// The token generated.
+    pub chosen: TokenProb,
+    /// The most likely tokens, most likely first (as many as asked).
+    pub top: Vec<TokenProb>,
+}
+
+/// Events after admission, in order: `Delta*`, `Verdict`, `Usage` for a judgment;
+/// `Token` and `Delta` interleaved, then `Usage`, for a chat.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
-    /// A chunk of critique text.
+    /// A chunk of critique (or chat) text.
     Delta(String),
+    /// A chat token's log-probabilities, sent before the text it completes.
+    Token(TokenLogprobs),
     /// The verdict.
     Verdict(JudgeVerdict),
     /// Counts and timings; the last event.
@@ -94,10 +137,22 @@ pub struct Submission {
     pub events: EventReceiver,
 }
 
+/// What a queued request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JobKind {
+    /// A judgment: critique, then a verdict found or forced and scored.
+    Judge {
+        /// Pairwise (else single-response).
+        pairwise: bool,
+    },
+    /// A chat: text only, with `Some(n)` token log-probabilities and `n` alternatives.
+    Chat { logprobs: Option<usize> },
+}
+
 /// A queued request as the engine thread sees it.
 pub(crate) struct Job {
     pub(crate) prompt_ids: Vec<u32>,
-    pub(crate) pairwise: bool,
+    pub(crate) kind: JobKind,
     pub(crate) lang: Lang,
     pub(crate) params: GenerationParams,
     pub(crate) enqueued: Instant,
@@ -127,6 +182,24 @@ pub struct EngineStats {
     /// Of those, the slots held by running sequences; a finished or cancelled sequence gives
     /// its slot back before the next step.
     pub kv_slots_in_use: AtomicU64,
+}
+
+impl Job {
+    /// Whether a verdict ends it, and of which protocol: `Some(pairwise)` for a judgment.
+    pub(crate) fn verdict(&self) -> Option<bool> {
+        match self.kind {
+            JobKind::Judge { pairwise } => Some(pairwise),
+            JobKind::Chat { .. } => None,
+        }
+    }
+
+    /// The alternatives asked for per token, when log-probabilities are.
+    pub(crate) fn logprobs(&self) -> Option<usize> {
+        match self.kind {
+            JobKind::Chat { logprobs } => logprobs,
+            JobKind::Judge { .. } => None,
+        }
+    }
 }
 
 /// Sends an event; false when the client has gone.

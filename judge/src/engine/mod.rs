@@ -15,7 +15,8 @@
 //!   built into the tokenizer.
 //! - [`checkpoint`]: Hugging Face directories as published (safetensors or PyTorch `.bin`,
 //!   sharded or not, GPTQ), read shard by shard by every backend; the quantization mix.
-//! - [`generate`]: sampling settings, incremental detokenising, stop strings.
+//! - [`generate`]: sampling settings, incremental detokenising, stop strings;
+//!   `logprobs`: token log-probabilities for chat requests.
 //! - [`verdict_point`]: forced-choice scoring on the serial path.
 
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod generate;
 pub mod gguf_guard;
 pub mod handle;
 pub mod job;
+mod logprobs;
 pub mod model;
 pub mod sentencepiece;
 pub(crate) mod serial;
@@ -34,6 +36,6 @@ pub mod verdict_point;
 pub use crate::protocol::outcome::{verdict_of, JudgeVerdict, Outcome, VerdictSource};
 pub use handle::{choose_format, Engine, EngineConfig, PromptFormatChoice, Scheduling};
 pub use job::{
-    Admission, EngineEvent, EngineStats, EventReceiver, FinishReason, JudgeRequest, Submission,
-    UsageStats,
+    Admission, ChatRequest, EngineEvent, EngineStats, EventReceiver, FinishReason, JudgeRequest,
+    Submission, TokenLogprobs, TokenProb, UsageStats, MAX_TOP_LOGPROBS,
 };

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::generate::{Detokenizer, StopMatcher};
 use crate::engine::job::{emit, EngineEvent, EngineStats, FinishReason, Job, UsageStats};
+use crate::engine::logprobs::token_logprobs;
 use crate::engine::model::JudgeModel;
 use crate::engine::verdict_point::{score, VerdictPoint};
 use crate::error::{JudgeError, Result};
@@ -124,6 +125,7 @@ fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Optio
     let mut sampler = job.params.sampler();
     let producible = model.tokenizer.producible();
     let mut detok = Detokenizer::default();
+    let mut last = job.prompt_ids.last().copied().unwrap_or(0);
     let mut d = Decoded {
         finish: FinishReason::Length,
         stops: StopMatcher::new(&job.params.stop),
@@ -146,6 +148,15 @@ fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Optio
             break FinishReason::Eos;
         }
         d.completion += 1;
+        if let Some(top) = job.logprobs() {
+            let row = logits.narrow(0, 0, logits.dim(0)?.min(producible))?;
+            let row = row.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+            let t = token_logprobs(&model.tokenizer, &row, (last, next), top)?;
+            if !emit(job, EngineEvent::Token(t)) {
+                return Ok(None);
+            }
+        }
+        last = next;
         if let Some(text) = detok.push(&model.tokenizer, next)? {
             let (out, stopped) = d.stops.push(&text);
             if !out.is_empty() && !emit(job, EngineEvent::Delta(out)) {
@@ -162,7 +173,10 @@ fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Optio
         }
         logits = model.forward(&[next], d.pos)?;
         d.pos += 1;
-        if at_verdict_position(d.stops.text(), job.pairwise) {
+        if job
+            .verdict()
+            .is_some_and(|pairwise| at_verdict_position(d.stops.text(), pairwise))
+        {
             d.point = Some(VerdictPoint::capture(model, &logits, d.pos, d.stops.text()));
         }
     };
@@ -179,22 +193,25 @@ fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Optio
 
 /// Finds or forces the verdict, scores it and sends it; false when the client left.
 fn conclude(model: &mut JudgeModel, job: &Job, d: Decoded) -> Result<bool> {
-    let mut verdict = verdict_of(d.stops.text(), job.pairwise);
+    let Some(pairwise) = job.verdict() else {
+        return Ok(true); // a chat: no verdict
+    };
+    let mut verdict = verdict_of(d.stops.text(), pairwise);
     let point = match d.point.filter(|_| verdict.source == VerdictSource::Parsed) {
         Some(p) => p,
         None => {
             // No verdict position in the text (or it held no legal choice): append the
             // template's verdict phrase and read the model's distribution after it.
-            let prefix = forced_prefix(job.pairwise, job.lang);
+            let prefix = forced_prefix(pairwise, job.lang);
             let mut ids: Vec<u32> = d.pending.into_iter().collect();
             ids.extend(model.tokenizer.encode(prefix, false)?);
             let logits = model.forward(&ids, d.pos)?;
             VerdictPoint::capture(model, &logits, d.pos + ids.len(), prefix)
         }
     };
-    let scores = score(model, &point, job.pairwise, job.lang)?;
+    let scores = score(model, &point, pairwise, job.lang)?;
     if verdict.source == VerdictSource::Unresolved {
-        force(&mut verdict, &scores, job.pairwise, job.lang);
+        force(&mut verdict, &scores, pairwise, job.lang);
     }
     verdict.scores = Some(scores);
     Ok(emit(job, EngineEvent::Verdict(verdict)))

@@ -4,7 +4,8 @@
 use autoj_proto::v1 as pb;
 
 use crate::engine::{
-    Admission, EngineEvent, FinishReason, JudgeVerdict, Outcome, UsageStats, VerdictSource,
+    Admission, EngineEvent, FinishReason, JudgeVerdict, Outcome, TokenProb, UsageStats,
+    VerdictSource,
 };
 use crate::protocol::prompt::Lang;
 use crate::protocol::scoring::ChoiceScores;
@@ -65,8 +66,20 @@ pub fn event_to_pb(ev: EngineEvent) -> pb::JudgeEvent {
         EngineEvent::Delta(text) => Event::CritiqueDelta(pb::CritiqueDelta { text, order: 0 }),
         EngineEvent::Verdict(v) => Event::Verdict(verdict_to_pb(v)),
         EngineEvent::Usage(u) => Event::Usage(usage_to_pb(&u)),
+        EngineEvent::Token(t) => Event::TokenLogprob(pb::TokenLogprob {
+            chosen: Some(token_to_pb(t.chosen)),
+            top: t.top.into_iter().map(token_to_pb).collect(),
+        }),
     };
     pb::JudgeEvent { event: Some(event) }
+}
+
+fn token_to_pb(t: TokenProb) -> pb::TopLogprob {
+    pb::TopLogprob {
+        token: t.text,
+        logprob: t.logprob,
+        bytes: t.bytes,
+    }
 }
 
 /// The wire form of a winner.

@@ -2,6 +2,7 @@
 //! knows tonic or the proto.
 //!
 //! - [`service`]: the handlers (Compare, Critique, Score, Evaluate) over the engine.
+//! - `chat`: the `Chat` handler (free-form chat, no verdict).
 //! - [`validate`]: per-request limits and the checks that make an engine request.
 //! - [`convert`]: engine events in their wire form.
 //! - [`score`]: Best-of-N over the candidates of one `Score` call.
@@ -11,6 +12,7 @@
 //! - [`metrics`] and [`trace`]: what an operator sees of each call.
 //! - [`server`]: the tonic server with health, reflection, TLS and drain.
 
+mod chat;
 pub mod convert;
 pub mod metrics;
 pub mod score;

@@ -108,7 +108,8 @@ async fn verdict_of(
         match ev? {
             EngineEvent::Verdict(v) => verdict = Some(verdict_to_pb(v)),
             EngineEvent::Usage(u) => usage(&u),
-            EngineEvent::Delta(_) => {}
+            // Only chats carry token log-probabilities.
+            EngineEvent::Delta(_) | EngineEvent::Token(_) => {}
         }
     }
     verdict.ok_or(JudgeError::EngineStopped)

@@ -56,6 +56,7 @@ impl Judge for Gate {
     type CompareStream = EventStream;
     type CritiqueStream = EventStream;
     type EvaluateStream = ResultStream;
+    type ChatStream = EventStream;
 
     async fn compare(
         &self,
@@ -84,6 +85,13 @@ impl Judge for Gate {
     ) -> Result<Response<ResultStream>, Status> {
         let response = self.service()?.evaluate(request).await?;
         Ok(response)
+    }
+
+    async fn chat(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.service()?.chat(request).await
     }
 }
 

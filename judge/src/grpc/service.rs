@@ -135,6 +135,11 @@ impl JudgeService {
         })
     }
 
+    /// This server's name in `Accepted.replica`.
+    pub(super) fn replica(&self) -> &str {
+        &self.replica
+    }
+
     pub(super) fn validate(
         &self,
         task: Task,
@@ -160,6 +165,7 @@ impl Judge for JudgeService {
     type CompareStream = EventStream;
     type CritiqueStream = EventStream;
     type EvaluateStream = autoj_proto::stream::ResultStream;
+    type ChatStream = EventStream;
 
     async fn compare(
         &self,
@@ -222,5 +228,18 @@ impl Judge for JudgeService {
             self.clone(),
             request,
         )))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let span = crate::grpc::trace::call_span("Chat", request.metadata());
+        let call = crate::grpc::metrics::JudgeCall::start("Chat");
+        let deadline = deadline_of(request.metadata());
+        let started = self
+            .chat_stream(request.into_inner(), deadline)
+            .instrument(span.clone());
+        observed(started.await, call, span)
     }
 }

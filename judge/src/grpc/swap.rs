@@ -27,7 +27,7 @@ pub fn mark_swapped(mut ev: pb::JudgeEvent) -> pb::JudgeEvent {
                 std::mem::swap(&mut p.p_response_1, &mut p.p_response_2);
             }
         }
-        Some(Event::Consistency(_)) | None => {}
+        Some(Event::Consistency(_) | Event::TokenLogprob(_)) | None => {}
     }
     ev
 }

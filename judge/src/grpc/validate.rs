@@ -4,8 +4,9 @@
 use autoj_proto::v1 as pb;
 
 use crate::engine::generate::GenerationParams;
-use crate::engine::JudgeRequest;
+use crate::engine::{ChatRequest, JudgeRequest, MAX_TOP_LOGPROBS};
 use crate::error::JudgeError;
+use crate::protocol::chat::{self, ChatMessage, ChatRole};
 use crate::protocol::fit::TruncationPolicy;
 use crate::protocol::prompt::{Lang, Task};
 
@@ -67,6 +68,55 @@ pub fn validate_request(
         language: language_of(o)?,
         params: generation_params(limits, o.generation.clone().unwrap_or_default())?,
         truncation: truncation_of(o)?,
+        deadline: None,
+    })
+}
+
+/// Builds the engine's chat request from `r`, refusing (INVALID_ARGUMENT) unknown roles,
+/// oversize messages, out-of-range options and more alternatives than the engine gives.
+pub fn validate_chat(
+    limits: &ServiceLimits,
+    r: pb::ChatRequest,
+) -> Result<ChatRequest, JudgeError> {
+    let total: usize = r.messages.iter().map(|m| m.content.len()).sum();
+    // A conversation may hold as much text as the largest judging request (three fields).
+    let most = limits.max_field_bytes.saturating_mul(3);
+    if total > most {
+        return Err(invalid(format!(
+            "`messages` hold {total} bytes of text, over this server's limit of {most} bytes"
+        )));
+    }
+    let messages = r
+        .messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let role = m
+                .role
+                .parse::<ChatRole>()
+                .map_err(|e| invalid(format!("`messages[{i}].role`: {e}")))?;
+            Ok(ChatMessage {
+                role,
+                content: m.content,
+            })
+        })
+        .collect::<Result<Vec<_>, JudgeError>>()?;
+    chat::check(&messages)?;
+    if r.top_logprobs > 0 && !r.logprobs {
+        return Err(invalid(
+            "`top_logprobs` needs `logprobs` set to true".to_string(),
+        ));
+    }
+    if r.top_logprobs as usize > MAX_TOP_LOGPROBS {
+        return Err(invalid(format!(
+            "`top_logprobs` is {}; it must be between 0 and {MAX_TOP_LOGPROBS}",
+            r.top_logprobs
+        )));
+    }
+    Ok(ChatRequest {
+        messages,
+        params: generation_params(limits, r.generation.unwrap_or_default())?,
+        logprobs: r.logprobs.then_some(r.top_logprobs as usize),
         deadline: None,
     })
 }

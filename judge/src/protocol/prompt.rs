@@ -193,6 +193,18 @@ pub fn render(task: &Task, lang: Lang, format: &PromptFormat) -> Result<String> 
 
 /// Renders a Hugging Face chat template with one user message and the generation prompt.
 pub fn render_chat(template: &str, user: &str, bos: &str, eos: &str) -> Result<String> {
+    render_messages(template, &[("user", user)], bos, eos)
+}
+
+/// Renders a Hugging Face chat template over `(role, content)` messages, with the
+/// generation prompt. A template's own `raise_exception` (a role order it refuses, say)
+/// comes back as a `Template` error with its message.
+pub fn render_messages(
+    template: &str,
+    messages: &[(&str, &str)],
+    bos: &str,
+    eos: &str,
+) -> Result<String> {
     let mut env = Environment::new();
     minijinja_contrib::add_to_environment(&mut env);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -210,8 +222,12 @@ pub fn render_chat(template: &str, user: &str, bos: &str, eos: &str) -> Result<S
     let tmpl = env
         .get_template("chat")
         .map_err(|e| JudgeError::Template(e.to_string()))?;
+    let messages: Vec<_> = messages
+        .iter()
+        .map(|(role, content)| context! { role => role, content => content })
+        .collect();
     tmpl.render(context! {
-        messages => vec![context! { role => "user", content => user }],
+        messages => messages,
         add_generation_prompt => true,
         bos_token => bos,
         eos_token => eos,

@@ -214,6 +214,7 @@ pub fn stream_results(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<(String, 
                     EngineEvent::Delta(d) => text.push_str(&d),
                     EngineEvent::Verdict(v) => verdict = format!("{:?}", v.outcome),
                     EngineEvent::Usage(_) => break,
+                    EngineEvent::Token(t) => panic!("a judgment sent a chat token: {t:?}"),
                 }
             }
             (text, verdict)

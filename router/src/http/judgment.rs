@@ -43,6 +43,8 @@ impl Judgment {
             judge_event::Event::Verdict(verdict) => self.verdicts.push(verdict),
             judge_event::Event::Usage(usage) => self.usages.push(usage),
             judge_event::Event::Consistency(consistency) => self.consistency = Some(consistency),
+            // Only chats carry token log-probabilities; a judgment never does.
+            judge_event::Event::TokenLogprob(_) => {}
         }
     }
 

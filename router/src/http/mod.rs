@@ -15,13 +15,14 @@
 //! - `judgment` and `sse`: a judging stream answered as one JSON document, or as events.
 //! - `errors`: the one mapping from a gRPC code to an HTTP status, and the error body.
 //! - `page`: the page at `/` (static HTML, CSS and JS embedded in the binary).
-//!
-//! Routes other than these (an OpenAI-compatible `/v1/chat/completions`, say) belong in a
-//! file of their own here, registered in `routes`, calling [`RouterService`] the same way.
+//! - `openai` and `openai_answer`: OpenAI-compatible `/v1/chat/completions` and
+//!   `/v1/models` over `Judge.Chat`, for evaluation tools that use any chat model as grader.
 
 mod call;
 mod errors;
 mod judgment;
+mod openai;
+mod openai_answer;
 mod page;
 mod routes;
 mod sse;

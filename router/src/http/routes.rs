@@ -20,7 +20,8 @@ use tonic::Status;
 use super::call::{decode, CallParams};
 use super::errors::{json_response, HttpError};
 use super::judgment::Judgment;
-use super::{page, sse, HttpDoor};
+use super::openai::CompletionRequest;
+use super::{openai_answer, page, sse, HttpDoor};
 use crate::backend::EventStream;
 
 /// The query parameters, or why they do not parse.
@@ -41,6 +42,8 @@ pub fn routes(door: HttpDoor) -> axum::Router {
         .route("/v1/scenarios", get(list))
         .route("/v1/scenarios/classify", post(classify))
         .route("/v1/scenarios/{name}/criteria", get(criteria))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
         .merge(page::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -143,6 +146,40 @@ async fn criteria(
         name.map_err(|e| HttpError::invalid(format!("scenario name: {}", e.body_text())))?;
     let message = GetCriteriaRequest { scenario };
     ok(door.service.get_criteria(head.request(message)).await)
+}
+
+/// `POST /v1/chat/completions`: OpenAI's chat completions as one `Judge.Chat` call.
+async fn chat_completions(
+    State(door): State<HttpDoor>,
+    headers: HeaderMap,
+    params: Params,
+    body: Body,
+) -> Answer {
+    let head = door.head(&headers, params)?;
+    let request: CompletionRequest = decode(body, door.body_limit, "chat completion request")?;
+    let message = request.to_chat()?;
+    let events = door.service.chat(head.request(message)).await?.into_inner();
+    if request.stream {
+        let usage = request.stream_options.is_some_and(|o| o.include_usage);
+        Ok(openai_answer::chunks(events, &request.model, usage))
+    } else {
+        openai_answer::document(events, &request.model, request.logprobs).await
+    }
+}
+
+/// `GET /v1/models`: the judge pools a chat completion may name, the default first.
+async fn models(State(door): State<HttpDoor>, headers: HeaderMap, params: Params) -> Answer {
+    door.head(&headers, params)?;
+    let data: Vec<_> = door
+        .service
+        .pool_names()
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "autoj"}))
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"object": "list", "data": data}),
+    ))
 }
 
 /// A unary call's answer: its message as JSON, or its status.

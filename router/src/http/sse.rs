@@ -1,5 +1,5 @@
 //! A judging stream answered as Server-Sent Events: each gRPC event becomes
-//! `event: <accepted|critique_delta|verdict|usage|consistency>` with the event's message as
+//! `event: <accepted|critique_delta|verdict|usage|consistency|token_logprob>` with the event's message as
 //! JSON in `data:`, in the order the judge sent them. A failure part-way is one last
 //! `event: error` carrying the error body; then the answer ends.
 //!
@@ -52,6 +52,7 @@ fn to_event(item: Result<JudgeEvent, Status>) -> Option<Event> {
                 judge_event::Event::Verdict(e) => named("verdict", e),
                 judge_event::Event::Usage(e) => named("usage", e),
                 judge_event::Event::Consistency(e) => named("consistency", e),
+                judge_event::Event::TokenLogprob(e) => named("token_logprob", e),
             })
         }
         Err(status) => Some(named("error", &ErrorBody::of(&status))),

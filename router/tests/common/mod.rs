@@ -181,6 +181,7 @@ impl Judge for FakeJudge {
     type CompareStream = ReceiverStream<Result<JudgeEvent, Status>>;
     type CritiqueStream = ReceiverStream<Result<JudgeEvent, Status>>;
     type EvaluateStream = tokio_stream::Empty<Result<EvaluateResult, Status>>;
+    type ChatStream = ReceiverStream<Result<JudgeEvent, Status>>;
 
     async fn compare(
         &self,
@@ -225,6 +226,14 @@ impl Judge for FakeJudge {
         _: Request<Streaming<EvaluateItem>>,
     ) -> Result<Response<Self::EvaluateStream>, Status> {
         Err(Status::unimplemented("fake"))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<autoj_proto::v1::ChatRequest>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        self.record("chat", &request, None);
+        Ok(Response::new(self.events()))
     }
 }
 

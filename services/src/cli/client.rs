@@ -277,6 +277,11 @@ pub fn event_json(ev: &pb::judge_event::Event) -> Value {
             "type": "consistency", "consistent": c.consistent, "original": winner_name(c.original),
             "swapped": winner_name(c.swapped), "combined": winner_name(c.combined),
         }),
+        Event::TokenLogprob(t) => json!({
+            "type": "token_logprob",
+            "token": t.chosen.as_ref().map(|c| c.token.clone()),
+            "logprob": t.chosen.as_ref().map(|c| c.logprob),
+        }),
     }
 }
 
@@ -312,6 +317,8 @@ fn print_text(out: &mut impl Write, ev: &pb::judge_event::Event) -> std::io::Res
             u.prompt_tokens, u.completion_tokens, u.cached_prompt_tokens, u.prefill_ms, u.decode_ms
         )?,
         Event::Consistency(c) => writeln!(out, "== consistent across orders: {}", c.consistent)?,
+        // Judging streams carry none (only Judge.Chat does).
+        Event::TokenLogprob(_) => {}
     }
     Ok(())
 }

@@ -4,14 +4,21 @@
 //!
 //! Every stream ends in exactly one of: **completed** (exactly one Verdict, then Usage, no
 //! status), **failed** with a gRPC status (counted by code), or **lost** (ended without a
-//! verdict and without a status — a bug). Events seen twice where the contract says once
-//! (Accepted, Verdict, Usage) are **duplicated** — also a bug. Either makes the command exit
-//! non-zero.
+//! verdict and usage and without a status — a bug). Events seen twice where the contract says
+//! once (Accepted, Verdict, Usage) are **duplicated** — also a bug. Either makes the command
+//! exit non-zero.
+//!
+//! The streams go over gRPC (`grpc`, one shared HTTP/2 channel), or with `--transport http`
+//! through the router's HTTP door as Server-Sent Events (`http`: a POST per stream on a
+//! connection of its own; an error answer or `event: error` carries the gRPC code).
 //!
 //! With `--fault kill-replica` it builds its own deployment first — two `autoj judge`
 //! replicas and an `autoj router` over them, all on loopback — and kills one replica halfway
 //! through the run: streams the router had not yet started on it fail over; streams it was
 //! generating fail with a status.
+//!
+//! Modules: `grpc` and `http` run one stream each way, `sse` reads an event stream, `fault`
+//! builds the deployment a fault needs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,8 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use autoj_proto::v1 as pb;
-use autoj_proto::v1::judge_client::JudgeClient;
-use autoj_proto::v1::judge_event::Event;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -30,6 +35,9 @@ use crate::cli::client::SecureClientArgs;
 use crate::shutdown::parse_duration;
 
 mod fault;
+mod grpc;
+mod http;
+mod sse;
 
 /// Most concurrent streams the command will open.
 pub const MAX_STREAMS: usize = 1024;
@@ -44,13 +52,39 @@ pub enum Fault {
     KillReplica,
 }
 
+/// How the streams reach the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// gRPC `Judge.Compare` / `Judge.Critique` streams on one shared channel.
+    #[default]
+    Grpc,
+    /// The router's HTTP door (`--http-listen`): `POST /v1/judge/compare` or `/critique`
+    /// read as Server-Sent Events, one connection per stream.
+    Http,
+}
+
+impl Transport {
+    /// The name the flag and the report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::Http => "http",
+        }
+    }
+}
+
 /// Settings of a load run.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// Server address; must resolve to loopback only (ignored with --fault, which starts
-    /// its own servers).
+    /// Server address (the gRPC port, or the HTTP door's with `--transport http`); must
+    /// resolve to loopback only (ignored with --fault, which starts its own servers).
     #[arg(long, env = "AUTOJ_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
+    /// `grpc`, or `http` to load the HTTP door with Server-Sent Events streams (the door is
+    /// plaintext: no --tls-ca).
+    #[arg(long, env = "AUTOJ_LOAD_TRANSPORT", value_enum, default_value_t = Transport::Grpc)]
+    pub transport: Transport,
     /// API key and TLS trust for a secured server.
     #[command(flatten)]
     pub secure: SecureClientArgs,
@@ -64,7 +98,8 @@ pub struct LoadArgs {
     /// max_new_tokens of every request (small keeps streams short).
     #[arg(long, default_value_t = 16)]
     pub max_new_tokens: u32,
-    /// Deadline of each stream (`grpc-timeout`); one that passes counts as failed.
+    /// Deadline of each stream (`grpc-timeout`, or `X-Timeout-Ms` over HTTP); one that
+    /// passes counts as failed.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub stream_timeout: Duration,
     /// Print the report as one JSON object.
@@ -81,6 +116,8 @@ pub struct LoadArgs {
 /// How the run went.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
+    /// How the streams reached the server.
+    pub transport: Transport,
     /// Concurrent streams.
     pub streams: usize,
     /// Seconds new streams were started for.
@@ -89,11 +126,13 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Streams started.
     pub started: u64,
-    /// Streams that ended with exactly one Verdict and no status.
+    /// Streams that ended with a Verdict and Usage and no status.
     pub completed: u64,
-    /// Streams that ended with a gRPC status, by code name.
+    /// Streams that ended with a gRPC status, by code name (`Unavailable`); over HTTP, the
+    /// code of the error answer or `error` event (`http_502` for an answer without one).
     pub failed: BTreeMap<String, u64>,
-    /// Streams that ended without a verdict and without a status (none allowed).
+    /// Streams that ended without a verdict and usage and without a status, or whose
+    /// connection broke before the end (none allowed).
     pub lost: u64,
     /// Events repeated where the contract allows one (none allowed).
     pub duplicated: u64,
@@ -120,17 +159,124 @@ impl Report {
     }
 }
 
+/// One stream's request: Compare on even numbers, Critique on odd.
+#[derive(Debug, Clone)]
+enum Call {
+    /// `Judge.Compare`.
+    Compare(pb::CompareRequest),
+    /// `Judge.Critique`.
+    Critique(pb::CritiqueRequest),
+}
+
+impl Call {
+    /// Stream `n`'s request: small, different per stream, `max_new_tokens` from `args`.
+    fn nth(args: &LoadArgs, n: usize) -> Self {
+        let options = Some(pb::JudgeOptions {
+            generation: Some(pb::GenerationOptions {
+                max_new_tokens: Some(args.max_new_tokens),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let query = format!(
+            "Load test question {n}: what is {} plus {}?",
+            n % 97,
+            n % 89
+        );
+        if n.is_multiple_of(2) {
+            Self::Compare(pb::CompareRequest {
+                query,
+                response_1: format!("It is {}.", n % 97 + n % 89),
+                response_2: "I do not know.".into(),
+                options,
+            })
+        } else {
+            Self::Critique(pb::CritiqueRequest {
+                query,
+                response: format!("The answer is {}.", n % 97 + n % 89),
+                options,
+            })
+        }
+    }
+}
+
+/// An event of a stream, as far as the accounting cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// `Accepted` (one per stream).
+    Accepted,
+    /// `Verdict` (one per stream).
+    Verdict,
+    /// `Usage` (one per stream, the last).
+    Usage,
+    /// Critique text and anything else.
+    Other,
+}
+
 /// How one stream ended.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Outcome {
-    /// The status it ended with, if any.
-    status: Option<tonic::Code>,
+    /// When the request was sent.
+    started: Instant,
+    /// The status it ended with, by code name, if any.
+    failure: Option<String>,
+    /// Whether it ended without a proper end: a connection cut mid-answer, or no end by
+    /// its deadline and then some (counted lost whatever came before).
+    broken: bool,
+    /// Accepted events seen.
+    accepted: u64,
     /// Verdict events seen.
     verdicts: u64,
-    /// Events seen more often than once: Accepted, Verdict, Usage beyond the first.
-    duplicated: u64,
+    /// Usage events seen.
+    usages: u64,
     /// Time from request to Verdict.
     verdict_after: Option<Duration>,
+}
+
+impl Outcome {
+    /// A stream whose request was sent at `started`, nothing seen yet.
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            failure: None,
+            broken: false,
+            accepted: 0,
+            verdicts: 0,
+            usages: 0,
+            verdict_after: None,
+        }
+    }
+
+    /// Counts one event.
+    fn saw(&mut self, seen: Seen) {
+        match seen {
+            Seen::Accepted => self.accepted += 1,
+            Seen::Verdict => {
+                self.verdicts += 1;
+                self.verdict_after.get_or_insert(self.started.elapsed());
+            }
+            Seen::Usage => self.usages += 1,
+            Seen::Other => {}
+        }
+    }
+
+    /// Ends the stream with the status `code`.
+    fn fail(&mut self, code: tonic::Code) {
+        self.failure = Some(format!("{code:?}"));
+    }
+
+    /// [`Outcome::fail`], by value.
+    fn failed(mut self, code: tonic::Code) -> Self {
+        self.fail(code);
+        self
+    }
+
+    /// Events repeated where the contract allows one.
+    fn duplicated(&self) -> u64 {
+        self.accepted.saturating_sub(1)
+            + self.verdicts.saturating_sub(1)
+            + self.usages.saturating_sub(1)
+    }
 }
 
 /// The running tally, shared by the workers.
@@ -144,16 +290,44 @@ impl Tally {
     fn record(&mut self, outcome: Outcome) {
         let r = &mut self.report;
         r.started += 1;
-        r.duplicated += outcome.duplicated;
-        match outcome.status {
-            Some(code) => *r.failed.entry(format!("{code:?}")).or_default() += 1,
-            None if outcome.verdicts >= 1 => {
+        r.duplicated += outcome.duplicated();
+        match outcome.failure {
+            Some(code) => *r.failed.entry(code).or_default() += 1,
+            None if !outcome.broken && outcome.verdicts >= 1 && outcome.usages >= 1 => {
                 r.completed += 1;
                 if let Some(t) = outcome.verdict_after {
                     self.latencies.push(t.as_secs_f64());
                 }
             }
             None => r.lost += 1,
+        }
+    }
+}
+
+/// Where the streams go: a gRPC channel or the HTTP door. Cheap to clone.
+#[derive(Debug, Clone)]
+enum Target {
+    /// The gRPC server's channel.
+    Grpc(Channel),
+    /// The HTTP door.
+    Http(http::Door),
+}
+
+impl Target {
+    /// Connects to `addr` the way `args.transport` says.
+    async fn open(args: &LoadArgs, addr: &str) -> anyhow::Result<Self> {
+        Ok(match args.transport {
+            Transport::Grpc => Self::Grpc(args.secure.connect(addr).await?),
+            Transport::Http => Self::Http(http::Door::parse(addr)?),
+        })
+    }
+
+    /// Runs stream `n` to its end.
+    async fn stream(&self, args: &LoadArgs, n: usize) -> Outcome {
+        let call = Call::nth(args, n);
+        match self {
+            Self::Grpc(channel) => grpc::one_stream(channel, args, call).await,
+            Self::Http(door) => http::one_stream(door, args, call).await,
         }
     }
 }
@@ -190,6 +364,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     if args.duration.is_zero() || args.duration > MAX_DURATION {
         anyhow::bail!("--duration must be between 1 s and 1 h");
     }
+    if args.transport == Transport::Http && args.secure.tls_ca.is_some() {
+        anyhow::bail!("the HTTP door serves plaintext: --tls-ca applies to --transport grpc only");
+    }
     let report = match args.fault {
         None => {
             check_loopback(&args.addr).await?;
@@ -218,19 +395,19 @@ type Injection = (Duration, Box<dyn FnOnce() -> String + Send>);
 /// Runs `args.streams` workers against `addr` for `args.duration`, calling the injection
 /// at its moment.
 async fn load(args: &LoadArgs, addr: &str, injection: Option<Injection>) -> anyhow::Result<Report> {
-    let channel = args.secure.connect(addr).await?;
+    let target = Target::open(args, addr).await?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let start = Instant::now();
     let stop_at = start + args.duration;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..args.streams {
-        let channel = channel.clone();
+        let target = target.clone();
         let tally = tally.clone();
         let args = args.clone();
         workers.spawn(async move {
             let mut n = worker;
             while Instant::now() < stop_at {
-                let outcome = one_stream(&channel, &args, n).await;
+                let outcome = target.stream(&args, n).await;
                 tally
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -261,6 +438,7 @@ async fn load(args: &LoadArgs, addr: &str, injection: Option<Injection>) -> anyh
         tally.latencies[((n as f64 * q) as usize).min(n - 1)]
     };
     let mut report = tally.report.clone();
+    report.transport = args.transport;
     report.streams = args.streams;
     report.duration_s = args.duration.as_secs_f64();
     report.elapsed_s = elapsed;
@@ -271,86 +449,13 @@ async fn load(args: &LoadArgs, addr: &str, injection: Option<Injection>) -> anyh
     Ok(report)
 }
 
-/// One stream, start to end: Compare on even numbers, Critique on odd.
-async fn one_stream(channel: &Channel, args: &LoadArgs, n: usize) -> Outcome {
-    let options = Some(pb::JudgeOptions {
-        generation: Some(pb::GenerationOptions {
-            max_new_tokens: Some(args.max_new_tokens),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let query = format!(
-        "Load test question {n}: what is {} plus {}?",
-        n % 97,
-        n % 89
-    );
-    let mut client = JudgeClient::new(channel.clone());
-    let started = Instant::now();
-    let call = if n.is_multiple_of(2) {
-        let message = pb::CompareRequest {
-            query,
-            response_1: format!("It is {}.", n % 97 + n % 89),
-            response_2: "I do not know.".into(),
-            options,
-        };
-        match args.secure.request(message) {
-            Ok(mut r) => {
-                r.set_timeout(args.stream_timeout);
-                client.compare(r).await
-            }
-            Err(_) => Err(tonic::Status::invalid_argument("bad API key")),
-        }
-    } else {
-        let message = pb::CritiqueRequest {
-            query,
-            response: format!("The answer is {}.", n % 97 + n % 89),
-            options,
-        };
-        match args.secure.request(message) {
-            Ok(mut r) => {
-                r.set_timeout(args.stream_timeout);
-                client.critique(r).await
-            }
-            Err(_) => Err(tonic::Status::invalid_argument("bad API key")),
-        }
-    };
-    let mut outcome = Outcome::default();
-    let mut stream = match call {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
-            outcome.status = Some(status.code());
-            return outcome;
-        }
-    };
-    let (mut accepted, mut usage) = (0u64, 0u64);
-    loop {
-        match stream.message().await {
-            Ok(Some(event)) => match event.event {
-                Some(Event::Accepted(_)) => accepted += 1,
-                Some(Event::Verdict(_)) => {
-                    outcome.verdicts += 1;
-                    outcome.verdict_after.get_or_insert(started.elapsed());
-                }
-                Some(Event::Usage(_)) => usage += 1,
-                _ => {}
-            },
-            Ok(None) => break,
-            Err(status) => {
-                outcome.status = Some(status.code());
-                break;
-            }
-        }
-    }
-    outcome.duplicated =
-        accepted.saturating_sub(1) + outcome.verdicts.saturating_sub(1) + usage.saturating_sub(1);
-    outcome
-}
-
 fn print_text(r: &Report) {
     println!(
-        "{} streams for {:.0} s (all ended after {:.1} s)",
-        r.streams, r.duration_s, r.elapsed_s
+        "{} {} streams for {:.0} s (all ended after {:.1} s)",
+        r.streams,
+        r.transport.name(),
+        r.duration_s,
+        r.elapsed_s
     );
     if let Some(fault) = &r.fault {
         println!("fault: {fault}");

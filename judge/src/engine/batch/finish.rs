@@ -10,6 +10,7 @@ use super::model::{StepInput, Want};
 use super::scheduler::{Ctx, Point, Progress, Seq};
 use crate::engine::generate::argmax;
 use crate::engine::job::{emit, EngineEvent, FinishReason, UsageStats};
+use crate::engine::logprobs::token_logprobs;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
 use crate::protocol::outcome::{force, verdict_of, VerdictSource};
@@ -30,6 +31,16 @@ pub(super) fn advance<K>(s: &mut Seq<K>, tok: &TextTokenizer, logits: &[f32]) ->
         return Progress::Finished(FinishReason::Eos, None);
     }
     s.completion += 1;
+    if let Some(top) = s.job.logprobs() {
+        let event = match token_logprobs(tok, logits, (s.last, next), top) {
+            Ok(t) => EngineEvent::Token(t),
+            Err(e) => return Progress::Failed(e),
+        };
+        if !emit(&s.job, event) {
+            return Progress::Cancelled;
+        }
+    }
+    s.last = next;
     match s.detok.push(tok, next) {
         Ok(Some(text)) => {
             let (out, stopped) = s.stops.push(&text);
@@ -78,7 +89,19 @@ pub(super) fn finalize<B: Backend>(
             return Ok(false);
         }
     }
-    let pairwise = s.job.pairwise;
+    let usage = UsageStats {
+        prompt_tokens: s.job.prompt_ids.len(),
+        cached_prompt_tokens: s.cached,
+        completion_tokens: s.completion,
+        queue: s.queue,
+        prefill: s.prefill.unwrap_or_default(),
+        decode: decode_start.elapsed(),
+        finish,
+    };
+    let Some(pairwise) = s.job.verdict() else {
+        // A chat: text only.
+        return Ok(emit(&s.job, EngineEvent::Usage(usage)));
+    };
     let lang = s.job.lang;
     let mut verdict = verdict_of(s.stops.text(), pairwise);
     let point = match s
@@ -114,15 +137,6 @@ pub(super) fn finalize<B: Backend>(
     if !emit(&s.job, EngineEvent::Verdict(verdict)) {
         return Ok(false);
     }
-    let usage = UsageStats {
-        prompt_tokens: s.job.prompt_ids.len(),
-        cached_prompt_tokens: s.cached,
-        completion_tokens: s.completion,
-        queue: s.queue,
-        prefill: s.prefill.unwrap_or_default(),
-        decode: decode_start.elapsed(),
-        finish,
-    };
     Ok(emit(&s.job, EngineEvent::Usage(usage)))
 }
 

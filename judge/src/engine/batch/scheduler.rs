@@ -81,6 +81,9 @@ pub(super) struct Seq<K> {
     reserved: usize,
     /// The sampled token to run next (generating), `None` while reading the prompt.
     pub(super) next: Option<u32>,
+    /// The last token of the sequence so far (prompt, then generated): a chat token's
+    /// text is read after it.
+    pub(super) last: u32,
     pub(super) sampler: LogitsProcessor,
     pub(super) detok: Detokenizer,
     pub(super) stops: StopMatcher,
@@ -101,6 +104,7 @@ impl<K> Seq<K> {
             looked_up: false,
             reserved,
             next: None,
+            last: job.prompt_ids.last().copied().unwrap_or(0),
             sampler: job.params.sampler(),
             detok: Detokenizer::default(),
             stops: StopMatcher::new(&job.params.stop),
@@ -402,7 +406,11 @@ impl<B: Backend> Batch<B> {
                     }
                 }
                 s.prefill = Some(s.started.elapsed());
-            } else if at_verdict_position(s.stops.text(), s.job.pairwise) {
+            } else if s
+                .job
+                .verdict()
+                .is_some_and(|pairwise| at_verdict_position(s.stops.text(), pairwise))
+            {
                 s.point = Some(Point {
                     pos: s.kv.len(),
                     logits: logits.clone(),
@@ -512,7 +520,7 @@ mod tests {
         let (events, rx) = mpsc::channel(4);
         let job = Job {
             prompt_ids: vec![1, 2, 3],
-            pairwise: false,
+            kind: crate::engine::job::JobKind::Judge { pairwise: false },
             lang: Lang::En,
             params: GenerationParams::default(),
             enqueued: Instant::now(),

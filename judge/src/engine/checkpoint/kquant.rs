@@ -63,9 +63,14 @@ pub fn quantize(values: &[f32], dtype: GgmlDType) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// ggml's `nearest_int`: round half to even.
+/// ggml's `nearest_int`: round half to even, by adding 1.5 · 2²³ so the float unit itself
+/// rounds and reading the integer from the mantissa. Exact for |v| < 2²², far beyond any
+/// level here; without SSE4.1 (portable builds) `f32::round_ties_even` is a libm call per
+/// value, which made quantizing a 7B model minutes slower.
+#[inline]
 fn nearest(v: f32) -> i32 {
-    v.round_ties_even() as i32
+    let shifted = v + 12_582_912.0;
+    (shifted.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
 /// How a Q4_K / Q5_K sub-block's scale search runs.
@@ -373,9 +378,13 @@ mod tests {
     #[test]
     fn rounding_ties_go_to_even_as_ggml() {
         assert_eq!(
-            [0.5, 1.5, 2.5, -0.5, -1.5, 2.4999].map(nearest),
-            [0, 2, 2, 0, -2, 2]
+            [0.5, 1.5, 2.5, -0.5, -1.5, 2.4999, 63.7, -32.2].map(nearest),
+            [0, 2, 2, 0, -2, 2, 64, -32]
         );
+        for i in -200_000..200_000 {
+            let v = i as f32 * 0.000_731;
+            assert_eq!(nearest(v), v.round_ties_even() as i32, "{v}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
 use super::client::{truncation, LangArg, SecureClientArgs};
-use super::leaderboard::{pairwise, read_jsonl, single};
+use super::leaderboard::{pairwise, read_jsonl, report, single};
 
 mod rpc;
 
@@ -48,6 +48,10 @@ pub struct EvalArgs {
     /// Where the metrics JSON goes (default: the output's name with `.metrics.json`).
     #[arg(long, env = "AUTOJ_EVAL_METRICS_OUT")]
     pub metrics_out: Option<PathBuf>,
+    /// Also write the metrics as a self-contained HTML report to this file (as
+    /// `autoj metrics --html`).
+    #[arg(long, env = "AUTOJ_EVAL_HTML")]
+    pub html: Option<PathBuf>,
     /// Server address (`https://` with --tls-ca).
     #[arg(long, env = "AUTOJ_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
@@ -342,12 +346,15 @@ pub async fn run(args: &EvalArgs) -> anyhow::Result<()> {
         progress.finish();
         rewrite(&args.output, &done)?;
     }
-    let m = metrics(&rows, &done, args)?;
+    let (m, samples) = metrics(&rows, &done, args)?;
     let path = args.metrics_path();
     std::fs::write(&path, format!("{m:#}\n"))
         .with_context(|| format!("cannot write {}", path.display()))?;
     print_metrics(&m);
     eprintln!("metrics written to {}", path.display());
+    if let Some(html) = &args.html {
+        report::write(html, &eval_report(args, &m, &samples, &done))?;
+    }
     let failed = m["failed"].as_u64().unwrap_or_default();
     anyhow::ensure!(
         failed == 0,
@@ -361,7 +368,12 @@ pub async fn run(args: &EvalArgs) -> anyhow::Result<()> {
 /// `pairwise` is Auto-J's agreement/consistency over labelled pairwise rows (a failed row
 /// counts as unparsed); `unlabelled` counts the winners of pairwise rows without a label;
 /// `single` holds rating statistics per model (the rows' `model`, else the input's name).
-fn metrics(rows: &[Row], out: &BTreeMap<usize, Value>, args: &EvalArgs) -> anyhow::Result<Value> {
+/// Also returns the labelled pairwise samples (for the report).
+fn metrics(
+    rows: &[Row],
+    out: &BTreeMap<usize, Value>,
+    args: &EvalArgs,
+) -> anyhow::Result<(Value, Vec<pairwise::Sample>)> {
     let mut samples = Vec::new();
     let mut winners: BTreeMap<&str, usize> = BTreeMap::new();
     let mut single_rows = Vec::new();
@@ -385,10 +397,12 @@ fn metrics(rows: &[Row], out: &BTreeMap<usize, Value>, args: &EvalArgs) -> anyho
                         let (label, scenario) =
                             pairwise::source_label(&Value::Object(source), i + 1)?;
                         samples.push(pairwise::Sample {
+                            index: i,
                             label,
                             scenario,
                             first,
                             second: args.swap.then(|| pairwise::embedded_swap(&o).flatten()),
+                            p: pairwise::verdict_probs(&o),
                         });
                     }
                     None => {
@@ -425,13 +439,51 @@ fn metrics(rows: &[Row], out: &BTreeMap<usize, Value>, args: &EvalArgs) -> anyho
         single::by_model(&single_rows, &name, &mut models)?;
         Some(single::metrics(&models))
     };
-    Ok(json!({
+    let m = json!({
         "rows": rows.len(),
         "failed": failed,
         "pairwise": pairwise_m,
         "unlabelled": if winners.is_empty() { Value::Null } else { json!(winners) },
         "single": single_m,
-    }))
+    });
+    Ok((m, samples))
+}
+
+/// The HTML report of a finished run: its metrics `m`, and the worst disagreements among
+/// the labelled `samples` with the query and critique of their output rows.
+fn eval_report(
+    args: &EvalArgs,
+    m: &Value,
+    samples: &[pairwise::Sample],
+    out: &BTreeMap<usize, Value>,
+) -> report::Report {
+    let pairwise = (!m["pairwise"].is_null()).then(|| report::Pairwise {
+        metrics: m["pairwise"].clone(),
+        worst: report::worst(samples, report::WORST_ROWS, |s| {
+            let row = out.get(&s.index).unwrap_or(&Value::Null);
+            (
+                report::text_field(&[row], "prompt"),
+                report::text_field(&[row], "critique"),
+            )
+        }),
+    });
+    let mut notes = vec![format!("rows: {}, failed: {}", m["rows"], m["failed"])];
+    if let Some(w) = m["unlabelled"].as_object() {
+        let counts: Vec<String> = w.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        notes.push(format!(
+            "pairwise rows without a label: {}",
+            counts.join(", ")
+        ));
+    }
+    report::Report {
+        inputs: vec![
+            args.input.display().to_string(),
+            args.output.display().to_string(),
+        ],
+        notes,
+        pairwise,
+        single: (!m["single"].is_null()).then(|| m["single"].clone()),
+    }
 }
 
 fn print_metrics(m: &Value) {

@@ -4,9 +4,13 @@
 //!   group ([`pairwise`]).
 //! - Single (`--single`): rating statistics per model and, with several models rated on the
 //!   same queries, a system-level ranking ([`single`]).
+//! - Both print [`table`]s of figures; `--html` also writes them, with charts and the worst
+//!   disagreements, as one self-contained page ([`report`]).
 
 pub mod pairwise;
+pub mod report;
 pub mod single;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +47,10 @@ pub struct MetricsArgs {
     /// Print one JSON object instead of a table.
     #[arg(long, env = "AUTOJ_METRICS_JSON")]
     pub json: bool,
+    /// Also write the metrics as a self-contained HTML report to this file: charts, the same
+    /// tables, and the worst disagreements with their critiques.
+    #[arg(long, env = "AUTOJ_METRICS_HTML")]
+    pub html: Option<PathBuf>,
 }
 
 /// Reads a JSONL file into values, naming the file and line on errors.
@@ -92,28 +100,52 @@ pub fn single_from_files(args: &MetricsArgs) -> anyhow::Result<Value> {
     Ok(single::metrics(&models))
 }
 
+/// The pairwise metrics of the files `args` names, with the report's part when `html`.
+fn pairwise_from_files(
+    args: &MetricsArgs,
+    html: bool,
+) -> anyhow::Result<(Value, Option<report::Pairwise>)> {
+    let source = args.source.as_deref().context(
+        "pairwise metrics need --source (the labelled test file); pass --single for rating files",
+    )?;
+    anyhow::ensure!(
+        args.pred.len() == 1 && args.model_name.is_empty(),
+        "pairwise metrics take one --pred file"
+    );
+    let source = read_jsonl(source)?;
+    let pred = read_jsonl(&args.pred[0])?;
+    let swapped = args.pred_swapped.as_deref().map(read_jsonl).transpose()?;
+    let catalog = Catalog::embedded()?;
+    let samples = pairwise::samples(&source, &pred, swapped.as_deref())?;
+    let m = pairwise::metrics(&samples, &catalog);
+    let part = html.then(|| {
+        let worst = report::worst(&samples, report::WORST_ROWS, |s| {
+            let rows = [&pred[s.index], &source[s.index]];
+            (
+                report::text_field(&rows, "prompt"),
+                report::text_field(&rows[..1], "critique"),
+            )
+        });
+        report::Pairwise {
+            metrics: m.clone(),
+            worst,
+        }
+    });
+    Ok((m, part))
+}
+
 /// Runs the command.
 pub fn run(args: &MetricsArgs) -> anyhow::Result<()> {
     let single = args.single;
-    let m = if single {
+    let html = args.html.is_some();
+    let (m, part) = if single {
         anyhow::ensure!(
             args.source.is_none() && args.pred_swapped.is_none(),
             "--single takes only --pred files (and --model-name)"
         );
-        single_from_files(args)?
+        (single_from_files(args)?, None)
     } else {
-        let source = args.source.as_deref().context(
-            "pairwise metrics need --source (the labelled test file); pass --single for rating files",
-        )?;
-        anyhow::ensure!(
-            args.pred.len() == 1 && args.model_name.is_empty(),
-            "pairwise metrics take one --pred file"
-        );
-        let source = read_jsonl(source)?;
-        let pred = read_jsonl(&args.pred[0])?;
-        let swapped = args.pred_swapped.as_deref().map(read_jsonl).transpose()?;
-        let catalog = Catalog::embedded()?;
-        pairwise::compute(&source, &pred, swapped.as_deref(), &catalog)?
+        pairwise_from_files(args, html)?
     };
     if args.json {
         println!("{m}");
@@ -121,6 +153,20 @@ pub fn run(args: &MetricsArgs) -> anyhow::Result<()> {
         single::print_table(&m);
     } else {
         pairwise::print_table(&m);
+    }
+    if let Some(path) = &args.html {
+        let files = args
+            .source
+            .iter()
+            .chain(&args.pred)
+            .chain(&args.pred_swapped);
+        let page = report::Report {
+            inputs: files.map(|p| p.display().to_string()).collect(),
+            notes: Vec::new(),
+            single: single.then(|| m.clone()),
+            pairwise: part,
+        };
+        report::write(path, &page)?;
     }
     Ok(())
 }

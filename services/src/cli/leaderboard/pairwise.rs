@@ -14,6 +14,9 @@ use autoj_router::Catalog;
 use serde_json::{json, Value};
 
 use super::pct;
+use super::table::{count, real, Column, Table};
+
+pub mod breakdown;
 
 /// A verdict as Auto-J's label: 0 = response 1, 1 = response 2, 2 = tie; `None` when absent.
 /// Reads Auto-J's `{"output": 0|1|2}` (-1 = no verdict) or autoj's `{"winner": ...}`.
@@ -43,9 +46,18 @@ pub fn unswap(v: Option<u8>) -> Option<u8> {
     })
 }
 
+/// The judge's probabilities of response 1, response 2 and tie (`p_response_1`,
+/// `p_response_2`, `p_tie` of autoj's rows); `None` when the row lacks any of them.
+pub fn verdict_probs(row: &Value) -> Option<[f64; 3]> {
+    let p = |k: &str| row.get(k).and_then(Value::as_f64).filter(|p| p.is_finite());
+    Some([p("p_response_1")?, p("p_response_2")?, p("p_tie")?])
+}
+
 /// One judged sample, both verdicts in the original order.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// Its row in the input (0-based), for the report's table of disagreements.
+    pub index: usize,
     /// Human label: 0 = response 1, 1 = response 2, 2 = tie.
     pub label: u8,
     /// Auto-J scenario name (its group is looked up in the catalog).
@@ -54,6 +66,21 @@ pub struct Sample {
     pub first: Option<u8>,
     /// Verdict in the swapped order, mapped back; outer `None` when not judged swapped.
     pub second: Option<Option<u8>>,
+    /// The judge's probabilities in the original order, when the prediction has them.
+    pub p: Option<[f64; 3]>,
+}
+
+impl Sample {
+    /// Whether the verdicts match the label: the original one, and the swapped one when
+    /// judged.
+    pub fn agrees(&self) -> bool {
+        self.first == Some(self.label) && self.second.is_none_or(|v| v == Some(self.label))
+    }
+
+    /// The probability the judge gave its own verdict in the original order.
+    pub fn confidence(&self) -> Option<f64> {
+        Some(self.p?[usize::from(self.first?)])
+    }
 }
 
 #[derive(Default)]
@@ -87,7 +114,7 @@ pub fn metrics(samples: &[Sample], catalog: &Catalog) -> Value {
             .unwrap_or_else(|| s.scenario.clone());
         let unparsed =
             usize::from(s.first.is_none()) + usize::from(s.second.is_some_and(|v| v.is_none()));
-        let agree = s.first == Some(s.label) && s.second.is_none_or(|v| v == Some(s.label));
+        let agree = s.agrees();
         let consistent = s.second.is_some_and(|v| s.first.is_some() && v == s.first);
         for t in [&mut overall, groups.entry(group).or_default()] {
             t.n += 1;
@@ -97,10 +124,18 @@ pub fn metrics(samples: &[Sample], catalog: &Catalog) -> Value {
         }
     }
     let has_swap = !samples.is_empty() && samples.iter().all(|s| s.second.is_some());
-    json!({
+    let mut m = json!({
         "overall": overall.json(has_swap),
         "groups": groups.iter().map(|(g, t)| (g.clone(), t.json(has_swap))).collect::<serde_json::Map<_, _>>(),
-    })
+        "confusion": breakdown::confusion(samples),
+    });
+    if has_swap {
+        m["swap"] = breakdown::swap(samples);
+    }
+    if let Some(c) = breakdown::confidence(samples) {
+        m["confidence"] = c;
+    }
+    m
 }
 
 /// The label and scenario of a source row (`scenario` defaults to `default`).
@@ -135,6 +170,15 @@ pub fn compute(
     swapped: Option<&[Value]>,
     catalog: &Catalog,
 ) -> anyhow::Result<Value> {
+    Ok(metrics(&samples(source, pred, swapped)?, catalog))
+}
+
+/// The samples of files' rows, as [`compute`] reads them.
+pub fn samples(
+    source: &[Value],
+    pred: &[Value],
+    swapped: Option<&[Value]>,
+) -> anyhow::Result<Vec<Sample>> {
     anyhow::ensure!(
         pred.len() == source.len(),
         "the prediction file has {} rows, the source {}",
@@ -159,35 +203,61 @@ pub fn compute(
             None => None,
         };
         samples.push(Sample {
+            index: i,
             label,
             scenario,
             first: verdict_label(&pred[i]),
             second,
+            p: verdict_probs(&pred[i]),
         });
     }
-    Ok(metrics(&samples, catalog))
+    Ok(samples)
 }
 
-/// Prints the metrics object as a table: one line per group, then `overall`.
-pub fn print_table(m: &Value) {
-    let cell = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
-    println!(
-        "{:<24} {:>6} {:>10} {:>12} {:>9}",
-        "group", "n", "agreement", "consistency", "unparsed"
-    );
-    let rows = m["groups"]
+/// The tables of the metrics object: agreement and consistency per group and overall, then
+/// the confusion, the swap breakdown and the confidence histogram where present.
+pub fn tables(m: &Value) -> Vec<Table> {
+    let columns = vec![
+        Column::name("group", 24),
+        Column::number("n", 6),
+        Column::number("agreement", 10),
+        Column::number("consistency", 12),
+        Column::number("unparsed", 9),
+    ];
+    let groups = m["groups"]
         .as_object()
         .into_iter()
         .flatten()
         .map(|(g, v)| (g.as_str(), v));
-    for (name, v) in rows.chain(std::iter::once(("overall", &m["overall"]))) {
-        println!(
-            "{:<24} {:>6} {:>10} {:>12} {:>9}",
-            name,
-            v["n"],
-            cell(&v["agreement"]),
-            cell(&v["consistency"]),
-            v["unparsed"]
-        );
+    let rows = groups
+        .chain(std::iter::once(("overall", &m["overall"])))
+        .map(|(name, v)| {
+            vec![
+                name.to_string(),
+                count(&v["n"]),
+                real(&v["agreement"]),
+                real(&v["consistency"]),
+                count(&v["unparsed"]),
+            ]
+        })
+        .collect();
+    let mut out = vec![Table {
+        id: "groups",
+        title: None,
+        columns,
+        rows,
+    }];
+    out.extend(breakdown::tables(m));
+    out
+}
+
+/// Prints the metrics object as tables: one line per group, then `overall`, then the
+/// breakdowns ([`tables`]).
+pub fn print_table(m: &Value) {
+    for (i, t) in tables(m).iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        t.print();
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{json, Value};
 
+use super::table::{count, real, Column, Table};
 use super::{pct, round2};
 
 /// One rated row of one model.
@@ -238,46 +239,83 @@ pub fn by_model(
     Ok(())
 }
 
+/// The tables of the single-rating metrics: statistics per model (with how many rows got
+/// each rating 1-10), then the ranking when there is one.
+pub fn tables(m: &Value) -> Vec<Table> {
+    let mut columns = vec![
+        Column::name("model", 24),
+        Column::number("n", 6),
+        Column::number("rated", 6),
+        Column::number("unresolved", 10),
+        Column::number("mean", 6),
+        Column::number("std", 6),
+        Column::number("expected", 9),
+    ];
+    columns.extend((1..=10).map(|b| Column::number(&b.to_string(), 3)));
+    let rows = m["models"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, s)| {
+            let figures = [
+                count(&s["n"]),
+                count(&s["rated"]),
+                count(&s["unresolved"]),
+                real(&s["mean"]),
+                real(&s["std"]),
+                real(&s["mean_expected"]),
+            ];
+            let dist = (1..=10).map(|b| count(&s["distribution"][b.to_string()]));
+            std::iter::once(name.clone())
+                .chain(figures)
+                .chain(dist)
+                .collect()
+        })
+        .collect();
+    let mut out = vec![Table {
+        id: "models",
+        title: Some("ratings per model (columns 1-10: rows rated so)".into()),
+        columns,
+        rows,
+    }];
+    let ranking = m["ranking"].as_array().map_or(&[][..], Vec::as_slice);
+    if !ranking.is_empty() {
+        let columns = vec![
+            Column::number("rank", 4),
+            Column::name("model", 24),
+            Column::number("mean_score", 10),
+            Column::number("queries", 8),
+            Column::number("win_rate", 9),
+        ];
+        let rows = ranking
+            .iter()
+            .map(|r| {
+                vec![
+                    count(&r["rank"]),
+                    r["model"].as_str().unwrap_or_default().to_string(),
+                    real(&r["mean_score"]),
+                    count(&r["queries"]),
+                    real(&r["win_rate"]),
+                ]
+            })
+            .collect();
+        out.push(Table {
+            id: "ranking",
+            title: None,
+            columns,
+            rows,
+        });
+    }
+    out
+}
+
 /// Prints the single-rating metrics as tables: statistics per model, then the ranking.
 pub fn print_table(m: &Value) {
-    let cell = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
-    println!(
-        "{:<24} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9}  distribution 1..10",
-        "model", "n", "rated", "unresolved", "mean", "std", "expected"
-    );
-    for (name, s) in m["models"].as_object().into_iter().flatten() {
-        let dist: Vec<String> = (1..=10)
-            .map(|b| s["distribution"][b.to_string()].to_string())
-            .collect();
-        println!(
-            "{:<24} {:>6} {:>6} {:>10} {:>6} {:>6} {:>9}  {}",
-            name,
-            s["n"],
-            s["rated"],
-            s["unresolved"],
-            cell(&s["mean"]),
-            cell(&s["std"]),
-            cell(&s["mean_expected"]),
-            dist.join(" ")
-        );
-    }
-    let ranking = m["ranking"].as_array().map_or(&[][..], Vec::as_slice);
-    if ranking.is_empty() {
-        return;
-    }
-    println!(
-        "\n{:>4} {:<24} {:>10} {:>8} {:>9}",
-        "rank", "model", "mean_score", "queries", "win_rate"
-    );
-    for r in ranking {
-        println!(
-            "{:>4} {:<24} {:>10} {:>8} {:>9}",
-            r["rank"],
-            r["model"].as_str().unwrap_or_default(),
-            cell(&r["mean_score"]),
-            r["queries"],
-            cell(&r["win_rate"])
-        );
+    for (i, t) in tables(m).iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        t.print();
     }
 }
 

@@ -1,5 +1,6 @@
 //! `autoj load --fault kill-replica`: a loopback deployment of two `autoj judge` replicas
 //! behind an `autoj router`, loaded, with one replica killed (SIGKILL) halfway through.
+//! With `--transport http` the router opens its HTTP door too, and the load goes there.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -10,7 +11,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use super::{load, LoadArgs, Report};
+use super::{load, LoadArgs, Report, Transport};
 
 /// How long a child server may take to start.
 const START_LIMIT: Duration = Duration::from_secs(180);
@@ -23,6 +24,8 @@ struct Proc {
     name: String,
     /// Where it listens (`127.0.0.1:PORT`).
     addr: String,
+    /// Its HTTP door (`http://127.0.0.1:PORT`), when it opened one.
+    http: Option<String>,
 }
 
 impl Drop for Proc {
@@ -32,7 +35,8 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `autoj ARGS` and waits for its `listening on ADDR` line.
+/// Starts `autoj ARGS` and waits for its `listening on ADDR` line (an HTTP door announces
+/// itself before that, with `http on http://ADDR/`).
 async fn spawn(exe: &Path, name: &str, args: Vec<String>) -> anyhow::Result<Proc> {
     let mut child = Command::new(exe)
         .args(&args)
@@ -48,9 +52,13 @@ async fn spawn(exe: &Path, name: &str, args: Vec<String>) -> anyhow::Result<Proc
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut http = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(door) = line.strip_prefix("http on ") {
+                http = Some(door.trim_end_matches('/').to_owned());
+            }
             if let Some(addr) = line.strip_prefix("listening on ") {
-                let _ = tx.send(addr.to_owned());
+                let _ = tx.send((addr.to_owned(), http.take()));
             }
         }
     });
@@ -58,11 +66,13 @@ async fn spawn(exe: &Path, name: &str, args: Vec<String>) -> anyhow::Result<Proc
         child,
         name: name.to_owned(),
         addr: String::new(),
+        http: None,
     };
-    let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(START_LIMIT))
+    let (addr, http) = tokio::task::spawn_blocking(move || rx.recv_timeout(START_LIMIT))
         .await?
         .map_err(|_| anyhow::anyhow!("{name} did not start within {START_LIMIT:?}"))?;
     proc.addr = addr;
+    proc.http = http;
     Ok(proc)
 }
 
@@ -124,7 +134,7 @@ pub(super) async fn kill_replica(args: &LoadArgs) -> anyhow::Result<Report> {
             args.streams.max(256)
         ),
     )?;
-    let router_args = [
+    let mut router_args = [
         "router",
         "--config",
         &config.to_string_lossy(),
@@ -133,6 +143,9 @@ pub(super) async fn kill_replica(args: &LoadArgs) -> anyhow::Result<Report> {
     ]
     .map(String::from)
     .to_vec();
+    if args.transport == Transport::Http {
+        router_args.extend(["--http-listen", "127.0.0.1:0"].map(String::from));
+    }
     let router = spawn(&exe, "router", router_args).await;
     let _ = std::fs::remove_file(&config);
     let router = router?;
@@ -151,7 +164,14 @@ pub(super) async fn kill_replica(args: &LoadArgs) -> anyhow::Result<Report> {
     // Plaintext and keyless: this deployment is the command's own.
     let mut plain = args.clone();
     plain.secure = Default::default();
-    let report = load(&plain, &url, Some((at, kill))).await?;
+    let target = match args.transport {
+        Transport::Grpc => url,
+        Transport::Http => router
+            .http
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the router did not open its HTTP door"))?,
+    };
+    let report = load(&plain, &target, Some((at, kill))).await?;
     drop(router);
     drop(survivor);
     Ok(report)
