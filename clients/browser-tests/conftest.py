@@ -78,7 +78,8 @@ class Server:
                 raise RuntimeError(f"unexpected line {line!r}; log: {self.tail()}")
 
     def tail(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.log.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:

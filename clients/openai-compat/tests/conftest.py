@@ -13,7 +13,7 @@ import pathlib
 import queue
 import subprocess
 import threading
-from typing import Iterator, List
+from typing import Iterator, List, Tuple
 
 import pytest
 
@@ -43,8 +43,13 @@ class Server:
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=self._stderr)
         lines = self._lines()
-        self.grpc = self._expect(lines, "listening on ")
-        self.http = self._expect(lines, "http on ").rstrip("/")
+        # `http on URL` then `listening on ADDR`, in whichever order the stack prints them.
+        announced = dict(self._expect(lines, ("http on ", "listening on ")) for _ in range(2))
+        if set(announced) != {"http on ", "listening on "}:
+            self.stop()
+            raise RuntimeError(f"autoj serve announced {announced}; log: {self.tail()}")
+        self.grpc = announced["listening on "]
+        self.http = announced["http on "].rstrip("/")
 
     def _lines(self) -> "queue.Queue[bytes]":
         lines: "queue.Queue[bytes]" = queue.Queue()
@@ -53,19 +58,22 @@ class Server:
         threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
         return lines
 
-    def _expect(self, lines: "queue.Queue[bytes]", prefix: str) -> str:
+    def _expect(self, lines: "queue.Queue[bytes]", prefixes: Tuple[str, ...]) -> Tuple[str, str]:
+        """The next line of stdout as (its prefix, the rest); it must start with one."""
         try:
             line = lines.get(timeout=START_TIMEOUT_S).decode().strip()
         except queue.Empty:
             self.stop()
             raise RuntimeError(f"autoj serve did not start in {START_TIMEOUT_S} s; log: {self.tail()}")
-        if not line.startswith(prefix):
-            self.stop()
-            raise RuntimeError(f"expected {prefix!r}, got {line!r}; log: {self.tail()}")
-        return line.removeprefix(prefix)
+        for prefix in prefixes:
+            if line.startswith(prefix):
+                return prefix, line.removeprefix(prefix)
+        self.stop()
+        raise RuntimeError(f"expected one of {prefixes!r}, got {line!r}; log: {self.tail()}")
 
     def tail(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.log.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:

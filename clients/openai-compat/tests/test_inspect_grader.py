@@ -1,6 +1,7 @@
-"""Inspect AI with autoj as its grader: a tiny evaluation whose answers come from Inspect's
-own mock model and whose `model_graded_qa` scorer calls autoj through Inspect's
-`openai-api` provider (an OpenAI-compatible endpoint named by JUDGE_BASE_URL)."""
+"""Inspect AI with autoj as its grader: a tiny evaluation whose `model_graded_qa` scorer
+calls autoj through Inspect's `openai-api` provider (an OpenAI-compatible endpoint named by
+JUDGE_BASE_URL). The answers graded come from the same endpoint: Inspect's own mock model
+counts its usage with a tiktoken vocabulary it downloads, and tests run offline."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ def test_inspect_completes_an_evaluation_graded_by_autoj(server, monkeypatch, tm
         solver=[generate()],
         scorer=model_graded_qa(model=grader),
     )
-    [log] = inspect_eval(task, model="mockllm/model", log_dir=str(tmp_path), display="none")
-    assert log.status == "success", log.error
+    [log] = inspect_eval(task, model=grader, log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error and log.error.traceback
     assert log.results.completed_samples == 2
     for sample in log.samples:
         [score] = sample.scores.values()
