@@ -95,7 +95,12 @@ fn check_tables(doc: &Html, text: &str) -> Vec<(String, Vec<Vec<String>>)> {
     let mut tables = Vec::new();
     let mut shown = 0;
     for table in doc.select(&sel("table.figures")) {
-        let id = table.value().attr("id").unwrap().trim_start_matches("table-").to_string();
+        let id = table
+            .value()
+            .attr("id")
+            .unwrap()
+            .trim_start_matches("table-")
+            .to_string();
         let rows: Vec<Vec<String>> = table.select(&sel("tr")).map(cells).collect();
         assert!(rows.len() > 1, "{id} has rows");
         for row in &rows {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import httpx
 import openai
 import pytest
 
@@ -100,3 +101,19 @@ def test_api_keys_apply(keyed_server):
         client(keyed_server, "wrong-key").models.list()
     done = client(keyed_server, API_KEY).chat.completions.create(model=POOL, messages=QUESTION, max_tokens=2)
     assert done.usage.completion_tokens >= 1
+
+
+def test_raw_bodies_and_missing_keys_are_named(server, keyed_server):
+    """What the package never sends: a body that is not JSON, a field of the wrong type, and
+    no Authorization header at all (httpx, the package's own transport)."""
+    url = f"{server.http}/v1/chat/completions"
+    bad = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}, timeout=60)
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["error"]["message"], bad.text
+    wrong = httpx.post(url, json={"model": POOL, "messages": QUESTION, "max_tokens": "many"}, timeout=60)
+    assert wrong.status_code == 400 and "max_tokens" in wrong.text, wrong.text
+    bare = httpx.post(f"{keyed_server.http}/v1/chat/completions",
+                      json={"model": POOL, "messages": QUESTION, "max_tokens": 2}, timeout=60)
+    assert bare.status_code == 401, bare.text
+    ok = httpx.post(url, json={"model": POOL, "messages": QUESTION, "max_tokens": 2}, timeout=300)
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1, ok.text

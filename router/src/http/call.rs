@@ -147,13 +147,56 @@ pub fn decode<M: DeserializeOwned>(
             "empty request body; expected a JSON {what}"
         )));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| HttpError::invalid(format!("request body is not a valid JSON {what}: {e}")))
+    let invalid = |e: &dyn std::fmt::Display, path: String| {
+        // serde_path_to_error writes `.` for the root and `?` where it lost the place.
+        let path = path.trim_end_matches(['.', '?']);
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!(" at `{path}`")
+        };
+        HttpError::invalid(format!("request body is not a valid JSON {what}{at}: {e}"))
+    };
+    let mut json = serde_json::Deserializer::from_slice(&body);
+    let message = serde_path_to_error::deserialize(&mut json)
+        .map_err(|e| invalid(e.inner(), e.path().to_string()))?;
+    json.end().map_err(|e| invalid(&e, String::new()))?;
+    Ok(message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Two {
+        count: u32,
+        inner: Option<Box<Two>>,
+    }
+
+    fn refusal(body: &str) -> String {
+        let bytes = Bytes::from(body.to_owned());
+        let err = decode::<Two>(Ok(bytes), 1024, "pair").unwrap_err();
+        err.parts().2
+    }
+
+    #[test]
+    fn bad_bodies_name_where_they_fail() {
+        let typed = refusal(r#"{"count": 1, "inner": {"count": "many"}}"#);
+        assert!(typed.contains("at `inner.count`"), "{typed}");
+        assert!(typed.contains("expected u32"), "{typed}");
+        let broken = refusal(r#"{"count": 1"#);
+        assert!(
+            broken.starts_with("request body is not a valid JSON pair: "),
+            "{broken}"
+        );
+        assert!(!broken.contains(" at `"), "{broken}");
+        let trailing = refusal(r#"{"count": 1} {"#);
+        assert!(trailing.contains("trailing characters"), "{trailing}");
+        let body = Bytes::from_static(br#"{"count": 2, "inner": {"count": 3}}"#);
+        let two = decode::<Two>(Ok(body), 1024, "pair").unwrap();
+        assert_eq!((two.count, two.inner.map(|i| i.count)), (2, Some(3)));
+    }
 
     #[test]
     fn reads_accept_and_timeouts() {

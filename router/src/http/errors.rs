@@ -44,7 +44,7 @@ impl HttpError {
     }
 
     /// The HTTP status, the gRPC code named in the body, and the message.
-    fn parts(&self) -> (StatusCode, Code, String) {
+    pub(super) fn parts(&self) -> (StatusCode, Code, String) {
         match self {
             Self::Status(status) => (
                 http_status(status.code()),
