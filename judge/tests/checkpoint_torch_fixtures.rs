@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use autoj_judge::engine::batch::{Backend, BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::batch::{Ask, Backend, BatchLimits, BatchModel, Row};
 use autoj_judge::engine::device::DeviceModel;
 use autoj_judge::engine::generate::argmax;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
@@ -63,14 +63,13 @@ fn run<B: Backend>(
 ) -> (Vec<f32>, Vec<u32>) {
     let mut kv = model.new_kv().unwrap();
     let mut step = |tokens: &[u32]| {
-        model
-            .forward(&mut [StepInput {
-                kv: &mut kv,
-                tokens,
-                want: Want::Last,
-            }])
-            .unwrap()
-            .remove(0)
+        let mut rows = [Row {
+            kv: &mut kv,
+            tokens,
+            ask: Ask::Logits,
+        }];
+        let out = model.step(&mut rows, producible).unwrap();
+        out.answers.into_iter().next().unwrap().logits
     };
     let first = step(prompt);
     let mut logits = first.clone();

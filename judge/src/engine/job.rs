@@ -182,6 +182,14 @@ pub struct EngineStats {
     /// Of those, the slots held by running sequences; a finished or cancelled sequence gives
     /// its slot back before the next step.
     pub kv_slots_in_use: AtomicU64,
+    /// Bytes the batched engine's backend copied from the device to the host (0 on the CPU
+    /// engine, which computes on the host).
+    pub host_bytes: AtomicU64,
+    /// Rows of the batched engine's steps that scored a verdict (a forced verdict phrase or
+    /// a tree of continuations).
+    pub verdict_rows: AtomicU64,
+    /// Of those, the rows that ran in a step beside other sequences' rows.
+    pub verdict_rows_shared: AtomicU64,
 }
 
 impl Job {

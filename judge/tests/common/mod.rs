@@ -266,19 +266,20 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The last position's logits of `tokens` run from an empty cache of any backend.
+/// The last position's logits of `tokens` run from an empty cache of any backend, through
+/// the scheduler's step contract (a whole row asked for).
 pub fn prompt_logits<B: autoj_judge::engine::batch::Backend>(
     model: &B,
     tokens: &[u32],
 ) -> Vec<f32> {
-    use autoj_judge::engine::batch::{StepInput, Want};
+    use autoj_judge::engine::batch::{Ask, Row};
     let mut kv = model.new_kv().expect("a cache");
-    model
-        .forward(&mut [StepInput {
-            kv: &mut kv,
-            tokens,
-            want: Want::Last,
-        }])
-        .expect("forward")
-        .remove(0)
+    let mut rows = [Row {
+        kv: &mut kv,
+        tokens,
+        ask: Ask::Logits,
+    }];
+    let vocab = model.vocab();
+    let out = model.step(&mut rows, vocab).expect("step");
+    out.answers.into_iter().next().expect("an answer").logits
 }

@@ -2,14 +2,81 @@
 //! drives both our CPU forward pass ([`BatchModel`] over [`SeqKv`]) and the device backend
 //! written in candle tensor ops ([`crate::engine::device::DeviceModel`], for CUDA).
 //!
-//! The scheduler only ever asks a backend for: a fresh cache per admitted sequence, one
-//! forward pass over the step's inputs, the logits of the verdict's continuations read from a
-//! point of a sequence, and a few shape facts. A cache tells its length, can be frozen and
-//! share its prompt with the prefix cache, and can start from a shared prefix.
+//! The scheduler only ever asks a backend for: a fresh cache per admitted sequence, one step
+//! over rows (generating tokens, prompt chunks, a forced verdict's phrase, a verdict's
+//! continuation tree) each answered with what it asked for ([`Ask`]: a token, a few
+//! log-probabilities, or a whole logits row only when sampling or a caller needs it), and a
+//! few shape facts. A cache tells its length, can be frozen and share its prompt with the
+//! prefix cache, and can start from a shared prefix.
 
 use super::kv::{Link, SeqKv};
 use super::model::{BatchModel, StepInput, Want};
+use crate::engine::generate::argmax;
 use crate::error::Result;
+use crate::protocol::scoring::log_softmax;
+
+/// What one row of a step asks the backend for after its tokens. Everything but
+/// [`Ask::Logits`] is a few numbers per row, so a device backend answers a whole step with
+/// one small copy to the host.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    /// Nothing: a prompt chunk that does not end its prompt.
+    Nothing,
+    /// The greedy next token after the last position (first of equal maxima over the ids
+    /// the tokenizer can produce).
+    Next,
+    /// The greedy next token, and the log-probabilities (over the whole vocabulary) of `ids`
+    /// after the last position: a verdict point, `ids` the legal continuations' first tokens.
+    Scored(&'a [u32]),
+    /// The whole logits row after the last position: sampling with a temperature, or a
+    /// chat that asked for log-probabilities.
+    Logits,
+    /// The tokens are branches of a tree written from position `base` of the row's cache
+    /// (its positions from `base` on are scratch: the sequence ends with its verdict).
+    /// `branch[i]` is the index of the first token of token `i`'s branch; token `i` sees the
+    /// positions before `base` and its own branch up to itself. Answered: after each token,
+    /// the log-probability of `follow[i]` (the continuation's next token).
+    Tree {
+        /// First position the tree is written at.
+        base: usize,
+        /// Per token, the index of its branch's first token.
+        branch: &'a [usize],
+        /// Per token, the token whose log-probability is read after it.
+        follow: &'a [u32],
+    },
+}
+
+/// One row of a step: a sequence's cache, the tokens to run at its next positions (or the
+/// tree of [`Ask::Tree`]) and what it needs back.
+pub struct Row<'a, K> {
+    /// The sequence's cache: the tokens are appended to it (a tree is not).
+    pub kv: &'a mut K,
+    /// Tokens to run.
+    pub tokens: &'a [u32],
+    /// What comes back.
+    pub ask: Ask<'a>,
+}
+
+/// A row's answer: the fields its [`Ask`] asked for, the others empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    /// The greedy next token ([`Ask::Next`], [`Ask::Scored`]).
+    pub next: Option<u32>,
+    /// Log-probabilities: of [`Ask::Scored`]'s ids, or after each token of a tree.
+    pub scores: Vec<f32>,
+    /// The whole logits row ([`Ask::Logits`]).
+    pub logits: Vec<f32>,
+}
+
+/// What one step gives back: each row's answer and how many bytes crossed from the device
+/// to the host for them (0 for a backend that computes on the host).
+#[derive(Debug, Default)]
+pub struct StepOut {
+    /// Per row, in order.
+    pub answers: Vec<Answer>,
+    /// Bytes copied device to host by this step.
+    pub host_bytes: usize,
+}
 
 /// A model the batching loop can drive.
 pub trait Backend {
@@ -35,18 +102,52 @@ pub trait Backend {
     /// [`Backend::max_seqs`] at once).
     fn new_kv(&self) -> Result<Self::Kv>;
 
-    /// Runs one step for several sequences; returns, per input, the logits it asked for.
-    fn forward(&self, inputs: &mut [StepInput<'_, Self::Kv>]) -> Result<Vec<Vec<f32>>>;
+    /// Runs one step over every row and answers each as it asked; a greedy pick is made
+    /// among the first `producible` ids only (the rest are padding rows of the embedding).
+    fn step(&self, rows: &mut [Row<'_, Self::Kv>], producible: usize) -> Result<StepOut>;
 
-    /// For each continuation, the logits after each of its tokens (`[len, vocab]` row-major)
-    /// as though it alone followed the first `pos` positions of `kv`. The cache must not be
-    /// extended afterwards: the sequence ends with its verdict.
-    fn continuations(
-        &self,
-        kv: &mut Self::Kv,
-        pos: usize,
-        conts: &[&[u32]],
-    ) -> Result<Vec<Vec<f32>>>;
+    /// Tokens a tree written at `base` of `kv` may hold ([`usize::MAX`] when a cache grows).
+    fn tree_room(&self, kv: &Self::Kv, base: usize) -> usize;
+}
+
+/// Answers a row from its logits on the host: what a backend that computes on the host
+/// does, and what the device backend's reductions must equal. `logits` holds the last
+/// position's row, or for a tree one row per token.
+pub fn answer_on_host(ask: Ask<'_>, logits: Vec<f32>, vocab: usize, producible: usize) -> Answer {
+    let last = || &logits[logits.len().saturating_sub(vocab)..];
+    let next = || Some(argmax(&last()[..producible.min(vocab)]));
+    match ask {
+        Ask::Nothing => Answer::default(),
+        Ask::Next => Answer {
+            next: next(),
+            ..Answer::default()
+        },
+        Ask::Scored(ids) => {
+            let log_p = log_softmax(last());
+            Answer {
+                next: next(),
+                scores: ids.iter().map(|&id| pick(&log_p, id)).collect(),
+                logits: Vec::new(),
+            }
+        }
+        Ask::Logits => Answer {
+            logits,
+            ..Answer::default()
+        },
+        Ask::Tree { follow, .. } => Answer {
+            scores: logits
+                .chunks_exact(vocab.max(1))
+                .zip(follow)
+                .map(|(row, &id)| pick(&log_softmax(row), id))
+                .collect(),
+            ..Answer::default()
+        },
+    }
+}
+
+/// `log_p[id]`, or minus infinity for an id outside the row.
+fn pick(log_p: &[f32], id: u32) -> f32 {
+    log_p.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY)
 }
 
 /// One sequence's cache as the scheduler sees it.
@@ -131,23 +232,69 @@ impl Backend for BatchModel {
         Ok(BatchModel::new_kv(self))
     }
 
-    fn forward(&self, inputs: &mut [StepInput<'_, SeqKv>]) -> Result<Vec<Vec<f32>>> {
-        BatchModel::forward(self, inputs)
-    }
-
-    /// Each continuation runs over its own fork of the cache (the shared positions are not
-    /// copied), all of them in one batched pass.
-    fn continuations(&self, kv: &mut SeqKv, pos: usize, conts: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let mut forks: Vec<SeqKv> = conts.iter().map(|_| kv.fork(pos)).collect();
-        let mut inputs: Vec<StepInput<'_>> = forks
+    /// Rows run in one batched pass of the CPU forward; a tree's branches each over their
+    /// own fork of the cache (the shared positions are not copied).
+    fn step(&self, rows: &mut [Row<'_, SeqKv>], producible: usize) -> Result<StepOut> {
+        let mut forks: Vec<Vec<SeqKv>> = rows
             .iter_mut()
-            .zip(conts)
-            .map(|(kv, tokens)| StepInput {
-                kv,
-                tokens,
-                want: Want::All,
+            .map(|r| match r.ask {
+                Ask::Tree { base, branch, .. } => {
+                    let n = starts(branch).count();
+                    (0..n).map(|_| r.kv.fork(base)).collect()
+                }
+                _ => Vec::new(),
             })
             .collect();
-        BatchModel::forward(self, &mut inputs)
+        let mut inputs: Vec<StepInput<'_>> = Vec::with_capacity(rows.len());
+        for (r, forks) in rows.iter_mut().zip(forks.iter_mut()) {
+            if let Ask::Tree { branch, .. } = r.ask {
+                let spans = starts(branch).zip(starts(branch).skip(1).chain([branch.len()]));
+                for ((from, to), kv) in spans.zip(forks.iter_mut()) {
+                    inputs.push(StepInput {
+                        kv,
+                        tokens: &r.tokens[from..to],
+                        want: Want::All,
+                    });
+                }
+                continue;
+            }
+            let want = match r.ask {
+                Ask::Nothing => Want::Nothing,
+                _ => Want::Last,
+            };
+            inputs.push(StepInput {
+                kv: &mut *r.kv,
+                tokens: r.tokens,
+                want,
+            });
+        }
+        let mut logits = BatchModel::forward(self, &mut inputs)?.into_iter();
+        drop(inputs);
+        let vocab = self.shape.vocab;
+        let mut answers = Vec::with_capacity(rows.len());
+        for (r, forks) in rows.iter().zip(&forks) {
+            let rows_logits = match r.ask {
+                Ask::Tree { .. } => forks.iter().flat_map(|_| logits.next()).flatten().collect(),
+                _ => logits.next().unwrap_or_default(),
+            };
+            answers.push(answer_on_host(r.ask, rows_logits, vocab, producible));
+        }
+        Ok(StepOut {
+            answers,
+            host_bytes: 0,
+        })
     }
+
+    fn tree_room(&self, _kv: &SeqKv, _base: usize) -> usize {
+        usize::MAX
+    }
+}
+
+/// The indices where a tree's branches start (`branch[i] == i`).
+pub(crate) fn starts(branch: &[usize]) -> impl Iterator<Item = usize> + Clone + '_ {
+    branch
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b == i)
+        .map(|(i, _)| i)
 }

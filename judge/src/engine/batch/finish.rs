@@ -1,30 +1,34 @@
-//! How a sequence of the batch moves on after a step and how it ends: sampling the next
-//! token, streaming its text, and at the end the verdict found or forced and scored over
-//! forks of the sequence's cache in one batched pass.
+//! How a sequence of the batch moves on after a step and how its text ends: the next token
+//! (picked by the backend, or sampled here from the row it sent back), its text streamed,
+//! and at the end the text flushed and the verdict begun ([`super::verdict`]).
 
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
 
-use super::backend::{Backend, SeqCache};
-use super::model::{StepInput, Want};
-use super::scheduler::{Ctx, Point, Progress, Seq};
+use super::backend::{Answer, Backend};
+use super::scheduler::{Ctx, Progress, Seq};
+use super::verdict::{begin, Begun};
 use crate::engine::generate::argmax;
 use crate::engine::job::{emit, EngineEvent, FinishReason, UsageStats};
 use crate::engine::logprobs::token_logprobs;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
-use crate::protocol::outcome::{force, verdict_of, VerdictSource};
-use crate::protocol::prompt::Lang;
-use crate::protocol::scoring::{
-    candidates, choice_scores, forced_prefix, log_softmax, ChoiceScores,
-};
 
-/// Samples the next token from `logits` and moves the sequence on.
-pub(super) fn advance<K>(s: &mut Seq<K>, tok: &TextTokenizer, logits: &[f32]) -> Progress {
-    let greedy = s.job.params.temperature <= 0.0;
-    let next = match sample(&mut s.sampler, greedy, logits) {
-        Ok(n) => n,
-        Err(e) => return Progress::Failed(e),
+/// Takes the next token (the backend's pick, or sampled from the row it sent back, of
+/// which only the first `producible` ids count) and moves the sequence on.
+pub(super) fn advance<K>(
+    s: &mut Seq<K>,
+    tok: &TextTokenizer,
+    answer: &Answer,
+    producible: usize,
+) -> Progress {
+    let logits = &answer.logits[..answer.logits.len().min(producible)];
+    let next = match answer.next {
+        Some(n) => n,
+        None => match sample(&mut s.sampler, s.job.params.temperature <= 0.0, logits) {
+            Ok(n) => n,
+            Err(e) => return Progress::Failed(e),
+        },
     };
     s.next = None;
     if tok.eos_ids().contains(&next) {
@@ -71,22 +75,31 @@ fn sample(sampler: &mut LogitsProcessor, greedy: bool, logits: &[f32]) -> Result
     Ok(sampler.sample(&t)?)
 }
 
-/// Flushes the text, finds or forces the verdict, scores it and sends the last events.
-/// `Ok(false)` when the client left before the end.
-pub(super) fn finalize<B: Backend>(
+/// How a finished text's sequence goes on.
+pub(super) enum Ended {
+    /// It is done: `true` when every event reached the client.
+    Done(bool),
+    /// Its verdict is scored by rows of the next steps; it stays in the batch.
+    Scoring,
+}
+
+/// Flushes the text, measures the usage and, for a judgment, begins its verdict: a parsed
+/// verdict whose continuations are one token each is sent at once, any other is scored in
+/// the next steps.
+pub(super) fn conclude<B: Backend>(
     cx: &Ctx<'_, B>,
     s: &mut Seq<B::Kv>,
     finish: FinishReason,
     pending: Option<u32>,
-) -> Result<bool> {
-    let (model, tok) = (cx.model, cx.tok);
+) -> Result<Ended> {
+    let tok = cx.tok;
     let decode_start = s.started + s.prefill.unwrap_or_default();
     if finish != FinishReason::Stop {
         let tail = s.detok.finish(tok)?;
         let (mut out, _) = s.stops.push(&tail);
         out.push_str(&s.stops.finish());
         if !out.is_empty() && !emit(&s.job, EngineEvent::Delta(out)) {
-            return Ok(false);
+            return Ok(Ended::Done(false));
         }
     }
     let usage = UsageStats {
@@ -98,82 +111,31 @@ pub(super) fn finalize<B: Backend>(
         decode: decode_start.elapsed(),
         finish,
     };
-    let Some(pairwise) = s.job.verdict() else {
+    let Some(choices) = s.choices.as_deref() else {
         // A chat: text only.
-        return Ok(emit(&s.job, EngineEvent::Usage(usage)));
+        return Ok(Ended::Done(emit(&s.job, EngineEvent::Usage(usage))));
     };
-    let lang = s.job.lang;
-    let mut verdict = verdict_of(s.stops.text(), pairwise);
-    let point = match s
-        .point
-        .take()
-        .filter(|_| verdict.source == VerdictSource::Parsed)
-    {
-        Some(p) => p,
-        None => {
-            // No verdict in the text: append the template's verdict phrase and read the
-            // model's distribution after it.
-            let prefix = forced_prefix(pairwise, lang);
-            let mut ids: Vec<u32> = pending.into_iter().collect();
-            ids.extend(tok.encode(prefix, false)?);
-            let mut inputs = [StepInput {
-                kv: &mut s.kv,
-                tokens: &ids,
-                want: Want::Last,
-            }];
-            let logits = model.forward(&mut inputs)?.pop().unwrap_or_default();
-            Point {
-                pos: s.kv.len(),
-                logits,
-                trailing_space: prefix.ends_with(char::is_whitespace),
-            }
+    let room = |base| cx.model.tree_room(&s.kv, base);
+    let point = s.point.take();
+    match begin(choices, tok, s.stops.text(), (point, pending), usage, room)? {
+        Begun::Ready(verdict, usage) => Ok(Ended::Done(deliver(s, verdict, Some(usage)))),
+        Begun::Scoring(v) => {
+            s.verdicting = Some(v);
+            Ok(Ended::Scoring)
         }
-    };
-    let scores = score(cx, &mut s.kv, &point, (pairwise, lang))?;
-    if verdict.source == VerdictSource::Unresolved {
-        force(&mut verdict, &scores, pairwise, lang);
     }
-    verdict.scores = Some(scores);
-    if !emit(&s.job, EngineEvent::Verdict(verdict)) {
-        return Ok(false);
-    }
-    Ok(emit(&s.job, EngineEvent::Usage(usage)))
 }
 
-/// Scores every legal continuation at `point`: the first token from the saved logits, the
-/// rest read by the backend from the sequence's cache at that point in one batched pass.
-fn score<B: Backend>(
-    cx: &Ctx<'_, B>,
-    kv: &mut B::Kv,
-    point: &Point,
-    (pairwise, lang): (bool, Lang),
-) -> Result<ChoiceScores> {
-    let (model, tok) = (cx.model, cx.tok);
-    let first = log_softmax(&point.logits);
-    let texts = candidates(pairwise, lang, point.trailing_space);
-    let mut ids = Vec::with_capacity(texts.len());
-    for t in &texts {
-        ids.push(tok.encode(t, false)?);
-    }
-    let mut log_p: Vec<f32> = ids
-        .iter()
-        .map(|i| {
-            i.first()
-                .and_then(|&h| first.get(h as usize).copied())
-                .unwrap_or(f32::NEG_INFINITY)
-        })
-        .collect();
-    let multi: Vec<usize> = (0..ids.len()).filter(|&c| ids[c].len() > 1).collect();
-    if !multi.is_empty() {
-        let conts: Vec<&[u32]> = multi.iter().map(|&c| &ids[c][..ids[c].len() - 1]).collect();
-        let rows = model.continuations(kv, point.pos, &conts)?;
-        let vocab = model.vocab();
-        for (&c, logits) in multi.iter().zip(rows) {
-            for (j, &id) in ids[c][1..].iter().enumerate() {
-                let row = log_softmax(&logits[j * vocab..(j + 1) * vocab]);
-                log_p[c] += row.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
-            }
-        }
-    }
-    Ok(choice_scores(&log_p, pairwise))
+/// Sends the verdict and then the usage (the one measured when the text ended); false when
+/// the client left.
+pub(super) fn deliver<K>(
+    s: &mut Seq<K>,
+    verdict: crate::protocol::outcome::JudgeVerdict,
+    usage: Option<UsageStats>,
+) -> bool {
+    let usage = match usage.or_else(|| s.verdicting.take().map(|v| v.usage)) {
+        Some(u) => u,
+        None => return false,
+    };
+    emit(&s.job, EngineEvent::Verdict(verdict)) && emit(&s.job, EngineEvent::Usage(usage))
 }

@@ -22,8 +22,9 @@ pub mod model;
 pub mod scheduler;
 #[cfg(test)]
 mod test_values;
+mod verdict;
 
-pub use backend::{Backend, SeqCache, SharedPrefix};
+pub use backend::{answer_on_host, Answer, Ask, Backend, Row, SeqCache, SharedPrefix, StepOut};
 pub use model::{BatchModel, StepInput, Want};
 pub(crate) use scheduler::run;
 pub use scheduler::BatchLimits;

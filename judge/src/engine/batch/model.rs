@@ -302,6 +302,8 @@ pub struct BatchModel {
 /// Which logits a sequence in a step wants back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {
+    /// None (a prompt chunk whose logits nobody reads: the output layer is skipped).
+    Nothing,
     /// The last new position's (the next token).
     Last,
     /// Every new position's, `[n, vocab]` (scoring multi-token continuations).
@@ -452,7 +454,7 @@ impl BatchModel {
         for inp in inputs.iter() {
             let n = inp.tokens.len();
             let rows: Vec<usize> = match (inp.want, n) {
-                (_, 0) => Vec::new(),
+                (_, 0) | (Want::Nothing, _) => Vec::new(),
                 (Want::Last, _) => vec![offset + n - 1],
                 (Want::All, _) => (offset..offset + n).collect(),
             };
@@ -463,6 +465,9 @@ impl BatchModel {
             offset += n;
         }
         let m = picked.len() / s.hidden;
+        if m == 0 {
+            return Ok(vec![Vec::new(); inputs.len()]);
+        }
         let logits = self
             .lm_head
             .forward(&rms_norm(&picked, &self.norm, s.eps), m)?;

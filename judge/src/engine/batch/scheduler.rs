@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use candle_transformers::generation::LogitsProcessor;
 use tokio::sync::mpsc;
 
-use super::backend::{Backend, SeqCache};
-use super::finish::{advance, finalize};
+use super::backend::{answer_on_host, Answer, Ask, Backend, Row, SeqCache, StepOut};
+use super::finish::{advance, conclude, deliver, Ended};
 use super::kv::{common_prefix, KvType, PrefixCache};
-use super::model::{StepInput, Want};
+use super::verdict::{JudgeChoices, Point, Verdicting};
 use crate::engine::generate::{Detokenizer, StopMatcher};
 use crate::engine::job::{EngineStats, FinishReason, Job};
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
+use crate::protocol::outcome::JudgeVerdict;
 use crate::protocol::scoring::at_verdict_position;
 
 /// Limits of the batched engine, checked at admission.
@@ -60,13 +61,6 @@ impl Default for BatchLimits {
     }
 }
 
-/// Where a sequence's last captured verdict position is.
-pub(super) struct Point {
-    pub(super) pos: usize,
-    pub(super) logits: Vec<f32>,
-    pub(super) trailing_space: bool,
-}
-
 /// One admitted request in the running batch, with its backend's cache `K`.
 pub(super) struct Seq<K> {
     pub(super) job: Job,
@@ -89,14 +83,24 @@ pub(super) struct Seq<K> {
     pub(super) stops: StopMatcher,
     /// Tokens generated so far.
     pub(super) completion: usize,
+    /// The last verdict position seen while generating.
     pub(super) point: Option<Point>,
+    /// A judgment's legal verdict continuations, tokenized (`None` for a chat).
+    pub(super) choices: Option<Box<JudgeChoices>>,
+    /// The verdict being scored once the text has ended.
+    pub(super) verdicting: Option<Box<Verdicting>>,
     pub(super) queue: Duration,
     pub(super) started: Instant,
     pub(super) prefill: Option<Duration>,
 }
 
 impl<K> Seq<K> {
-    fn new(job: Job, kv: K, reserved: usize, queue: Duration) -> Self {
+    fn new(
+        job: Job,
+        kv: K,
+        (reserved, queue): (usize, Duration),
+        choices: Option<Box<JudgeChoices>>,
+    ) -> Self {
         Self {
             kv,
             prompt_done: 0,
@@ -110,11 +114,26 @@ impl<K> Seq<K> {
             stops: StopMatcher::new(&job.params.stop),
             completion: 0,
             point: None,
+            choices,
+            verdicting: None,
             queue,
             started: Instant::now(),
             prefill: None,
             job,
         }
+    }
+
+    /// Whether its rows need whole logits rows: sampling with a temperature, or a chat that
+    /// asked for log-probabilities.
+    fn wants_logits(&self) -> bool {
+        self.job.params.temperature > 0.0 || self.job.logprobs().is_some()
+    }
+
+    /// Whether its text ends at a verdict position, and if so whether in whitespace.
+    fn at_point(&self) -> Option<bool> {
+        let pairwise = self.job.verdict()?;
+        let text = self.stops.text();
+        at_verdict_position(text, pairwise).then(|| text.ends_with(char::is_whitespace))
     }
 }
 
@@ -122,6 +141,8 @@ impl<K> Seq<K> {
 pub(super) enum Progress {
     Running,
     Finished(FinishReason, Option<u32>),
+    /// Its verdict is scored: send it (and the usage) and end.
+    Judged(JudgeVerdict),
     Cancelled,
     /// Sampling or detokenizing failed: the request fails with this error.
     Failed(JudgeError),
@@ -154,9 +175,19 @@ struct Batch<B: Backend> {
     open: bool,
 }
 
-/// The tokens of one step: each sequence in it and how many prompt tokens it reads
-/// (0: it is generating and runs its next token).
-type Plan = Vec<(usize, usize)>;
+/// What one sequence runs in a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Its next token.
+    Decode,
+    /// This many more tokens of its prompt.
+    Prompt(usize),
+    /// Its verdict's row (the forced phrase or a continuation tree).
+    Verdict,
+}
+
+/// The rows of one step: each sequence in it and what it runs.
+type Plan = Vec<(usize, Work)>;
 
 /// The loop; returns when every engine handle is gone and the batch has drained.
 pub(crate) fn run<B: Backend>(
@@ -200,8 +231,9 @@ pub(crate) fn run<B: Backend>(
         stats.steps.fetch_add(1, Ordering::Relaxed);
         stats.batch_size.store(plan.len() as u64, Ordering::Relaxed);
         match batch.step(&cx, &plan) {
-            Ok(logits) => {
-                let done = batch.absorb(&cx, &plan, logits);
+            Ok(out) => {
+                count_step(stats, &plan, &out);
+                let done = batch.absorb(&cx, &plan, out.answers);
                 batch.retire(&cx, done);
             }
             Err(e) => batch.fail_step(&plan, e, stats),
@@ -280,10 +312,16 @@ impl<B: Backend> Batch<B> {
                 self.waiting = Some(job);
                 return;
             }
-            match cx.model.new_kv() {
-                Ok(kv) => {
+            let choices = match job.verdict() {
+                Some(pairwise) => {
+                    JudgeChoices::new(cx.tok, pairwise, job.lang).map(|c| Some(Box::new(c)))
+                }
+                None => Ok(None),
+            };
+            match choices.and_then(|c| Ok((c, cx.model.new_kv()?))) {
+                Ok((choices, kv)) => {
                     self.reserved += need;
-                    self.seqs.push(Seq::new(job, kv, need, queued));
+                    self.seqs.push(Seq::new(job, kv, (need, queued), choices));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "no cache for a new sequence");
@@ -307,18 +345,25 @@ impl<B: Backend> Batch<B> {
         });
     }
 
-    /// This step's tokens: every generating sequence's next token, then prompt chunks
-    /// within the step's token budget (a prompt's first chunk starts from the prefix cache).
+    /// This step's rows: every verdict being scored and every generating sequence's next
+    /// token, then prompt chunks within the step's token budget (a prompt's first chunk
+    /// starts from the prefix cache).
     fn plan(&mut self, cx: &Ctx<'_, B>) -> Plan {
         let mut budget = cx.limits.max_batch_tokens.max(1);
         let mut plan: Plan = Vec::new();
         for (i, s) in self.seqs.iter().enumerate() {
-            if s.next.is_some() {
-                plan.push((i, 0));
+            if let (Some(v), Some(choices)) = (&s.verdicting, &s.choices) {
+                plan.push((i, Work::Verdict));
+                budget = budget.saturating_sub(v.row(choices).0.len());
+            } else if s.next.is_some() {
+                plan.push((i, Work::Decode));
                 budget = budget.saturating_sub(1);
             }
         }
         for i in 0..self.seqs.len() {
+            if self.seqs[i].verdicting.is_some() {
+                continue;
+            }
             if self.seqs[i].next.is_none() && !self.seqs[i].looked_up {
                 if waits_for_prefix(&self.seqs, i, &self.cache) {
                     continue;
@@ -330,7 +375,7 @@ impl<B: Backend> Batch<B> {
                 let n = (s.job.prompt_ids.len() - s.prompt_done)
                     .min(budget)
                     .min(cx.prefill_chunk);
-                plan.push((i, n));
+                plan.push((i, Work::Prompt(n)));
                 budget -= n;
             }
         }
@@ -356,68 +401,90 @@ impl<B: Backend> Batch<B> {
         s.looked_up = true;
     }
 
-    /// One forward pass over the plan; the last position's logits of each planned sequence.
-    fn step(&mut self, cx: &Ctx<'_, B>, plan: &Plan) -> Result<Vec<Vec<f32>>> {
+    /// One step over the plan; each row's answer.
+    fn step(&mut self, cx: &Ctx<'_, B>, plan: &Plan) -> Result<StepOut> {
         let next_tokens: Vec<[u32; 1]> = plan
             .iter()
             .map(|&(i, _)| [self.seqs[i].next.unwrap_or(0)])
             .collect();
         let mut slots: Vec<Option<&mut Seq<B::Kv>>> = self.seqs.iter_mut().map(Some).collect();
-        let mut inputs = Vec::with_capacity(plan.len());
-        for (p, &(i, n)) in plan.iter().enumerate() {
+        let mut rows = Vec::with_capacity(plan.len());
+        for (p, &(i, work)) in plan.iter().enumerate() {
             let s = slots[i].take().expect("each sequence is planned once");
-            let tokens: &[u32] = if n == 0 {
-                &next_tokens[p]
-            } else {
-                &s.job.prompt_ids[s.prompt_done..s.prompt_done + n]
+            let logits = s.wants_logits();
+            let point = s.at_point();
+            let Seq {
+                kv,
+                job,
+                prompt_done,
+                choices,
+                verdicting,
+                ..
+            } = s;
+            let (tokens, ask): (&[u32], Ask<'_>) = match work {
+                Work::Decode => {
+                    let ask = match (logits, point, choices.as_deref()) {
+                        (true, _, _) => Ask::Logits,
+                        (false, Some(spaced), Some(c)) => Ask::Scored(c.after(spaced).heads()),
+                        _ => Ask::Next,
+                    };
+                    (&next_tokens[p], ask)
+                }
+                Work::Prompt(n) => {
+                    let ends = *prompt_done + n == job.prompt_ids.len();
+                    let ask = match (ends, logits) {
+                        (false, _) => Ask::Nothing,
+                        (true, true) => Ask::Logits,
+                        (true, false) => Ask::Next,
+                    };
+                    (&job.prompt_ids[*prompt_done..*prompt_done + n], ask)
+                }
+                Work::Verdict => {
+                    let (Some(v), Some(c)) = (verdicting.as_deref(), choices.as_deref()) else {
+                        return Err(no_verdict());
+                    };
+                    v.row(c)
+                }
             };
-            inputs.push(StepInput {
-                kv: &mut s.kv,
-                tokens,
-                want: Want::Last,
-            });
+            rows.push(Row { kv, tokens, ask });
         }
-        cx.model.forward(&mut inputs)
+        cx.model.step(&mut rows, cx.producible)
     }
 
-    /// Moves every planned sequence on with its logits: a prompt that is now read is cached
-    /// and starts generating; a generating sequence samples its next token. Returns the
-    /// sequences that stopped running.
+    /// Moves every planned sequence on with its answer: a prompt that is now read is cached
+    /// and starts generating; a generating sequence takes its next token (noting a verdict
+    /// point); a verdict row adds its scores. Returns the sequences that stopped running.
     fn absorb(
         &mut self,
         cx: &Ctx<'_, B>,
         plan: &Plan,
-        logits: Vec<Vec<f32>>,
+        answers: Vec<Answer>,
     ) -> Vec<(usize, Progress)> {
         let mut done = Vec::new();
-        for (&(i, n), logits) in plan.iter().zip(logits) {
+        for (&(i, work), answer) in plan.iter().zip(answers) {
             let s = &mut self.seqs[i];
-            if n > 0 {
-                s.prompt_done += n;
-                if s.prompt_done < s.job.prompt_ids.len() {
-                    continue;
+            match work {
+                Work::Prompt(n) => {
+                    s.prompt_done += n;
+                    if s.prompt_done < s.job.prompt_ids.len() {
+                        continue;
+                    }
+                    self.cache_prompt(i);
                 }
-                // The prompt is read: freeze its cache and offer it to later requests.
-                s.kv.freeze();
-                if self.cache.accepts(&s.job.prompt_ids) {
-                    match s.kv.prefix(s.prompt_done) {
-                        Ok(p) => self.cache.insert(s.job.prompt_ids.clone(), p),
-                        Err(e) => tracing::warn!(error = %e, "prompt not cached"),
+                Work::Decode => {
+                    if let Some(point) = note_point(s, &answer, cx.model.vocab()) {
+                        s.point = Some(point);
                     }
                 }
-                s.prefill = Some(s.started.elapsed());
-            } else if s
-                .job
-                .verdict()
-                .is_some_and(|pairwise| at_verdict_position(s.stops.text(), pairwise))
-            {
-                s.point = Some(Point {
-                    pos: s.kv.len(),
-                    logits: logits.clone(),
-                    trailing_space: s.stops.text().ends_with(char::is_whitespace),
-                });
+                Work::Verdict => {
+                    if let Some(progress) = score_verdict(cx, s, &answer) {
+                        done.push((i, progress));
+                    }
+                    continue;
+                }
             }
-            let progress = advance(s, cx.tok, &logits[..logits.len().min(cx.producible)]);
+            let s = &mut self.seqs[i];
+            let progress = advance(s, cx.tok, &answer, cx.producible);
             if !matches!(progress, Progress::Running) {
                 done.push((i, progress));
             }
@@ -425,19 +492,41 @@ impl<B: Backend> Batch<B> {
         done
     }
 
-    /// Finished sequences leave at once (highest index first so indices stay valid): their
-    /// verdict is scored and sent, and each is counted by how it ended.
+    /// Sequence `i`'s prompt is read: freezes its cache, offers it to later requests, and
+    /// notes the prefill time.
+    fn cache_prompt(&mut self, i: usize) {
+        let s = &mut self.seqs[i];
+        s.kv.freeze();
+        if self.cache.accepts(&s.job.prompt_ids) {
+            match s.kv.prefix(s.prompt_done) {
+                Ok(p) => self.cache.insert(s.job.prompt_ids.clone(), p),
+                Err(e) => tracing::warn!(error = %e, "prompt not cached"),
+            }
+        }
+        s.prefill = Some(s.started.elapsed());
+    }
+
+    /// Sequences whose text finished begin their verdict (one still being scored stays in
+    /// the batch); the others leave at once (highest index first so indices stay valid),
+    /// each counted by how it ended.
     fn retire(&mut self, cx: &Ctx<'_, B>, mut done: Vec<(usize, Progress)>) {
         done.sort_by_key(|d| std::cmp::Reverse(d.0));
         for (i, progress) in done {
-            let mut s = self.seqs.swap_remove(i);
-            self.reserved -= s.reserved;
             let ended = match progress {
-                Progress::Finished(finish, pending) => finalize(cx, &mut s, finish, pending),
+                Progress::Finished(finish, pending) => {
+                    match conclude(cx, &mut self.seqs[i], finish, pending) {
+                        Ok(Ended::Scoring) => continue,
+                        Ok(Ended::Done(delivered)) => Ok(delivered),
+                        Err(e) => Err(e),
+                    }
+                }
+                Progress::Judged(verdict) => Ok(deliver(&mut self.seqs[i], verdict, None)),
                 Progress::Cancelled => Ok(false),
                 Progress::Failed(e) => Err(e),
                 Progress::Running => continue,
             };
+            let s = self.seqs.swap_remove(i);
+            self.reserved -= s.reserved;
             let counter = match ended {
                 Ok(true) => &cx.stats.completed,
                 Ok(false) => &cx.stats.cancelled,
@@ -475,6 +564,68 @@ impl<B: Backend> Batch<B> {
 pub(super) fn fail_jobs(jobs: &[Job], error: JudgeError) {
     for job in jobs {
         let _ = job.events.blocking_send(Err(error.clone()));
+    }
+}
+
+/// The verdict point a decode row just answered for, if its text was at one: the first
+/// tokens' log-probabilities from the backend, or from the whole row when it sent that.
+fn note_point<K: SeqCache>(s: &Seq<K>, answer: &Answer, vocab: usize) -> Option<Point> {
+    let spaced = s.at_point()?;
+    let choices = s.choices.as_deref()?.after(spaced);
+    let log_p = if answer.logits.is_empty() {
+        answer.scores.clone()
+    } else {
+        let row = answer_on_host(
+            Ask::Scored(choices.heads()),
+            answer.logits.clone(),
+            vocab,
+            1,
+        );
+        row.scores
+    };
+    Some(Point {
+        pos: s.kv.len(),
+        spaced,
+        log_p,
+    })
+}
+
+/// Adds a verdict row's answer to its sequence's verdict: the finished verdict, a failure,
+/// or `None` while more rows are needed.
+fn score_verdict<B: Backend>(
+    cx: &Ctx<'_, B>,
+    s: &mut Seq<B::Kv>,
+    answer: &Answer,
+) -> Option<Progress> {
+    let (Some(v), Some(choices)) = (s.verdicting.as_deref_mut(), s.choices.as_deref()) else {
+        return Some(Progress::Failed(no_verdict()));
+    };
+    let kv = &s.kv;
+    let room = |base| cx.model.tree_room(kv, base);
+    match v.absorb(choices, &answer.scores, kv.len(), room) {
+        Ok(Some(verdict)) => Some(Progress::Judged(verdict)),
+        Ok(None) => None,
+        Err(e) => Some(Progress::Failed(e)),
+    }
+}
+
+/// A verdict row planned for a sequence with no verdict to score (a scheduler bug).
+fn no_verdict() -> JudgeError {
+    candle_core::Error::Msg("a verdict row without its verdict".into()).into()
+}
+
+/// Counts a step's traffic: bytes read back from the device, and verdict rows (those that
+/// shared the step with another sequence's rows separately).
+fn count_step(stats: &EngineStats, plan: &Plan, out: &StepOut) {
+    stats
+        .host_bytes
+        .fetch_add(out.host_bytes as u64, Ordering::Relaxed);
+    let verdicts = plan.iter().filter(|(_, w)| *w == Work::Verdict).count() as u64;
+    stats.verdict_rows.fetch_add(verdicts, Ordering::Relaxed);
+    if verdicts > 0 && (plan.len() as u64) > verdicts {
+        stats
+            .verdict_rows_shared
+            .fetch_add(verdicts, Ordering::Relaxed);
     }
 }
 

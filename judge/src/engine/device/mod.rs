@@ -17,9 +17,12 @@
 //!   slots they occupy, narrowed to the longest of them, with a length mask. A prompt chunk
 //!   is written with `slice_set` and attends alone with a causal mask. Rotary positions are
 //!   per token (cos/sin rows per token), so sequences at any positions share the step.
-//! - Verdict scoring reads every continuation in one pass as a token tree in the sequence's
-//!   own slot (each branch sees the shared positions and its own earlier tokens), so scoring
-//!   needs no extra slots and copies nothing.
+//! - Verdict scoring reads every continuation as a token tree in the sequence's own slot
+//!   (each branch sees the shared positions and its own earlier tokens), a row of an
+//!   ordinary step, so scoring needs no extra slots, copies nothing and stops no one.
+//! - Answers ([`crate::engine::batch::Ask`]): greedy picks, verdict log-probabilities and the
+//!   tree's scores are reduced on the device and read back in one copy of a few values per
+//!   row; only rows that ask for whole logits (sampling, chat log-probabilities) copy them.
 //!
 //! Fixed-length slots waste the memory a short request leaves unused (a paged cache would
 //! not), but keep decode attention to a few large kernels per layer.
@@ -33,7 +36,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::engine::batch::{Backend, SeqCache, StepInput, Want};
+use crate::engine::batch::{Ask, Backend, Row, SeqCache, StepInput, StepOut, Want};
 use crate::error::{JudgeError, Result};
 pub use random::SlotLayout;
 pub use slots::{DeviceKv, DevicePrefix, KvStore};
@@ -154,83 +157,60 @@ impl Backend for DeviceModel {
         DeviceKv::lease(&self.store)
     }
 
-    fn forward(&self, inputs: &mut [StepInput<'_, DeviceKv>]) -> Result<Vec<Vec<f32>>> {
-        let items: Vec<Item<'_>> = inputs
+    /// A tree is written at its base in the sequence's own slot (scratch: the sequence ends
+    /// with its verdict), so scoring needs no extra slot and copies nothing.
+    fn step(&self, rows: &mut [Row<'_, DeviceKv>], producible: usize) -> Result<StepOut> {
+        let items: Vec<Item<'_>> = rows
             .iter()
-            .map(|i| Item {
-                slot: i.kv.slot(),
-                base: i.kv.len(),
-                tokens: i.tokens,
-                branch: None,
-                want: i.want,
+            .map(|r| Item {
+                slot: r.kv.slot(),
+                base: match r.ask {
+                    Ask::Tree { base, .. } => base,
+                    _ => r.kv.len(),
+                },
+                tokens: r.tokens,
+                ask: r.ask,
             })
             .collect();
-        let out = self.run_items(&items)?;
-        for i in inputs.iter_mut() {
-            i.kv.advance(i.tokens.len());
+        let out = self.run_items(&items, producible)?;
+        for r in rows.iter_mut() {
+            match r.ask {
+                Ask::Tree { base, .. } => r.kv.truncate(base),
+                _ => r.kv.advance(r.tokens.len()),
+            }
         }
         Ok(out)
     }
 
-    /// The continuations are packed as a token tree written at `pos..` of the sequence's own
-    /// slot, as many per pass as the slot has room for.
-    fn continuations(
-        &self,
-        kv: &mut DeviceKv,
-        pos: usize,
-        conts: &[&[u32]],
-    ) -> Result<Vec<Vec<f32>>> {
-        let room = kv.capacity().saturating_sub(pos);
-        let mut out = Vec::with_capacity(conts.len());
-        let mut at = 0;
-        while at < conts.len() {
-            let mut end = at;
-            let mut total = 0;
-            while end < conts.len() && total + conts[end].len() <= room {
-                total += conts[end].len();
-                end += 1;
-            }
-            if end == at {
-                return Err(JudgeError::ContextOverflow(format!(
-                    "the verdict's continuations need {} positions after position {pos} but \
-                     the key/value slot holds {}",
-                    conts[at].len(),
-                    kv.capacity()
-                )));
-            }
-            out.extend(self.tree(kv.slot(), pos, &conts[at..end])?);
-            at = end;
-        }
-        kv.truncate(pos);
-        Ok(out)
+    fn tree_room(&self, kv: &DeviceKv, base: usize) -> usize {
+        kv.capacity().saturating_sub(base)
     }
 }
 
 impl DeviceModel {
-    /// One pass over continuations packed as a tree at `pos` of `slot`; each one's logits.
-    fn tree(&self, slot: usize, pos: usize, conts: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let tokens: Vec<u32> = conts.iter().flat_map(|c| c.iter().copied()).collect();
-        let mut branch = Vec::with_capacity(tokens.len());
-        for c in conts {
-            let first = branch.len();
-            branch.extend(std::iter::repeat_n(first, c.len()));
+    /// One forward pass returning whole logits rows ([`Want::Last`]; [`Want::Nothing`]
+    /// gives an empty row): for tests and benchmarks that compare logits, outside the
+    /// scheduler's step contract.
+    pub fn forward(&self, inputs: &mut [StepInput<'_, DeviceKv>]) -> Result<Vec<Vec<f32>>> {
+        let mut rows = Vec::with_capacity(inputs.len());
+        for i in inputs.iter_mut() {
+            let ask = match i.want {
+                Want::Nothing => Ask::Nothing,
+                Want::Last => Ask::Logits,
+                Want::All => {
+                    return Err(JudgeError::InvalidArgument(
+                        "the device backend reads whole rows of the last position only".into(),
+                    ))
+                }
+            };
+            rows.push(Row {
+                kv: &mut *i.kv,
+                tokens: i.tokens,
+                ask,
+            });
         }
-        let item = Item {
-            slot,
-            base: pos,
-            tokens: &tokens,
-            branch: Some(branch),
-            want: Want::All,
-        };
-        let rows = self.run_items(std::slice::from_ref(&item))?.pop();
-        let rows = rows.unwrap_or_default();
         let vocab = self.shape.vocab;
-        let mut out = Vec::with_capacity(conts.len());
-        let mut at = 0;
-        for c in conts {
-            out.push(rows[at * vocab..(at + c.len()) * vocab].to_vec());
-            at += c.len();
-        }
-        Ok(out)
+        let out = self.step(&mut rows, vocab)?;
+        Ok(out.answers.into_iter().map(|a| a.logits).collect())
     }
 }

@@ -10,11 +10,11 @@
 //! alone with a causal (or tree) mask.
 
 use candle_core::{DType, Tensor};
-use candle_nn::ops::{rms_norm, softmax_last_dim};
+use candle_nn::ops::{log_softmax, rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::{rope, rope_i};
 
 use super::{DeviceLayer, DeviceModel, DeviceRope};
-use crate::engine::batch::Want;
+use crate::engine::batch::{Answer, Ask, StepOut};
 use crate::error::{JudgeError, Result};
 
 /// One sequence's part of a device step.
@@ -25,23 +25,34 @@ pub(super) struct Item<'a> {
     pub(super) base: usize,
     /// Tokens to run.
     pub(super) tokens: &'a [u32],
-    /// For a continuation tree, per token the index (within the item) of the first token of
-    /// its branch: the token sees the positions before `base` and its own branch so far, and
-    /// its rotary position is `base` plus its depth in the branch. `None`: one plain run.
-    pub(super) branch: Option<Vec<usize>>,
-    /// Logits wanted.
-    pub(super) want: Want,
+    /// What comes back. For a continuation tree ([`Ask::Tree`]) each token sees the
+    /// positions before `base` and its own branch so far, and its rotary position is `base`
+    /// plus its depth in the branch.
+    pub(super) ask: Ask<'a>,
 }
 
 impl Item<'_> {
     /// A generating sequence's single token, attended in the batched decode path.
     fn is_decode(&self) -> bool {
-        self.tokens.len() == 1 && self.branch.is_none()
+        self.tokens.len() == 1 && !matches!(self.ask, Ask::Tree { .. })
     }
 
-    /// Index of the first token of token `i`'s branch.
+    /// Index of the first token of token `i`'s branch (0 outside a tree).
     fn first(&self, i: usize) -> usize {
-        self.branch.as_ref().map_or(0, |b| b[i])
+        match self.ask {
+            Ask::Tree { branch, .. } => branch[i],
+            _ => 0,
+        }
+    }
+
+    /// Packed rows (from the item's first) whose output the ask reads.
+    fn out_rows(&self) -> std::ops::Range<usize> {
+        let n = self.tokens.len();
+        match (self.ask, n) {
+            (_, 0) | (Ask::Nothing, _) => 0..0,
+            (Ask::Tree { .. }, _) => 0..n,
+            _ => n - 1..n,
+        }
     }
 }
 
@@ -87,10 +98,14 @@ struct Plan {
 }
 
 impl DeviceModel {
-    /// Runs the items through the model; per item, the logits it asked for.
-    pub(super) fn run_items(&self, items: &[Item<'_>]) -> Result<Vec<Vec<f32>>> {
+    /// Runs the items through the model; per item, what it asked for (greedy picks among
+    /// the first `producible` ids).
+    pub(super) fn run_items(&self, items: &[Item<'_>], producible: usize) -> Result<StepOut> {
         if items.iter().all(|i| i.tokens.is_empty()) {
-            return Ok(vec![Vec::new(); items.len()]);
+            return Ok(StepOut {
+                answers: vec![Answer::default(); items.len()],
+                host_bytes: 0,
+            });
         }
         for i in items {
             if i.base + i.tokens.len() > self.store.max_len {
@@ -111,7 +126,7 @@ impl DeviceModel {
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer(l, layer, &x, &plan)?;
         }
-        self.logits(&x, items, &plan)
+        self.answers(&x, items, &plan, producible)
     }
 
     /// Packs the items (generating ones first) and builds the step's shared tensors.
@@ -330,36 +345,146 @@ impl DeviceModel {
         Ok(softmax_last_dim(&s)?.to_dtype(self.shape.dtype)?)
     }
 
-    /// The logits each item asked for: only the wanted rows go through the output layer.
-    fn logits(&self, x: &Tensor, items: &[Item<'_>], plan: &Plan) -> Result<Vec<Vec<f32>>> {
-        let mut rows: Vec<u32> = Vec::new();
-        let mut counts = Vec::with_capacity(items.len());
-        for (item, &off) in items.iter().zip(&plan.offsets) {
-            let n = item.tokens.len();
-            let before = rows.len();
-            match (item.want, n) {
-                (_, 0) => {}
-                (Want::Last, _) => rows.push((off + n - 1) as u32),
-                (Want::All, _) => rows.extend((off..off + n).map(|r| r as u32)),
-            }
-            counts.push(rows.len() - before);
-        }
-        let m = rows.len();
-        let idx = Tensor::from_vec(rows, m, &self.device)?;
-        let h = rms_norm(&x.index_select(&idx, 0)?, &self.norm, self.shape.eps)?;
-        let logits = h
-            .matmul(&self.lm_head.t()?)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+    /// What each item asked for, reduced on the device and read back in one copy: the rows
+    /// the asks read go through the output layer; greedy picks are an argmax there, scores a
+    /// log-softmax gathered at the ids asked for, and only [`Ask::Logits`] rows come back
+    /// whole.
+    fn answers(
+        &self,
+        x: &Tensor,
+        items: &[Item<'_>],
+        plan: &Plan,
+        producible: usize,
+    ) -> Result<StepOut> {
         let vocab = self.shape.vocab;
-        let mut out = Vec::with_capacity(items.len());
-        let mut at = 0;
-        for c in counts {
-            out.push(logits[at * vocab..(at + c) * vocab].to_vec());
-            at += c;
+        let reads = Reads::new(items, &plan.offsets, vocab);
+        let mut answers = vec![Answer::default(); items.len()];
+        if reads.rows.is_empty() {
+            return Ok(StepOut {
+                answers,
+                host_bytes: 0,
+            });
         }
-        Ok(out)
+        let dev = &self.device;
+        let idx = Tensor::from_vec(reads.rows.clone(), reads.rows.len(), dev)?;
+        let h = rms_norm(&x.index_select(&idx, 0)?, &self.norm, self.shape.eps)?;
+        let logits = h.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
+        let mut parts = Vec::with_capacity(3);
+        if !reads.next.is_empty() {
+            let at = Tensor::from_vec(reads.next.clone(), reads.next.len(), dev)?;
+            let picks = logits
+                .index_select(&at, 0)?
+                .narrow(1, 0, producible.clamp(1, vocab))?
+                .argmax(1)?
+                .to_dtype(DType::F32)?;
+            parts.push(picks);
+        }
+        if !reads.scored.is_empty() {
+            let flat = log_softmax(&logits, 1)?.flatten_all()?;
+            let at = Tensor::from_vec(reads.scored.clone(), reads.scored.len(), dev)?;
+            parts.push(flat.index_select(&at, 0)?);
+        }
+        if !reads.whole.is_empty() {
+            let at = Tensor::from_vec(reads.whole.clone(), reads.whole.len(), dev)?;
+            parts.push(logits.index_select(&at, 0)?.flatten_all()?);
+        }
+        let back = Tensor::cat(&parts, 0)?.to_vec1::<f32>()?;
+        reads.fill(&back, items, &mut answers);
+        Ok(StepOut {
+            answers,
+            host_bytes: back.len() * std::mem::size_of::<f32>(),
+        })
+    }
+}
+
+/// Which output rows a step reads and what it reduces them to, in the order they come back:
+/// greedy picks, then gathered log-probabilities, then whole rows.
+struct Reads {
+    vocab: usize,
+    /// Packed rows that go through the output layer.
+    rows: Vec<u32>,
+    /// Of those (by index into `rows`), the ones argmaxed.
+    next: Vec<u32>,
+    /// Flat indices `row * vocab + id` into the log-softmax of the output rows.
+    scored: Vec<u32>,
+    /// Output rows copied whole.
+    whole: Vec<u32>,
+}
+
+impl Reads {
+    fn new(items: &[Item<'_>], offsets: &[usize], vocab: usize) -> Self {
+        let mut r = Self {
+            vocab,
+            rows: Vec::new(),
+            next: Vec::new(),
+            scored: Vec::new(),
+            whole: Vec::new(),
+        };
+        for (item, &off) in items.iter().zip(offsets) {
+            let first = r.rows.len();
+            r.rows.extend(item.out_rows().map(|j| (off + j) as u32));
+            if item.out_rows().is_empty() {
+                continue;
+            }
+            let mut score = |row: usize, id: u32| {
+                if (id as usize) < vocab {
+                    r.scored.push((row * vocab) as u32 + id);
+                }
+            };
+            match item.ask {
+                Ask::Nothing => {}
+                Ask::Next => r.next.push(first as u32),
+                Ask::Scored(ids) => {
+                    ids.iter().for_each(|&id| score(first, id));
+                    r.next.push(first as u32);
+                }
+                Ask::Logits => r.whole.push(first as u32),
+                Ask::Tree { follow, .. } => {
+                    let n = item.tokens.len();
+                    follow
+                        .iter()
+                        .take(n)
+                        .enumerate()
+                        .for_each(|(j, &id)| score(first + j, id));
+                }
+            }
+        }
+        r
+    }
+
+    /// Hands the values read back (`back`, in [`Reads`] order) to each item's answer; an id
+    /// outside the vocabulary scores minus infinity.
+    fn fill(&self, back: &[f32], items: &[Item<'_>], answers: &mut [Answer]) {
+        let (picks, rest) = back.split_at(self.next.len());
+        let (scores, whole) = rest.split_at(self.scored.len());
+        let (mut picks, mut scores) = (picks.iter(), scores.iter());
+        let mut whole = whole.chunks_exact(self.vocab.max(1));
+        for (item, answer) in items.iter().zip(answers.iter_mut()) {
+            if item.out_rows().is_empty() {
+                continue;
+            }
+            let mut gather = |ids: &[u32]| -> Vec<f32> {
+                let known = |id: u32| (id as usize) < self.vocab;
+                ids.iter()
+                    .map(|&id| match known(id) {
+                        true => scores.next().copied().unwrap_or(f32::NAN),
+                        false => f32::NEG_INFINITY,
+                    })
+                    .collect()
+            };
+            match item.ask {
+                Ask::Nothing => {}
+                Ask::Next => answer.next = picks.next().map(|&v| v as u32),
+                Ask::Scored(ids) => {
+                    answer.scores = gather(ids);
+                    answer.next = picks.next().map(|&v| v as u32);
+                }
+                Ask::Logits => answer.logits = whole.next().unwrap_or_default().to_vec(),
+                Ask::Tree { follow, .. } => {
+                    answer.scores = gather(&follow[..follow.len().min(item.tokens.len())]);
+                }
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! What the model steps of `gpu-bench` share: seeded token streams, one forward pass over
 //! sequences of the device backend, and percentiles.
 
-use autoj_judge::engine::batch::{Backend, StepInput, Want};
+use autoj_judge::engine::batch::{StepInput, Want};
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
 
 /// `n` token ids below `vocab` drawn from `seed` (splitmix64), the same on every machine.
