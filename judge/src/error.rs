@@ -56,5 +56,15 @@ impl From<candle_core::Error> for JudgeError {
     }
 }
 
+/// A [`JudgeError::ModelLoad`] for `path`: every loader (checkpoints, GGUF files, both
+/// backends) reports a file it cannot use this way, and lives below the engine's modules so
+/// none of them imports another for it.
+pub(crate) fn load_err(path: &std::path::Path, reason: impl std::fmt::Display) -> JudgeError {
+    JudgeError::ModelLoad {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Shorthand used across the crate.
 pub type Result<T, E = JudgeError> = std::result::Result<T, E>;

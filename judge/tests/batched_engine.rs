@@ -108,7 +108,7 @@ fn rows_are_the_same_alone_batched_and_from_a_shared_prefix() {
         })
         .collect();
     let mut kvs: Vec<SeqKv> = prompts.iter().map(|_| new_kv(&model)).collect();
-    let mut inputs: Vec<StepInput<'_>> = kvs
+    let mut inputs: Vec<StepInput<'_, _>> = kvs
         .iter_mut()
         .zip(prompts)
         .map(|(kv, tokens)| StepInput {

@@ -69,7 +69,7 @@ fn drain(sub: Submission) -> thread::JoinHandle<Seen> {
 }
 
 fn judgment(k: usize) -> JudgeRequest {
-    let task = if k % 2 == 0 {
+    let task = if k.is_multiple_of(2) {
         Task::Pairwise {
             query: format!("Which answer to question {k} is better?"),
             response_1: "The first answer, short.".into(),

@@ -16,7 +16,7 @@ use candle_transformers::models::{llama, quantized_llama};
 use crate::engine::checkpoint::quantize::QuantType;
 use crate::engine::checkpoint::Checkpoint;
 use crate::engine::tokenizer::TextTokenizer;
-use crate::error::{JudgeError, Result};
+use crate::error::{load_err, Result};
 
 /// Positions candle's quantized LLaMA precomputes rotary tables for; a GGUF model serves at
 /// most this many tokens whatever its metadata claims.
@@ -128,13 +128,6 @@ pub struct JudgeModel {
     pub tokenizer: TextTokenizer,
     /// Model facts.
     pub info: ModelInfo,
-}
-
-pub(crate) fn load_err(path: &Path, reason: impl std::fmt::Display) -> JudgeError {
-    JudgeError::ModelLoad {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
 }
 
 /// Refuses head counts that do not divide the width (or each other): both engines' loaders

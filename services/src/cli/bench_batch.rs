@@ -44,7 +44,7 @@ pub fn concurrency(
             let t = Instant::now();
             for _ in 0..n_predict {
                 let tokens: Vec<[u32; 1]> = next.iter().map(|&n| [n]).collect();
-                let mut inputs: Vec<StepInput<'_>> = kvs
+                let mut inputs: Vec<StepInput<'_, _>> = kvs
                     .iter_mut()
                     .zip(&tokens)
                     .map(|(kv, t)| StepInput {

@@ -1,5 +1,5 @@
 //! What the continuous-batching loop needs from a model and its caches, so one scheduler
-//! drives both our CPU forward pass ([`BatchModel`] over [`SeqKv`]) and the device backend
+//! drives both our CPU forward pass ([`super::BatchModel`] over [`super::kv::SeqKv`]) and the device backend
 //! written in candle tensor ops ([`crate::engine::device::DeviceModel`], for CUDA).
 //!
 //! The scheduler only ever asks a backend for: a fresh cache per admitted sequence, one step
@@ -9,8 +9,6 @@
 //! few shape facts. A cache tells its length, can be frozen and share its prompt with the
 //! prefix cache, and can start from a shared prefix.
 
-use super::kv::{Link, SeqKv};
-use super::model::{BatchModel, StepInput, Want};
 use crate::engine::generate::argmax;
 use crate::error::Result;
 use crate::protocol::scoring::log_softmax;
@@ -76,6 +74,28 @@ pub struct StepOut {
     pub answers: Vec<Answer>,
     /// Bytes copied device to host by this step.
     pub host_bytes: usize,
+}
+
+/// Which logits a sequence in a step wants back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// None (a prompt chunk whose logits nobody reads: the output layer is skipped).
+    Nothing,
+    /// The last new position's (the next token).
+    Last,
+    /// Every new position's, `[n, vocab]` (scoring multi-token continuations).
+    All,
+}
+
+/// One sequence's part of a step: its cache and the tokens to run at the next positions.
+/// `K` is the backend's cache type.
+pub struct StepInput<'a, K> {
+    /// The sequence's cache; the tokens are appended to it.
+    pub kv: &'a mut K,
+    /// Tokens at positions `kv.len()..`.
+    pub tokens: &'a [u32],
+    /// Logits wanted.
+    pub want: Want,
 }
 
 /// A model the batching loop can drive.
@@ -179,115 +199,6 @@ pub trait SeqCache: Sized {
 pub trait SharedPrefix: Clone + Default {
     /// The first `n` positions (no copy: the positions stay shared).
     fn take(&self, n: usize) -> Self;
-}
-
-impl SharedPrefix for Vec<Link> {
-    fn take(&self, n: usize) -> Self {
-        super::kv::take_prefix(self, n)
-    }
-}
-
-impl SeqCache for SeqKv {
-    type Prefix = Vec<Link>;
-
-    fn len(&self) -> usize {
-        SeqKv::len(self)
-    }
-
-    fn freeze(&mut self) {
-        SeqKv::freeze(self);
-    }
-
-    fn prefix(&self, upto: usize) -> Result<Vec<Link>> {
-        Ok(SeqKv::prefix(self, upto))
-    }
-
-    fn seed(&mut self, prefix: Vec<Link>) -> Result<()> {
-        self.reseed(prefix);
-        Ok(())
-    }
-}
-
-impl Backend for BatchModel {
-    type Kv = SeqKv;
-    type Prefix = Vec<Link>;
-
-    fn vocab(&self) -> usize {
-        self.shape.vocab
-    }
-
-    fn kv_bytes_per_token(&self) -> usize {
-        self.shape.kv_bytes_per_token()
-    }
-
-    fn max_seqs(&self) -> Option<usize> {
-        None
-    }
-
-    fn caches_in_use(&self) -> Option<usize> {
-        None
-    }
-
-    fn new_kv(&self) -> Result<SeqKv> {
-        Ok(BatchModel::new_kv(self))
-    }
-
-    /// Rows run in one batched pass of the CPU forward; a tree's branches each over their
-    /// own fork of the cache (the shared positions are not copied).
-    fn step(&self, rows: &mut [Row<'_, SeqKv>], producible: usize) -> Result<StepOut> {
-        let mut forks: Vec<Vec<SeqKv>> = rows
-            .iter_mut()
-            .map(|r| match r.ask {
-                Ask::Tree { base, branch, .. } => {
-                    let n = starts(branch).count();
-                    (0..n).map(|_| r.kv.fork(base)).collect()
-                }
-                _ => Vec::new(),
-            })
-            .collect();
-        let mut inputs: Vec<StepInput<'_>> = Vec::with_capacity(rows.len());
-        for (r, forks) in rows.iter_mut().zip(forks.iter_mut()) {
-            if let Ask::Tree { branch, .. } = r.ask {
-                let spans = starts(branch).zip(starts(branch).skip(1).chain([branch.len()]));
-                for ((from, to), kv) in spans.zip(forks.iter_mut()) {
-                    inputs.push(StepInput {
-                        kv,
-                        tokens: &r.tokens[from..to],
-                        want: Want::All,
-                    });
-                }
-                continue;
-            }
-            let want = match r.ask {
-                Ask::Nothing => Want::Nothing,
-                _ => Want::Last,
-            };
-            inputs.push(StepInput {
-                kv: &mut *r.kv,
-                tokens: r.tokens,
-                want,
-            });
-        }
-        let mut logits = BatchModel::forward(self, &mut inputs)?.into_iter();
-        drop(inputs);
-        let vocab = self.shape.vocab;
-        let mut answers = Vec::with_capacity(rows.len());
-        for (r, forks) in rows.iter().zip(&forks) {
-            let rows_logits = match r.ask {
-                Ask::Tree { .. } => forks.iter().flat_map(|_| logits.next()).flatten().collect(),
-                _ => logits.next().unwrap_or_default(),
-            };
-            answers.push(answer_on_host(r.ask, rows_logits, vocab, producible));
-        }
-        Ok(StepOut {
-            answers,
-            host_bytes: 0,
-        })
-    }
-
-    fn tree_room(&self, _kv: &SeqKv, _base: usize) -> usize {
-        usize::MAX
-    }
 }
 
 /// The indices where a tree's branches start (`branch[i] == i`).

@@ -16,9 +16,9 @@ use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::engine::checkpoint::quantize::QuantType;
 use crate::engine::checkpoint::rope_inv_freq;
-use crate::engine::model::{file_name, load_err, open_gguf, LlamaDims, ModelInfo};
+use crate::engine::model::{file_name, open_gguf, LlamaDims, ModelInfo};
 use crate::engine::tokenizer::TextTokenizer;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 impl BatchModel {
     /// Loads a GGUF file or Hugging Face directory for the CPU; returns the model, its

@@ -15,9 +15,9 @@ use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Sh
 use crate::engine::checkpoint::gptq;
 use crate::engine::checkpoint::quantize::{quantize_matrix, tensor_type, QuantType, Role};
 use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
-use crate::engine::model::{check_heads, file_name, load_err, read_chat_template, ModelInfo};
+use crate::engine::model::{check_heads, file_name, read_chat_template, ModelInfo};
 use crate::engine::tokenizer::TextTokenizer;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 /// What the loader keeps of a checkpoint as it reads it.
 #[derive(Default)]

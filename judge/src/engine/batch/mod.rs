@@ -12,6 +12,7 @@ mod attention_avx512;
 #[cfg(test)]
 mod attention_tests;
 pub mod backend;
+mod cpu_backend;
 mod embedding;
 mod finish;
 pub mod kernels;
@@ -25,6 +26,7 @@ mod test_values;
 mod verdict;
 
 pub use backend::{answer_on_host, Answer, Ask, Backend, Row, SeqCache, SharedPrefix, StepOut};
-pub use model::{BatchModel, StepInput, Want};
+pub use backend::{StepInput, Want};
+pub use model::BatchModel;
 pub(crate) use scheduler::run;
 pub use scheduler::BatchLimits;

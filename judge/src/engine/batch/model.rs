@@ -12,6 +12,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_packed, Geometry, KvValue};
+use super::backend::{StepInput, Want};
 pub(super) use super::embedding::Embedding;
 use super::kernels::{quantize_q8k, swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
 use super::kv::{KvType, Run, Runs, SeqKv};
@@ -299,28 +300,6 @@ pub struct BatchModel {
     pub shape: Shape,
 }
 
-/// Which logits a sequence in a step wants back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// None (a prompt chunk whose logits nobody reads: the output layer is skipped).
-    Nothing,
-    /// The last new position's (the next token).
-    Last,
-    /// Every new position's, `[n, vocab]` (scoring multi-token continuations).
-    All,
-}
-
-/// One sequence's part of a step: its cache and the tokens to run at the next positions.
-/// `K` is the backend's cache type (our CPU caches unless said otherwise).
-pub struct StepInput<'a, K = SeqKv> {
-    /// The sequence's cache; the tokens are appended to it.
-    pub kv: &'a mut K,
-    /// Tokens at positions `kv.len()..`.
-    pub tokens: &'a [u32],
-    /// Logits wanted.
-    pub want: Want,
-}
-
 impl BatchModel {
     /// How many weight matrices each kernel runs ("q4_1", "q8_0", "q4_k", "q5_k", "q6_k" are
     /// ours, "candle" candle's), and the embedding table's form under "embed:<form>": what a
@@ -382,7 +361,7 @@ impl BatchModel {
     }
 
     /// Runs one step for several sequences; returns, per input, the logits it asked for.
-    pub fn forward(&self, inputs: &mut [StepInput<'_>]) -> Result<Vec<Vec<f32>>> {
+    pub fn forward(&self, inputs: &mut [StepInput<'_, SeqKv>]) -> Result<Vec<Vec<f32>>> {
         let s = &self.shape;
         let total: usize = inputs.iter().map(|i| i.tokens.len()).sum();
         if total == 0 {
@@ -446,7 +425,7 @@ impl BatchModel {
 
     /// The logits each input asked for: only the rows whose logits are wanted go through
     /// the (large) output layer.
-    fn logits(&self, x: &[f32], inputs: &[StepInput<'_>]) -> Result<Vec<Vec<f32>>> {
+    fn logits(&self, x: &[f32], inputs: &[StepInput<'_, SeqKv>]) -> Result<Vec<Vec<f32>>> {
         let s = &self.shape;
         let mut picked = Vec::new();
         let mut counts = Vec::with_capacity(inputs.len());
@@ -499,7 +478,7 @@ impl BatchModel {
     /// Causal attention of every packed row over its own sequence's cache.
     fn attention(
         &self,
-        inputs: &[StepInput<'_>],
+        inputs: &[StepInput<'_, SeqKv>],
         rows: &[(usize, usize)],
         q: &[f32],
         layer: usize,

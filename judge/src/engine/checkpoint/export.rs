@@ -18,9 +18,9 @@ use super::gptq::{self, GptqLinear, PARTS};
 use super::quantize::{quantize_matrix, tensor_type, QuantType, Role};
 use super::vocab;
 use super::Checkpoint;
-use crate::engine::model::{load_err, read_chat_template};
+use crate::engine::model::read_chat_template;
 use crate::engine::sentencepiece::SpmVocab;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 /// Tensors read ahead of the quantizer (each at most the embedding table in its stored
 /// type).

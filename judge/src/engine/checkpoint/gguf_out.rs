@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::GgmlDType;
 
-use crate::engine::model::load_err;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 /// Tensor data starts and every tensor begins at a multiple of this (GGUF's default).
 const ALIGNMENT: u64 = 32;

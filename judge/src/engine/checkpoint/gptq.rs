@@ -19,8 +19,7 @@ use candle_core::{DType, Tensor};
 use half::f16;
 use rayon::prelude::*;
 
-use crate::engine::model::load_err;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 /// The quantization of a GPTQ checkpoint (`quantize_config.json`, or `quantization_config`
 /// in `config.json`).

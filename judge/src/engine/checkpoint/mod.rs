@@ -30,8 +30,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::engine::model::load_err;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 use gptq::GptqConfig;
 
 /// The fields of a Hugging Face `config.json` the loaders read.

@@ -10,8 +10,7 @@ use candle_core::{Device, Tensor};
 use zip::ZipArchive;
 
 use super::pickle::{self, TensorRecord};
-use crate::engine::model::load_err;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 /// The largest `data.pkl` read: a state dict's pickle holds names and shapes, a few MB for
 /// a 70B model; anything bigger is not a state dict.

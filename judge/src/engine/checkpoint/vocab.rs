@@ -11,13 +11,12 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::Value;
 
 use super::HfConfig;
-use crate::engine::model::load_err;
 use crate::engine::sentencepiece::piece_type::{
     BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED,
 };
 use crate::engine::sentencepiece::SpmVocab;
 use crate::engine::tokenizer::dir::{config_add_bos, read_json, special_names};
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 #[derive(serde::Deserialize)]
 struct TokJson {

@@ -12,11 +12,11 @@ use super::{DeviceLayer, DeviceModel, DeviceRope, DeviceShape};
 use crate::engine::batch::BatchLimits;
 use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
 use crate::engine::model::{
-    check_heads, file_name, load_err, open_gguf, read_chat_template, LlamaDims, ModelInfo,
-    ModelSpec, WeightDType,
+    check_heads, file_name, open_gguf, read_chat_template, LlamaDims, ModelInfo, ModelSpec,
+    WeightDType,
 };
 use crate::engine::tokenizer::TextTokenizer;
-use crate::error::Result;
+use crate::error::{load_err, Result};
 
 /// Per-layer tensor names: Q, K, V, output, gate, up, down, attention norm, feed-forward norm.
 const HF_NAMES: [&str; 9] = [
