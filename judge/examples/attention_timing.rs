@@ -11,8 +11,9 @@
 
 use std::time::Instant;
 
-use autoj_judge::engine::batch::attention::{attend_packed, kernel_name, Geometry};
-use autoj_judge::engine::batch::kv::{KvType, SeqKv};
+use autoj_judge::engine::cpu::attention::{attend_packed, kernel_name, Geometry};
+use autoj_judge::engine::cpu::kv::SeqKv;
+use autoj_judge::engine::scheduler::KvType;
 
 /// How to call this example.
 const USAGE: &str = "usage: attention_timing POSITIONS CHUNK REPEATS (1 <= CHUNK <= POSITIONS)";

@@ -27,10 +27,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use autoj_judge::engine::batch::kv::KvType;
-use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
 use autoj_judge::engine::checkpoint::quantize::QuantType;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::engine::generate::argmax;
+use autoj_judge::engine::scheduler::KvType;
+use autoj_judge::engine::scheduler::{StepInput, Want};
 
 /// How to call this example.
 const USAGE: &str =

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use autoj_judge::engine::batch::kernels::{KQuant, Stored};
+use autoj_judge::engine::cpu::kernels::{KQuant, Stored};
 use candle_core::quantized::GgmlDType;
 
 /// How to call this example.

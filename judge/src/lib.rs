@@ -5,8 +5,9 @@
 //!   proto): request validation, the one error-to-status mapping, swap checks, bulk
 //!   Evaluate, metrics and trace spans, and the server with health and reflection.
 //! - [`engine`]: the thread that owns the model behind a bounded queue: model and tokenizer
-//!   loading, generation, the serial scheduler, and [`engine::batch`], continuous batching
-//!   on the CPU with our own forward pass, caches and kernels.
+//!   loading, generation, the serial scheduler, [`engine::scheduler`], continuous batching
+//!   over a backend, and [`engine::cpu`], its CPU backend with our own forward pass, caches
+//!   and kernels.
 //! - [`protocol`]: Auto-J itself as pure functions: the exact prompts, truncation to fit the
 //!   context, verdict parsing, and the forced-choice arithmetic.
 //!

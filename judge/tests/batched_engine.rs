@@ -4,10 +4,12 @@
 
 mod common;
 
-use autoj_judge::engine::batch::kv::{KvType, SeqKv};
-use autoj_judge::engine::batch::{BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::cpu::kv::SeqKv;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::KvType;
+use autoj_judge::engine::scheduler::{BatchLimits, StepInput, Want};
 use autoj_judge::engine::{Engine, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;

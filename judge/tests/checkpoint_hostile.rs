@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use autoj_judge::engine::batch::BatchModel;
 use autoj_judge::engine::checkpoint::pickle::parse;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::testkit::layouts::{write_layout, Layout};
 use autoj_judge::testkit::{torch_writer, TinySpec};
 use candle_core::{DType, Device, Tensor};

@@ -8,11 +8,12 @@ mod common;
 
 use std::path::Path;
 
-use autoj_judge::engine::batch::{BatchLimits, BatchModel, StepInput, Want};
 use autoj_judge::engine::checkpoint::Checkpoint;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::engine::device::DeviceModel;
 use autoj_judge::engine::generate::{argmax, GenerationParams};
 use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::{BatchLimits, StepInput, Want};
 use autoj_judge::engine::Scheduling;
 use autoj_judge::testkit::layouts::{write_layout, write_layout_padded, Layout, PADDING_ROWS};
 use autoj_judge::testkit::TinySpec;

@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use autoj_judge::engine::batch::BatchModel;
 use autoj_judge::engine::checkpoint::export::quantize_to_gguf;
 use autoj_judge::engine::checkpoint::quantize::QuantType;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::engine::tokenizer::TextTokenizer;
 use autoj_judge::testkit::layouts::{write_layout, Layout, PADDING_ROWS};
 use autoj_judge::testkit::TinySpec;

@@ -7,10 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use autoj_judge::engine::batch::{Ask, Backend, BatchLimits, BatchModel, Row};
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::engine::device::DeviceModel;
 use autoj_judge::engine::generate::argmax;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::{Ask, Backend, BatchLimits, Row};
 use autoj_judge::engine::tokenizer::TextTokenizer;
 use candle_core::Device;
 use serde_json::Value;

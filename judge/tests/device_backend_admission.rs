@@ -8,8 +8,8 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use autoj_judge::engine::batch::BatchLimits;
 use autoj_judge::engine::generate::GenerationParams;
+use autoj_judge::engine::scheduler::BatchLimits;
 use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;

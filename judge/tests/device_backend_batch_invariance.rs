@@ -5,10 +5,10 @@
 
 mod common;
 
-use autoj_judge::engine::batch::{Backend, BatchLimits, SeqCache, StepInput, Want};
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
 use autoj_judge::engine::generate::{argmax, GenerationParams};
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::{Backend, BatchLimits, SeqCache, StepInput, Want};
 use autoj_judge::engine::{Engine, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;

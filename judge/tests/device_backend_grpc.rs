@@ -4,7 +4,7 @@
 
 mod common;
 
-use autoj_judge::engine::batch::BatchLimits;
+use autoj_judge::engine::scheduler::BatchLimits;
 use autoj_judge::engine::Scheduling;
 use autoj_judge::grpc::validate::ServiceLimits;
 use autoj_judge::testkit::TinySpec;

@@ -8,10 +8,10 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use autoj_judge::engine::batch::{Backend, BatchLimits};
 use autoj_judge::engine::device::DeviceModel;
 use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::{Backend, BatchLimits};
 use autoj_judge::engine::{Engine, EngineEvent, EngineStats, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use autoj_judge::engine::batch::BatchModel;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::testkit::{self, TinySpec};
 use candle_core::quantized::GgmlDType;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use autoj_judge::engine::batch::BatchModel;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::{Engine, JudgeRequest};
 use autoj_judge::protocol::fit::TruncationPolicy;

@@ -5,8 +5,10 @@
 
 mod common;
 
-use autoj_judge::engine::batch::kv::{KvType, SeqKv};
-use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
+use autoj_judge::engine::cpu::kv::SeqKv;
+use autoj_judge::engine::cpu::BatchModel;
+use autoj_judge::engine::scheduler::KvType;
+use autoj_judge::engine::scheduler::{StepInput, Want};
 use autoj_judge::testkit::{self, TinySpec};
 use autoj_judge::JudgeError;
 use candle_core::quantized::GgmlDType;

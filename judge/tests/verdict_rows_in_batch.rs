@@ -10,8 +10,8 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::thread;
 
-use autoj_judge::engine::batch::BatchLimits;
 use autoj_judge::engine::generate::GenerationParams;
+use autoj_judge::engine::scheduler::BatchLimits;
 use autoj_judge::engine::{
     ChatRequest, Engine, EngineEvent, EngineStats, JudgeRequest, Scheduling, Submission,
     VerdictSource,

@@ -7,11 +7,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use autoj_judge::engine::batch::kv::KvType;
-use autoj_judge::engine::batch::BatchLimits;
 use autoj_judge::engine::checkpoint::quantize::QuantType;
 use autoj_judge::engine::handle::{DEFAULT_PREFILL_CHUNK, DEFAULT_QUEUE_CAPACITY};
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::BatchLimits;
+use autoj_judge::engine::scheduler::KvType;
 use autoj_judge::engine::{EngineConfig, PromptFormatChoice, Scheduling};
 use autoj_judge::grpc::validate::ServiceLimits;
 use candle_core::Device;

@@ -11,12 +11,13 @@ use std::time::Instant;
 use candle_core::Device;
 use tokio::sync::mpsc;
 
-use super::batch::{BatchLimits, BatchModel};
+use super::cpu::BatchModel;
 use super::device::DeviceModel;
 use super::job::{
     Admission, ChatRequest, EngineStats, Job, JobKind, JudgeRequest, Submission, MAX_TOP_LOGPROBS,
 };
 use super::model::{JudgeModel, ModelInfo, ModelSpec};
+use super::scheduler::BatchLimits;
 use super::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
 use crate::protocol::chat;
@@ -167,7 +168,7 @@ impl Engine {
         let chunk = config.prefill_chunk.max(1);
         thread::Builder::new()
             .name("autoj-engine".into())
-            .spawn(move || super::batch::run(model, tokenizer, rx, &limits, chunk, &stats))
+            .spawn(move || super::scheduler::run(model, tokenizer, rx, &limits, chunk, &stats))
             .map_err(|e| JudgeError::ModelLoad {
                 path: config.model.path.clone(),
                 reason: format!("cannot start the engine thread: {e}"),
@@ -377,7 +378,7 @@ impl Loop {
                         }
                         let per_token = model.shape.kv_bytes_per_token();
                         let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
-                        super::batch::run(model, tokenizer, rx, limits, chunk, stats);
+                        super::scheduler::run(model, tokenizer, rx, limits, chunk, stats);
                     }
                     Err(e) => {
                         let _ = ready.send(Err(e));
@@ -391,7 +392,7 @@ impl Loop {
                     info.context = info.context.min(model.slot_len());
                     let per_token = model.shape.kv_bytes_per_token();
                     let _ = ready.send(Ok((tokenizer.clone(), info, per_token)));
-                    super::batch::run(model, tokenizer, rx, limits, chunk, stats);
+                    super::scheduler::run(model, tokenizer, rx, limits, chunk, stats);
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e));

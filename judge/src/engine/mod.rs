@@ -5,8 +5,9 @@
 //!
 //! - [`handle`]: [`Engine`], which starts the thread and admits requests.
 //! - [`job`]: the request, its events and the engine's counters (shared by both schedulers).
-//! - [`batch`]: continuous batching on the CPU: own forward pass, caches, kernels, scheduler
-//!   (generic over a [`batch::Backend`]).
+//! - [`scheduler`]: continuous batching, generic over a [`scheduler::Backend`]; knows no
+//!   backend.
+//! - [`cpu`]: the scheduler's CPU backend: own forward pass, caches, attention, kernels.
 //! - [`device`]: the scheduler's backend in candle tensor ops with slotted key/value buffers
 //!   (GPUs; the CPU too, for tests).
 //! - [`serial`]: one request at a time through candle's stock models (any device).
@@ -19,8 +20,8 @@
 //!   `logprobs`: token log-probabilities for chat requests.
 //! - [`verdict_point`]: forced-choice scoring on the serial path.
 
-pub mod batch;
 pub mod checkpoint;
+pub mod cpu;
 pub mod device;
 pub mod generate;
 pub mod gguf_guard;
@@ -28,6 +29,7 @@ pub mod handle;
 pub mod job;
 mod logprobs;
 pub mod model;
+pub mod scheduler;
 pub mod sentencepiece;
 pub(crate) mod serial;
 pub mod tokenizer;

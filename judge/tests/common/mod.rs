@@ -233,8 +233,9 @@ pub fn stream_texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
 /// The batched engine's and candle's stock model's last-position logits for one prompt on
 /// the same file: the largest difference and the largest reference logit.
 pub fn logits_vs_candle(path: &std::path::Path) -> (f32, f32) {
-    use autoj_judge::engine::batch::{BatchModel, StepInput, Want};
+    use autoj_judge::engine::cpu::BatchModel;
     use autoj_judge::engine::model::JudgeModel;
+    use autoj_judge::engine::scheduler::{StepInput, Want};
     let (model, _, _) = BatchModel::load(path, None).expect("batched load");
     let mut stock = JudgeModel::load(&ModelSpec::new(
         path.to_path_buf(),
@@ -268,11 +269,11 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// The last position's logits of `tokens` run from an empty cache of any backend, through
 /// the scheduler's step contract (a whole row asked for).
-pub fn prompt_logits<B: autoj_judge::engine::batch::Backend>(
+pub fn prompt_logits<B: autoj_judge::engine::scheduler::Backend>(
     model: &B,
     tokens: &[u32],
 ) -> Vec<f32> {
-    use autoj_judge::engine::batch::{Ask, Row};
+    use autoj_judge::engine::scheduler::{Ask, Row};
     let mut kv = model.new_kv().expect("a cache");
     let mut rows = [Row {
         kv: &mut kv,

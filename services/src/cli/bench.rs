@@ -10,8 +10,8 @@ use std::time::Instant;
 use super::bench_batch::median;
 use crate::config::KvDTypeArg;
 use anyhow::Context;
-use autoj_judge::engine::batch::BatchModel;
-use autoj_judge::engine::batch::{attention, kernels};
+use autoj_judge::engine::cpu::BatchModel;
+use autoj_judge::engine::cpu::{attention, kernels};
 use autoj_judge::engine::tokenizer::TextTokenizer;
 use autoj_judge::engine::{choose_format, PromptFormatChoice};
 use autoj_judge::protocol::prompt::PromptFormat;
@@ -53,7 +53,7 @@ pub struct BenchArgs {
     pub llamacpp_script: PathBuf,
     /// Key/value cache element type of the batched engine (llama.cpp gets the same kind:
     /// f16, f32, or q8_0 for q8; always with flash attention, as its own tools run).
-    #[arg(long, env = "AUTOJ_BENCH_KV_DTYPE", value_enum, default_value_t = autoj_judge::engine::batch::kv::KvType::default().into())]
+    #[arg(long, env = "AUTOJ_BENCH_KV_DTYPE", value_enum, default_value_t = autoj_judge::engine::scheduler::KvType::default().into())]
     pub kv_dtype: KvDTypeArg,
     /// Concurrency levels for aggregate decode speed (`--concurrency` with no value: skip).
     #[arg(

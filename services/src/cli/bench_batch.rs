@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use autoj_judge::engine::batch::kv::{KvType, SeqKv};
-use autoj_judge::engine::batch::{BatchLimits, BatchModel, StepInput, Want};
+use autoj_judge::engine::cpu::kv::SeqKv;
+use autoj_judge::engine::cpu::BatchModel;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::KvType;
+use autoj_judge::engine::scheduler::{BatchLimits, StepInput, Want};
 use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice, Scheduling};
 use autoj_judge::grpc::{service::JudgeService, validate::ServiceLimits};
 use autoj_proto::v1 as pb;

@@ -9,12 +9,12 @@ use candle_core::{DType, Device, Tensor};
 
 use super::slots::{KvStore, StoreSize};
 use super::{DeviceLayer, DeviceModel, DeviceRope, DeviceShape};
-use crate::engine::batch::BatchLimits;
 use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
 use crate::engine::model::{
     check_heads, file_name, open_gguf, read_chat_template, LlamaDims, ModelInfo, ModelSpec,
     WeightDType,
 };
+use crate::engine::scheduler::BatchLimits;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{load_err, Result};
 

@@ -1,7 +1,7 @@
 //! The device backend of the continuous-batching scheduler: a LLaMA forward pass written in
 //! candle tensor ops only, so the same code runs on the CPU (f32, in tests) and on CUDA
 //! (bf16/f16, in production) under the scheduler the CPU engine uses
-//! ([`crate::engine::batch::scheduler`], through [`crate::engine::batch::Backend`]).
+//! ([`crate::engine::scheduler`], through [`crate::engine::scheduler::Backend`]).
 //!
 //! Design:
 //! - Weights ([`load`]) from a Hugging Face directory in the working dtype, or a GGUF file
@@ -20,7 +20,7 @@
 //! - Verdict scoring reads every continuation as a token tree in the sequence's own slot
 //!   (each branch sees the shared positions and its own earlier tokens), a row of an
 //!   ordinary step, so scoring needs no extra slots, copies nothing and stops no one.
-//! - Answers ([`crate::engine::batch::Ask`]): greedy picks, verdict log-probabilities and the
+//! - Answers ([`crate::engine::scheduler::Ask`]): greedy picks, verdict log-probabilities and the
 //!   tree's scores are reduced on the device and read back in one copy of a few values per
 //!   row; only rows that ask for whole logits (sampling, chat log-probabilities) copy them.
 //!
@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::engine::batch::{Ask, Backend, Row, SeqCache, StepInput, StepOut, Want};
+use crate::engine::scheduler::{Ask, Backend, Row, SeqCache, StepInput, StepOut, Want};
 use crate::error::{JudgeError, Result};
 pub use random::SlotLayout;
 pub use slots::{DeviceKv, DevicePrefix, KvStore};

@@ -247,7 +247,7 @@ fn check(shape: &DeviceShape) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::batch::{Backend, StepInput, Want};
+    use crate::engine::scheduler::{Backend, StepInput, Want};
 
     const LAYOUT: SlotLayout = SlotLayout {
         slots: 2,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::engine::batch::{SeqCache, SharedPrefix};
+use crate::engine::scheduler::{SeqCache, SharedPrefix};
 use crate::error::{JudgeError, Result};
 
 /// The key/value buffers of every layer and the pool of their slots.

@@ -14,7 +14,7 @@ use candle_nn::ops::{log_softmax, rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::{rope, rope_i};
 
 use super::{DeviceLayer, DeviceModel, DeviceRope};
-use crate::engine::batch::{Answer, Ask, StepOut};
+use crate::engine::scheduler::{Answer, Ask, StepOut};
 use crate::error::{JudgeError, Result};
 
 /// One sequence's part of a device step.

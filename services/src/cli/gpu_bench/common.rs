@@ -1,8 +1,8 @@
 //! What the model steps of `gpu-bench` share: seeded token streams, one forward pass over
 //! sequences of the device backend, and percentiles.
 
-use autoj_judge::engine::batch::{StepInput, Want};
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
+use autoj_judge::engine::scheduler::{StepInput, Want};
 
 /// `n` token ids below `vocab` drawn from `seed` (splitmix64), the same on every machine.
 pub fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {

@@ -5,9 +5,9 @@
 //! batched and each alone, and the logits are compared.
 
 use anyhow::Context;
-use autoj_judge::engine::batch::Backend;
 use autoj_judge::engine::device::{DeviceKv, DeviceModel, DeviceShape, SlotLayout};
 use autoj_judge::engine::generate::argmax;
+use autoj_judge::engine::scheduler::Backend;
 use candle_core::{DType, Device};
 use clap::Args;
 use serde_json::{json, Value};

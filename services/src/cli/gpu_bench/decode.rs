@@ -7,10 +7,10 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use autoj_judge::engine::batch::Backend;
 use autoj_judge::engine::device::{DeviceKv, DeviceModel, DeviceShape, SlotLayout};
 use autoj_judge::engine::generate::argmax;
 use autoj_judge::engine::handle::DEFAULT_PREFILL_CHUNK;
+use autoj_judge::engine::scheduler::Backend;
 use clap::Args;
 use serde_json::{json, Map, Value};
 

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use autoj_judge::engine::batch::BatchLimits;
 use autoj_judge::engine::device::{DeviceModel, DeviceShape, SlotLayout};
 use autoj_judge::engine::handle::DEFAULT_PREFILL_CHUNK;
 use autoj_judge::engine::model::{ModelInfo, ModelSpec, WeightDType};
+use autoj_judge::engine::scheduler::BatchLimits;
 use autoj_judge::engine::tokenizer::TextTokenizer;
 use autoj_judge::engine::{Engine, EngineConfig, PromptFormatChoice, Scheduling};
 use autoj_judge::grpc::service::JudgeService;

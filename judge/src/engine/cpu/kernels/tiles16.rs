@@ -432,7 +432,7 @@ pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
             let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(at));
             let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(at));
             let e =
-                crate::engine::batch::attention_avx512::exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+                crate::engine::cpu::attention_avx512::exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
             let silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
             _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), mask, _mm512_mul_ps(silu, u));
         }

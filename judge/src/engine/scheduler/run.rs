@@ -1,4 +1,4 @@
-//! Continuous batching: the engine thread's loop when the model runs on the CPU.
+//! Continuous batching: the engine thread's loop, the same for every [`Backend`].
 //!
 //! Between two forward passes, waiting requests join the running batch (up to the sequence
 //! limit and the key/value memory budget, reserved at admission for the request's whole
@@ -11,159 +11,19 @@
 //! what differs.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use candle_transformers::generation::LogitsProcessor;
 use tokio::sync::mpsc;
 
-use super::backend::{answer_on_host, Answer, Ask, Backend, Row, SeqCache, StepOut};
+use super::backend::{answer_on_host, Answer, Ask, Backend, Row, SeqCache, SharedPrefix, StepOut};
 use super::finish::{advance, conclude, deliver, Ended};
-use super::kv::{common_prefix, KvType, PrefixCache};
-use super::verdict::{JudgeChoices, Point, Verdicting};
-use crate::engine::generate::{Detokenizer, StopMatcher};
-use crate::engine::job::{EngineStats, FinishReason, Job};
+use super::limits::BatchLimits;
+use super::prefix::{common_prefix, PrefixCache};
+use super::seq::{Ctx, Progress, Seq};
+use super::verdict::{JudgeChoices, Point};
+use crate::engine::job::{EngineStats, Job};
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
-use crate::protocol::outcome::JudgeVerdict;
-use crate::protocol::scoring::at_verdict_position;
-
-/// Limits of the batched engine, checked at admission.
-#[derive(Debug, Clone)]
-pub struct BatchLimits {
-    /// Sequences that run at once.
-    pub max_seqs: usize,
-    /// Tokens in one forward pass (decode tokens plus prompt chunks).
-    pub max_batch_tokens: usize,
-    /// Key/value memory the running sequences may reserve, in bytes (the device backend
-    /// preallocates its slots from it).
-    pub kv_budget_bytes: usize,
-    /// Prompt positions the prefix cache keeps (0 turns it off).
-    pub prefix_cache_tokens: usize,
-    /// How the CPU engine's sequence caches store keys and values (the device backend keeps
-    /// them in the weights' dtype).
-    pub kv_type: KvType,
-    /// Positions one key/value slot of the device backend holds (0: the model's context). A
-    /// shorter slot lets the budget hold more sequences; a longer request is truncated to
-    /// fit it, or refused. The CPU engine's caches grow per sequence and ignore it.
-    pub slot_tokens: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self {
-            max_seqs: 16,
-            max_batch_tokens: 512,
-            kv_budget_bytes: 4 << 30,
-            prefix_cache_tokens: 16_384,
-            kv_type: KvType::default(),
-            slot_tokens: 0,
-        }
-    }
-}
-
-/// One admitted request in the running batch, with its backend's cache `K`.
-pub(super) struct Seq<K> {
-    pub(super) job: Job,
-    pub(super) kv: K,
-    /// Prompt tokens already in the cache (shared prefix included).
-    prompt_done: usize,
-    /// Prompt tokens the prefix cache served instead of the model computing them.
-    pub(super) cached: usize,
-    /// Whether the prefix cache was consulted (just before the first prompt chunk).
-    looked_up: bool,
-    /// Key/value bytes reserved for it at admission.
-    reserved: usize,
-    /// The sampled token to run next (generating), `None` while reading the prompt.
-    pub(super) next: Option<u32>,
-    /// The last token of the sequence so far (prompt, then generated): a chat token's
-    /// text is read after it.
-    pub(super) last: u32,
-    pub(super) sampler: LogitsProcessor,
-    pub(super) detok: Detokenizer,
-    pub(super) stops: StopMatcher,
-    /// Tokens generated so far.
-    pub(super) completion: usize,
-    /// The last verdict position seen while generating.
-    pub(super) point: Option<Point>,
-    /// A judgment's legal verdict continuations, tokenized (`None` for a chat).
-    pub(super) choices: Option<Box<JudgeChoices>>,
-    /// The verdict being scored once the text has ended.
-    pub(super) verdicting: Option<Box<Verdicting>>,
-    pub(super) queue: Duration,
-    pub(super) started: Instant,
-    pub(super) prefill: Option<Duration>,
-}
-
-impl<K> Seq<K> {
-    fn new(
-        job: Job,
-        kv: K,
-        (reserved, queue): (usize, Duration),
-        choices: Option<Box<JudgeChoices>>,
-    ) -> Self {
-        Self {
-            kv,
-            prompt_done: 0,
-            cached: 0,
-            looked_up: false,
-            reserved,
-            next: None,
-            last: job.prompt_ids.last().copied().unwrap_or(0),
-            sampler: job.params.sampler(),
-            detok: Detokenizer::default(),
-            stops: StopMatcher::new(&job.params.stop),
-            completion: 0,
-            point: None,
-            choices,
-            verdicting: None,
-            queue,
-            started: Instant::now(),
-            prefill: None,
-            job,
-        }
-    }
-
-    /// Whether its rows need whole logits rows: sampling with a temperature, or a chat that
-    /// asked for log-probabilities.
-    fn wants_logits(&self) -> bool {
-        self.job.params.temperature > 0.0 || self.job.logprobs().is_some()
-    }
-
-    /// Whether its text ends at a verdict position, and if so whether in whitespace.
-    fn at_point(&self) -> Option<bool> {
-        let pairwise = self.job.verdict()?;
-        let text = self.stops.text();
-        at_verdict_position(text, pairwise).then(|| text.ends_with(char::is_whitespace))
-    }
-}
-
-/// How one sequence's step ended.
-pub(super) enum Progress {
-    Running,
-    Finished(FinishReason, Option<u32>),
-    /// Its verdict is scored: send it (and the usage) and end.
-    Judged(JudgeVerdict),
-    Cancelled,
-    /// Sampling or detokenizing failed: the request fails with this error.
-    Failed(JudgeError),
-}
-
-/// What the loop does not change: the model, its tokenizer, the limits and the counters.
-pub(super) struct Ctx<'a, B> {
-    pub(super) model: &'a B,
-    pub(super) tok: &'a TextTokenizer,
-    limits: &'a BatchLimits,
-    prefill_chunk: usize,
-    stats: &'a EngineStats,
-    /// Key/value bytes per token of the model's cache type.
-    per_token: usize,
-    /// Sequences that run at once: the limit, or fewer when the backend has fewer slots.
-    max_seqs: usize,
-    /// Ids the tokenizer can produce: logits past them (padding rows of the embedding, as
-    /// Auto-J 13B's 32,128 rows against 32,000 pieces and its added tokens) are never
-    /// sampled.
-    producible: usize,
-}
 
 /// The loop's state: the running batch, the request waiting for room, what the batch has
 /// reserved, the prefix cache, and whether the queue is still open.
@@ -635,11 +495,7 @@ const WAIT_FOR_PREFIX: usize = 16;
 
 /// Whether sequence `i` should wait a step: another sequence is reading a prompt that shares
 /// a longer prefix with it than the cache holds (requests of one template arriving together).
-fn waits_for_prefix<K, P: super::SharedPrefix>(
-    seqs: &[Seq<K>],
-    i: usize,
-    cache: &PrefixCache<P>,
-) -> bool {
+fn waits_for_prefix<K, P: SharedPrefix>(seqs: &[Seq<K>], i: usize, cache: &PrefixCache<P>) -> bool {
     let prompt = &seqs[i].job.prompt_ids;
     let cached = cache.peek(prompt);
     seqs.iter().enumerate().any(|(j, other)| {

@@ -11,7 +11,7 @@ use std::arch::x86_64::{__m256, __m512, _mm_prefetch, _MM_HINT_T0};
 use half::f16;
 
 use super::kernels::{par_chunks, uses_simd};
-use super::kv::{Q8_BLOCK, Q8_BLOCK_BYTES};
+use crate::engine::scheduler::limits::{Q8_BLOCK, Q8_BLOCK_BYTES};
 
 /// A cached key/value element: `f32`, `f16` widened as it is loaded, or `i8` in blocks of
 /// 32 values followed by their scale (see [`super::kv::KvType::Q8`]).
@@ -466,7 +466,7 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::batch::test_values::random;
+    use crate::engine::cpu::test_values::random;
 
     #[test]
     fn attention_paths_agree() {
@@ -474,7 +474,7 @@ mod tests {
         let k = random(positions * kvh * d, 31);
         let v = random(positions * kvh * d, 37);
         let q = random(d, 41);
-        let runs: Vec<crate::engine::batch::kv::Run<'_, f32>> = vec![
+        let runs: Vec<crate::engine::cpu::kv::Run<'_, f32>> = vec![
             (&k[..20 * kvh * d], &v[..20 * kvh * d], 20),
             (&k[20 * kvh * d..], &v[20 * kvh * d..], 17),
         ];
@@ -499,7 +499,7 @@ mod tests {
             k.iter().map(|&x| f16::from_f32(x)).collect(),
             v.iter().map(|&x| f16::from_f32(x)).collect(),
         );
-        let runs16: Vec<crate::engine::batch::kv::Run<'_, f16>> = vec![
+        let runs16: Vec<crate::engine::cpu::kv::Run<'_, f16>> = vec![
             (&k16[..20 * kvh * d], &v16[..20 * kvh * d], 20),
             (&k16[20 * kvh * d..], &v16[20 * kvh * d..], 17),
         ];

@@ -10,12 +10,12 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use super::kernels::{KQuant, Stored};
-use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::engine::checkpoint::gptq;
 use crate::engine::checkpoint::quantize::{quantize_matrix, tensor_type, QuantType, Role};
 use crate::engine::checkpoint::{rope_inv_freq, Checkpoint};
 use crate::engine::model::{check_heads, file_name, read_chat_template, ModelInfo};
+use crate::engine::scheduler::KvType;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{load_err, Result};
 

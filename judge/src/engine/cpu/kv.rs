@@ -1,4 +1,4 @@
-//! Per-sequence key/value caches built from shareable segments, and the prefix cache.
+//! Per-sequence key/value caches of the CPU backend, built from shareable segments.
 //!
 //! Each sequence owns its cache, so sequences at different positions share one forward pass.
 //! A cache is a chain of frozen segments (reference-counted, shared with other sequences and
@@ -11,44 +11,7 @@ use std::sync::Arc;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::backend::SharedPrefix;
-
-/// How a cache stores keys and values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KvType {
-    /// Half precision: half the memory and half the bytes attention reads per step; keys
-    /// and values are rounded to 11 significant bits (as GPU servers keep them).
-    #[default]
-    F16,
-    /// Single precision: the same numbers as candle's stock models.
-    F32,
-    /// 8-bit integers, each block of [`Q8_BLOCK`] values with its own `f32` scale (absolute
-    /// maximum / 127): 36 bytes per 32 values, 56% of half precision, for long prompts
-    /// and many sequences where attention's reads of the cache outweigh the weights'.
-    Q8,
-}
-
-/// Values per scale in a [`KvType::Q8`] cache (a head's values must be a whole number of
-/// blocks).
-pub const Q8_BLOCK: usize = 32;
-/// Bytes of one [`KvType::Q8`] block: the values, then the scale's four bytes.
-pub const Q8_BLOCK_BYTES: usize = Q8_BLOCK + 4;
-
-impl KvType {
-    /// Bytes that `values` cached values take (a whole number of blocks for `Q8`).
-    pub fn bytes_for(self, values: usize) -> usize {
-        match self {
-            Self::F16 => 2 * values,
-            Self::F32 => 4 * values,
-            Self::Q8 => values.div_ceil(Q8_BLOCK) * Q8_BLOCK_BYTES,
-        }
-    }
-
-    /// Whether a head of `head_dim` values can be stored this way.
-    pub fn fits_head(self, head_dim: usize) -> bool {
-        self != Self::Q8 || head_dim.is_multiple_of(Q8_BLOCK)
-    }
-}
+use crate::engine::scheduler::limits::{KvType, Q8_BLOCK, Q8_BLOCK_BYTES};
 
 /// One layer's cached rows in the cache's element type.
 #[derive(Debug, Clone)]
@@ -331,133 +294,6 @@ fn layer_runs<'a, T>(
         .collect()
 }
 
-/// Prompts whose caches are kept for reuse, least recently used evicted first. `P` is what a
-/// backend keeps of a prompt's cache: chains of shared segments on the CPU, copies of the
-/// positions on a device.
-#[derive(Debug)]
-pub struct PrefixCache<P = Vec<Link>> {
-    entries: Vec<Entry<P>>,
-    capacity_tokens: usize,
-    clock: u64,
-    /// Prompt positions served from the cache (for statistics).
-    pub hit_tokens: u64,
-    /// Prompt positions computed.
-    pub miss_tokens: u64,
-}
-
-#[derive(Debug)]
-struct Entry<P> {
-    tokens: Vec<u32>,
-    chain: P,
-    used: u64,
-}
-
-impl<P: SharedPrefix> PrefixCache<P> {
-    /// A cache of at most `capacity_tokens` positions (0 turns it off).
-    pub fn new(capacity_tokens: usize) -> Self {
-        Self {
-            entries: Vec::new(),
-            capacity_tokens,
-            clock: 0,
-            hit_tokens: 0,
-            miss_tokens: 0,
-        }
-    }
-
-    /// The longest cached prefix of `prompt` usable for it: at most `prompt.len() - 1`
-    /// positions, so at least one token is computed and yields logits.
-    pub fn lookup(&mut self, prompt: &[u32]) -> (usize, P) {
-        self.clock += 1;
-        let limit = prompt.len().saturating_sub(1);
-        let best = self
-            .entries
-            .iter_mut()
-            .map(|e| (common_prefix(&e.tokens, prompt).min(limit), e))
-            .max_by_key(|(n, _)| *n);
-        match best {
-            Some((n, e)) if n > 0 => {
-                e.used = self.clock;
-                let chain = e.chain.take(n);
-                self.hit_tokens += n as u64;
-                self.miss_tokens += (prompt.len() - n) as u64;
-                (n, chain)
-            }
-            _ => {
-                self.miss_tokens += prompt.len() as u64;
-                (0, P::default())
-            }
-        }
-    }
-
-    /// How many positions [`PrefixCache::lookup`] would serve, without counting a use.
-    pub fn peek(&self, prompt: &[u32]) -> usize {
-        let limit = prompt.len().saturating_sub(1);
-        self.entries
-            .iter()
-            .map(|e| common_prefix(&e.tokens, prompt))
-            .max()
-            .unwrap_or(0)
-            .min(limit)
-    }
-
-    /// Whether [`PrefixCache::insert`] would keep `tokens` (asked first where handing over
-    /// a prompt's cache costs a copy): the cache is on, the prompt fits it, and no entry
-    /// already covers it.
-    pub fn accepts(&self, tokens: &[u32]) -> bool {
-        self.capacity_tokens > 0
-            && tokens.len() <= self.capacity_tokens
-            && !self
-                .entries
-                .iter()
-                .any(|e| e.tokens.len() >= tokens.len() && e.tokens.starts_with(tokens))
-    }
-
-    /// Remembers a prompt and its frozen cache.
-    pub fn insert(&mut self, tokens: Vec<u32>, chain: P) {
-        if !self.accepts(&tokens) {
-            return;
-        }
-        self.clock += 1;
-        // An entry this one extends is no longer needed: every lookup it served, this serves.
-        self.entries
-            .retain(|e| !(e.tokens.len() <= tokens.len() && tokens.starts_with(&e.tokens)));
-        self.entries.push(Entry {
-            tokens,
-            chain,
-            used: self.clock,
-        });
-        while self.entries.iter().map(|e| e.tokens.len()).sum::<usize>() > self.capacity_tokens {
-            let oldest = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(i, _)| i);
-            match oldest {
-                Some(i) => {
-                    self.entries.swap_remove(i);
-                }
-                None => break,
-            }
-        }
-    }
-
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
-
-/// Length of the common prefix of two token sequences.
-pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 /// The links of `chain` covering its first `upto` positions.
 pub(super) fn take_prefix(chain: &[Link], upto: usize) -> Vec<Link> {
     let mut left = upto;
@@ -476,6 +312,7 @@ pub(super) fn take_prefix(chain: &[Link], upto: usize) -> Vec<Link> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::scheduler::prefix::PrefixCache;
 
     fn filled(n: usize, base: f32) -> SeqKv {
         let mut kv = SeqKv::new(2, 2, KvType::F32);
@@ -524,7 +361,7 @@ mod tests {
 
     #[test]
     fn prefix_cache_serves_longest_common_prefix() {
-        let mut cache: PrefixCache = PrefixCache::new(100);
+        let mut cache: PrefixCache<Vec<Link>> = PrefixCache::new(100);
         let mut kv = filled(4, 0.0);
         kv.freeze();
         cache.insert(vec![1, 2, 3, 4], kv.prefix(4));
@@ -539,7 +376,7 @@ mod tests {
 
     #[test]
     fn prefix_cache_evicts_least_recent_and_drops_extended_entries() {
-        let mut cache: PrefixCache = PrefixCache::new(6);
+        let mut cache: PrefixCache<Vec<Link>> = PrefixCache::new(6);
         cache.insert(vec![1, 2], Vec::new());
         cache.insert(vec![1, 2, 3], Vec::new());
         assert_eq!(cache.len(), 1, "the shorter entry is subsumed");
@@ -557,7 +394,7 @@ mod tests {
 
     #[test]
     fn prefix_cache_says_beforehand_what_it_would_keep() {
-        let mut cache: PrefixCache = PrefixCache::new(4);
+        let mut cache: PrefixCache<Vec<Link>> = PrefixCache::new(4);
         assert!(cache.accepts(&[1, 2, 3]));
         cache.insert(vec![1, 2, 3], Vec::new());
         assert!(!cache.accepts(&[1, 2]), "covered by an entry");

@@ -12,11 +12,11 @@ use candle_core::Device;
 use memmap2::Mmap;
 
 use super::kernels::{KQuant, Stored};
-use super::kv::KvType;
 use super::model::{BatchModel, Embedding, GateUp, Group, Layer, Linear, Rope, Shape};
 use crate::engine::checkpoint::quantize::QuantType;
 use crate::engine::checkpoint::rope_inv_freq;
 use crate::engine::model::{file_name, open_gguf, LlamaDims, ModelInfo};
+use crate::engine::scheduler::KvType;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{load_err, Result};
 

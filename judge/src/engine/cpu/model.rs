@@ -12,10 +12,10 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::attention::{attend_packed, Geometry, KvValue};
-use super::backend::{StepInput, Want};
 pub(super) use super::embedding::Embedding;
 use super::kernels::{quantize_q8k, swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
-use super::kv::{KvType, Run, Runs, SeqKv};
+use super::kv::{Run, Runs, SeqKv};
+use crate::engine::scheduler::{KvType, StepInput, Want};
 use crate::error::{JudgeError, Result};
 
 /// How the rotary embedding pairs dimensions.

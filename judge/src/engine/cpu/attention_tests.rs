@@ -5,8 +5,9 @@ use half::f16;
 
 use super::attention::{attend_block, attend_body, attend_packed, Geometry, HeadKv, KvValue};
 use super::attention::{QueryBlock, MAX_BLOCK_HEADS};
-use super::kv::{KvType, Run, Runs, SeqKv};
+use super::kv::{Run, Runs, SeqKv};
 use super::test_values;
+use crate::engine::scheduler::KvType;
 
 /// A block kernel under test.
 type Kernel<T> = fn(&QueryBlock<'_>, &HeadKv<'_, T>, &mut [f32]);

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::LogitsProcessor;
 
 use super::backend::{Answer, Backend};
-use super::scheduler::{Ctx, Progress, Seq};
+use super::seq::{Ctx, Progress, Seq};
 use super::verdict::{begin, Begun};
 use crate::engine::generate::argmax;
 use crate::engine::job::{emit, EngineEvent, FinishReason, UsageStats};

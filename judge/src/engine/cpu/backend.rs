@@ -2,10 +2,10 @@
 //! whose prompts the prefix cache shares as chains of [`Link`]s. A step is one batched pass;
 //! every answer is computed on the host ([`answer_on_host`]).
 
-use super::backend::{answer_on_host, starts, Ask, Backend, Row, SeqCache, SharedPrefix};
-use super::backend::{StepInput, StepOut, Want};
 use super::kv::{take_prefix, Link, SeqKv};
 use super::model::BatchModel;
+use crate::engine::scheduler::backend::{answer_on_host, starts, Ask, Backend, Row, SeqCache};
+use crate::engine::scheduler::backend::{SharedPrefix, StepInput, StepOut, Want};
 use crate::error::Result;
 
 impl SharedPrefix for Vec<Link> {

@@ -1,5 +1,5 @@
 //! What the continuous-batching loop needs from a model and its caches, so one scheduler
-//! drives both our CPU forward pass ([`super::BatchModel`] over [`super::kv::SeqKv`]) and the device backend
+//! drives both our CPU forward pass ([`crate::engine::cpu::BatchModel`] over [`crate::engine::cpu::kv::SeqKv`]) and the device backend
 //! written in candle tensor ops ([`crate::engine::device::DeviceModel`], for CUDA).
 //!
 //! The scheduler only ever asks a backend for: a fresh cache per admitted sequence, one step
