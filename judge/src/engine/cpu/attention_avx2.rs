@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::attention::{prefetch_row, HeadKv, KvValue, QueryBlock};
+use super::attention_inputs::{prefetch_row, HeadKv, KvValue, QueryBlock};
 use super::kernels::hsum;
 
 /// Most query heads one block holds (32 prompt positions of an MHA model): each widened

@@ -3,10 +3,10 @@
 
 use half::f16;
 
-use super::attention::{attend_block, attend_body, attend_packed, Geometry, HeadKv, KvValue};
-use super::attention::{QueryBlock, MAX_BLOCK_HEADS};
+use super::attention::{attend_block, attend_body, attend_packed, Geometry};
+use super::attention_inputs::{HeadKv, KvValue, QueryBlock, MAX_BLOCK_HEADS};
+use super::kernels::test_values;
 use super::kv::{Run, Runs, SeqKv};
-use super::test_values;
 use crate::engine::scheduler::KvType;
 
 /// A block kernel under test.

@@ -5,8 +5,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 
 use super::kernels::{KQuant, Stored};
-use super::model::token_err;
-use crate::error::Result;
+use crate::error::{JudgeError, Result};
 
 /// The token embedding table, kept in its stored form when rows can be read from it.
 pub enum Embedding {
@@ -93,6 +92,12 @@ impl Embedding {
         }
         Ok(())
     }
+}
+
+/// The error for a token id past the table: the embedding is where an id is first looked
+/// up, and the forward pass reports the same error for ids it refuses earlier.
+pub(super) fn token_err(id: usize) -> JudgeError {
+    JudgeError::InvalidArgument(format!("token id {id} is outside the vocabulary"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod attention;
 mod attention_avx2;
 #[cfg(target_arch = "x86_64")]
 mod attention_avx512;
+mod attention_inputs;
 #[cfg(test)]
 mod attention_tests;
 mod backend;
@@ -21,7 +22,5 @@ pub mod kv;
 pub mod load;
 mod load_hf;
 pub mod model;
-#[cfg(test)]
-mod test_values;
 
 pub use model::BatchModel;

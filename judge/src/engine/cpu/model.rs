@@ -11,7 +11,9 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::attention::{attend_packed, Geometry, KvValue};
+use super::attention::{attend_packed, Geometry};
+use super::attention_inputs::KvValue;
+use super::embedding::token_err;
 pub(super) use super::embedding::Embedding;
 use super::kernels::{quantize_q8k, swiglu, KQuant, Q4_1Matrix, Q8_0Matrix, Stored};
 use super::kv::{Run, Runs, SeqKv};
@@ -180,10 +182,6 @@ impl Linear {
 /// An impossible state of the forward pass, reported as an internal error.
 fn internal(what: &str) -> JudgeError {
     candle_core::Error::Msg(what.into()).into()
-}
-
-pub(super) fn token_err(id: usize) -> JudgeError {
-    JudgeError::InvalidArgument(format!("token id {id} is outside the vocabulary"))
 }
 
 /// Matrices applied to the same input (Q, K, V; gate, up): one stacked matrix when our

@@ -435,8 +435,8 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+    use crate::engine::cpu::kernels::test_values::random;
     use crate::engine::cpu::kernels::{quantize_q8k, KQuant};
-    use crate::engine::cpu::test_values::random;
 
     /// Each type and each width the CPU runs (AVX-512 and AVX2 on an AVX-512 machine)
     /// against the standard kernel on candle-quantized weights, and each activation row's

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 
 use super::kquant::{BlockQ4K, BlockQ5K, BlockQ6K, KMatrix, SuperBlock};
 use super::*;
-use crate::engine::cpu::test_values::random;
+use crate::engine::cpu::kernels::test_values::random;
 
 const TYPES: [GgmlDType; 3] = [GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K];
 

@@ -11,7 +11,7 @@
 
 // `unsafe` here: handing disjoint parts of one output buffer to the pool's workers
 // (`par_chunks`, `tiled`), each with its SAFETY argument; the SIMD intrinsics are in the
-// submodules (and batch/attention*.rs).
+// submodules (and cpu/attention*.rs).
 #![allow(unsafe_code)]
 
 use half::f16;
@@ -28,6 +28,8 @@ mod kquant_lanes;
 mod kquant_lanes_avx2;
 #[cfg(target_arch = "x86_64")]
 mod kquant_lanes_avx512;
+#[cfg(target_arch = "x86_64")]
+mod math;
 mod q8k;
 #[cfg(target_arch = "x86_64")]
 mod tiles16;
@@ -37,6 +39,8 @@ use blocks::{dot4, dot_fn, q8_dot4, q8_dot_fn};
 pub use blocks::{dot_scalar, kernel_name, q8_dot_scalar, quantize_rows};
 pub(super) use blocks::{hsum, uses_simd};
 pub use kquant::{kquant_kernel_name, KQuant, Stored, QK_K};
+#[cfg(target_arch = "x86_64")]
+pub(super) use math::exp;
 pub use q8k::{quantize_q8k, BlockQ8K};
 pub use tiling::par_chunks;
 use tiling::{block_rows, by_column, tiled, Epilogue, GROUP, KQUANT_TILE, TILE};
@@ -459,5 +463,7 @@ fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
 
 #[cfg(test)]
 mod kquant_tests;
+#[cfg(test)]
+pub(crate) mod test_values;
 #[cfg(test)]
 mod tests;

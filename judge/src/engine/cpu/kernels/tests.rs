@@ -1,5 +1,5 @@
 use super::*;
-use crate::engine::cpu::test_values::random;
+use crate::engine::cpu::kernels::test_values::random;
 #[cfg(target_arch = "x86_64")]
 use blocks::{dot4_avx2_entry, dot4_vnni_entry, dot_avx2_entry, dot_vnni_entry};
 

@@ -19,6 +19,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::math::exp;
 use super::{BlockQ4_1, BlockQ8_0, Packed, BLOCK};
 
 /// Weight rows per interleaved group (one per 32-bit lane of a 512-bit vector).
@@ -431,8 +432,7 @@ pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
         unsafe {
             let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(at));
             let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(at));
-            let e =
-                crate::engine::cpu::attention_avx512::exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
             let silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
             _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), mask, _mm512_mul_ps(silu, u));
         }

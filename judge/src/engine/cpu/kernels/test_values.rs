@@ -1,4 +1,5 @@
-//! Reproducible pseudo-random inputs for the batched engine's unit tests.
+//! Reproducible pseudo-random inputs for the CPU backend's unit tests (kernels and
+//! attention: attention imports them from here, the lowest layer).
 
 /// `n` values in [-1, 1) from a linear congruential generator: the same for the same seed
 /// on every machine, so a failing case can be rerun.
