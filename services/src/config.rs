@@ -283,7 +283,8 @@ impl EngineArgs {
 }
 
 /// The compute device a `--device` value names: `cpu`, or `cuda:N` (`cuda` is `cuda:0`) in a
-/// build with the `cuda` feature; an error says what could not be opened.
+/// build with the `cuda` feature; an error says what could not be opened. A CUDA device's
+/// memory pool is set to keep what it frees ([`crate::gpu::keep_pool_memory`]).
 pub fn parse_device(s: &str) -> Result<Device, ConfigError> {
     if s == "cpu" {
         return Ok(Device::Cpu);
@@ -293,7 +294,10 @@ pub fn parse_device(s: &str) -> Result<Device, ConfigError> {
         .or_else(|| (s == "cuda").then_some("0"))
         .and_then(|n| n.parse::<usize>().ok())
         .ok_or_else(|| ConfigError::Device(s.into(), "expected `cpu` or `cuda:N`".into()))?;
-    Device::new_cuda(ordinal).map_err(|e| ConfigError::Device(s.into(), device_error(e)))
+    let device =
+        Device::new_cuda(ordinal).map_err(|e| ConfigError::Device(s.into(), device_error(e)))?;
+    crate::gpu::keep_pool_memory(&device);
+    Ok(device)
 }
 
 /// A device error as one line a person can act on: candle's captured backtrace (present when

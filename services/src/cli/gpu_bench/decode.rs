@@ -2,7 +2,9 @@
 //! the device in the serving dtype (no file, no download): batch-1 tokens/s against the
 //! memory-bandwidth limit, aggregate tokens/s at several numbers of concurrent sequences with
 //! long contexts, and the time to first token of prompts that arrive while the batch decodes.
-//! Every step goes through [`Backend::forward`] with the scheduler's kind of inputs.
+//! Every step goes through [`Backend::forward`] with the scheduler's kind of inputs. The run
+//! is sized to the device's memory first ([`size`]): on a card too small for what is asked,
+//! the contexts shrink (down to half), then the number of sequences.
 
 use std::time::Instant;
 
@@ -11,12 +13,16 @@ use autoj_judge::engine::device::{DeviceKv, DeviceModel, DeviceShape, SlotLayout
 use autoj_judge::engine::generate::argmax;
 use autoj_judge::engine::handle::DEFAULT_PREFILL_CHUNK;
 use autoj_judge::engine::scheduler::Backend;
+use candle_core::DType;
 use clap::Args;
 use serde_json::{json, Map, Value};
 
 use super::common::{quantile, step, tokens};
 use super::machine::{copy_gbps, serving_dtype};
-use crate::config::parse_device;
+use super::memory::MemoryTrack;
+use super::plan::{plan, plan_json, MemoryArgs, MemoryPlan, Wanted};
+use super::DEFAULT_SHAPE;
+use crate::config::{parse_device, ConfigError};
 
 /// `gpu-bench decode` settings; the defaults fit gpu-check's 180 s on an H200 with the
 /// 13B shape.
@@ -26,53 +32,137 @@ pub struct DecodeArgs {
     #[arg(long, env = "AUTOJ_DEVICE", default_value = "cuda:0")]
     pub device: String,
     /// Model shape: `llama2-13b`, `llama2-7b` or `tiny`.
-    #[arg(long, default_value = "llama2-13b")]
+    #[arg(long, env = "AUTOJ_GPU_SHAPE", default_value = DEFAULT_SHAPE)]
     pub shape: String,
     /// Vocabulary of the random model (LLaMA-2's by default).
-    #[arg(long, default_value_t = 32_000)]
+    #[arg(long, env = "AUTOJ_GPU_VOCAB", default_value_t = 32_000)]
     pub vocab: usize,
-    /// Prompt positions each sequence holds before its decode is timed.
-    #[arg(long, default_value_t = 1000)]
+    /// Prompt positions each sequence holds before its decode is timed (fewer, down to
+    /// half, where the device's memory does not hold them).
+    #[arg(long, env = "AUTOJ_GPU_DECODE_CONTEXTS", default_value_t = 1000)]
     pub contexts: usize,
     /// Timed decode steps per measurement (after one untimed step).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "AUTOJ_GPU_DECODE_STEPS", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: u32,
-    /// Numbers of sequences decoding together, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "8,32,64")]
+    /// Numbers of sequences decoding together, comma-separated (those above what the
+    /// device's memory holds become that many).
+    #[arg(
+        long,
+        env = "AUTOJ_GPU_DECODE_CONCURRENCY",
+        value_delimiter = ',',
+        default_value = "8,32,64"
+    )]
     pub concurrency: Vec<usize>,
     /// Prompts timed for the time to first token.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "AUTOJ_GPU_DECODE_TTFT_SAMPLES", default_value_t = 5)]
     pub ttft_samples: usize,
     /// Tokens in one step (decode tokens plus a prompt chunk), as the scheduler's
     /// `--max-batch-tokens`.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, env = "AUTOJ_GPU_MAX_BATCH_TOKENS", default_value_t = 512)]
     pub max_batch_tokens: usize,
     /// Bytes copied to measure the device's bandwidth, in MiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "AUTOJ_GPU_COPY_MIB", default_value_t = 1024)]
     pub copy_mib: usize,
     /// Seed of the weights and tokens.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "AUTOJ_GPU_SEED", default_value_t = 1)]
     pub seed: u64,
+    /// The memory the run is sized to.
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print only the JSON object (gpu-check reads the last line either way).
-    #[arg(long)]
+    #[arg(long, env = "AUTOJ_GPU_JSON")]
     pub json: bool,
 }
 
-/// Runs the measurements; `passed` when every rate is finite and positive.
-pub fn run(args: &DecodeArgs) -> anyhow::Result<Value> {
-    let device = parse_device(&args.device)?;
+/// What a run is sized to: the memory plan, and the contexts and levels it leaves.
+#[derive(Debug, Clone)]
+pub struct DecodeSize {
+    /// Slots, positions and bytes.
+    pub plan: MemoryPlan,
+    /// Prompt positions of each sequence.
+    pub contexts: usize,
+    /// Numbers of sequences decoding together, ascending.
+    pub levels: Vec<usize>,
+    /// Tokens in one step.
+    pub max_batch_tokens: usize,
+}
+
+impl DecodeSize {
+    /// The sizes as JSON (`gpu-bench plan` and the step's report).
+    pub fn describe(&self) -> Value {
+        let mut v = plan_json(&self.plan);
+        v["contexts"] = json!(self.contexts);
+        v["concurrency"] = json!(self.levels);
+        v["max_batch_tokens"] = json!(self.max_batch_tokens);
+        v
+    }
+}
+
+/// The random model's shape for `args` in `dtype`.
+pub fn shape(args: &DecodeArgs, dtype: DType) -> anyhow::Result<DeviceShape> {
     let mut shape = DeviceShape::named(&args.shape, args.vocab)
         .with_context(|| format!("unknown shape `{}`", args.shape))?;
-    shape.dtype = serving_dtype(&device);
+    shape.dtype = dtype;
+    Ok(shape)
+}
+
+/// Sizes the run to `memory` bytes ([`plan`]): one slot per sequence of the largest level
+/// and one for the arriving prompts, each of the contexts plus every step the first
+/// sequence takes; a step's rows are at most a whole prompt (the prefill) or the batch.
+/// Levels above the sequences that fit become that many.
+pub fn size(
+    args: &DecodeArgs,
+    shape: &DeviceShape,
+    memory: Option<u64>,
+) -> Result<DecodeSize, ConfigError> {
     let levels = sorted_levels(&args.concurrency);
     let most = levels.last().copied().unwrap_or(1);
-    let layout = layout(args, most, levels.len());
-    let kv_store_bytes = layout.slots * layout.slot_len * shape.kv_bytes_per_token();
+    let wanted_layout = layout(args, most, levels.len());
+    let wanted = Wanted {
+        sequences: most,
+        spare_slots: 1,
+        context: args.contexts,
+        min_context: args.contexts.div_ceil(2),
+        tail: wanted_layout.slot_len - args.contexts,
+        prefix_positions: 0,
+        step_rows: args.max_batch_tokens.max(args.contexts),
+        chunk: args.contexts.max(chunk(args, most)),
+    };
+    let plan = plan(shape, memory, &wanted)?;
+    let clamped: Vec<usize> = levels.iter().map(|&l| l.min(plan.sequences)).collect();
+    Ok(DecodeSize {
+        contexts: plan.context,
+        levels: sorted_levels(&clamped),
+        max_batch_tokens: args.max_batch_tokens,
+        plan,
+    })
+}
+
+/// Runs the measurements, sized to the device's memory; `passed` when every rate is finite
+/// and positive.
+pub fn run(args: &DecodeArgs) -> anyhow::Result<Value> {
+    let device = parse_device(&args.device)?;
+    let shape = shape(args, serving_dtype(&device))?;
+    let mut memory = MemoryTrack::default();
+    memory.sample(&device)?;
+    let sized = size(args, &shape, args.memory.budget(&device)?)?;
+    let args = &DecodeArgs {
+        contexts: sized.contexts,
+        concurrency: sized.levels.clone(),
+        ..args.clone()
+    };
+    let most = sized.levels.last().copied().unwrap_or(1);
+    let layout = SlotLayout {
+        slots: sized.plan.slots,
+        slot_len: sized.plan.slot_len,
+    };
     let copy = copy_gbps(&device, args.copy_mib << 20, 5)?;
     let start = Instant::now();
     let model = DeviceModel::random(&shape, layout, args.seed, &device)
         .context("creating the random model on the device")?;
     device.synchronize()?;
+    memory.sample(&device)?;
     let setup_s = start.elapsed().as_secs_f64();
     let mut kvs = (0..most)
         .map(|_| model.new_kv())
@@ -84,11 +174,14 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<Value> {
     let mut prefill_s = bench.prefill(&mut kvs[..1], 0)?;
     let batch1 = bench.decode_rate(&mut kvs[..1])?;
     prefill_s += bench.prefill(&mut kvs[1..], 1)?;
+    memory.sample(&device)?;
     let mut aggregate = Map::new();
-    for &c in &levels {
+    for &c in &sized.levels {
         aggregate.insert(c.to_string(), json!(bench.decode_rate(&mut kvs[..c])?));
+        memory.sample(&device)?;
     }
     let ttft = bench.ttft(&mut kvs)?;
+    memory.sample(&device)?;
     let weight_bytes = shape.weight_bytes();
     let limit = copy * 1e9 / weight_bytes as f64;
     let rates_ok = batch1.is_finite()
@@ -96,16 +189,19 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<Value> {
         && aggregate
             .values()
             .all(|v| v.as_f64().is_some_and(|r| r > 0.0));
+    let plan = sized.describe();
     let report = json!({
         "passed": rates_ok,
         "device": args.device,
         "dtype": shape.dtype.as_str(),
         "shape": args.shape,
         "weight_bytes": weight_bytes,
-        "kv_store_mib": kv_store_bytes >> 20,
+        "kv_store_mib": sized.plan.kv_store_bytes >> 20,
         "slots": layout.slots,
         "slot_len": layout.slot_len,
         "contexts": args.contexts,
+        "planned_gib": plan["planned_gib"],
+        "plan": plan,
         "steps": args.steps,
         "d2d_copy_gbps": copy,
         "setup_s": setup_s,
@@ -116,6 +212,8 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<Value> {
         "aggregate_tok_s": aggregate,
         "ttft_ms_p50": quantile(&ttft, 0.5),
         "ttft_ms_max": quantile(&ttft, 1.0),
+        "peak_gpu_mem_mib": memory.peak_mib(),
+        "gpu_mem_mib": memory.summary(),
     });
     if !args.json {
         eprintln!("{report:#}");
@@ -258,7 +356,24 @@ mod tests {
             max_batch_tokens: 10,
             copy_mib: 1,
             seed: 1,
+            memory: MemoryArgs {
+                gpu_memory_gib: None,
+            },
             json: true,
+        }
+    }
+
+    /// gpu-check's run: the defaults, with the 13B shape in bf16.
+    fn gpu_check() -> DecodeArgs {
+        DecodeArgs {
+            shape: "llama2-13b".into(),
+            vocab: 32_000,
+            contexts: 1000,
+            steps: 32,
+            concurrency: vec![8, 32, 64],
+            ttft_samples: 5,
+            max_batch_tokens: 512,
+            ..tiny()
         }
     }
 
@@ -288,6 +403,41 @@ mod tests {
             DeviceShape::tiny(256).weight_bytes()
         );
         assert_eq!(report["slots"], 4);
+    }
+
+    #[test]
+    fn on_80_gb_the_13b_run_keeps_its_levels_with_shorter_contexts() {
+        let args = gpu_check();
+        let shape = shape(&args, DType::BF16).unwrap();
+        let big = size(&args, &shape, Some(141 << 30)).unwrap();
+        assert_eq!((big.contexts, big.plan.slot_len), (1000, 1153));
+        assert_eq!(big.levels, [8, 32, 64]);
+        let small = size(&args, &shape, Some(80 << 30)).unwrap();
+        assert_eq!(small.levels, [8, 32, 64]);
+        assert_eq!(small.plan.slots, 65);
+        assert!((500..1000).contains(&small.contexts), "{small:?}");
+        assert!(small.plan.planned_bytes < big.plan.planned_bytes);
+        // What the run then takes fits the slots planned for it.
+        let run = DecodeArgs {
+            contexts: small.contexts,
+            ..args
+        };
+        assert!(layout(&run, 64, 3).slot_len <= small.plan.slot_len);
+    }
+
+    #[test]
+    fn levels_above_what_fits_become_what_fits() {
+        let args = gpu_check();
+        let shape = shape(&args, DType::BF16).unwrap();
+        // 40 GiB: weights, and fewer slots of half contexts.
+        let sized = size(&args, &shape, Some(40 << 30)).unwrap();
+        let most = sized.plan.sequences;
+        assert!(most < 64, "{sized:?}");
+        assert_eq!(sized.contexts, 500);
+        assert_eq!(sized.levels.last(), Some(&most));
+        assert!(sized.levels.iter().all(|&l| l <= most));
+        let e = size(&args, &shape, Some(20 << 30)).unwrap_err();
+        assert!(e.to_string().contains("too little"), "{e}");
     }
 
     #[test]

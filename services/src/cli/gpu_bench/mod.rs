@@ -1,16 +1,22 @@
 //! `autoj gpu-bench`: the measurements `scripts/gpu-check` runs on a GPU machine, one
 //! subcommand a step, each printing one JSON object (its last line) with `passed` and the
 //! figures docs/gpu.md names. They run on any device (`--device cpu` for a dry run here);
-//! benchmarks are run by hand, never in CI.
+//! benchmarks are run by hand, never in CI. The model steps size themselves to the device's
+//! memory ([`plan`]); `plan` prints those sizes for a card of a given size, with no device.
 
 mod common;
 pub mod correctness;
 pub mod decode;
 pub mod grpc;
 pub mod machine;
+pub mod memory;
+pub mod plan;
 pub mod tokenizer;
 
 use clap::{Args, Subcommand};
+
+/// The model shape the model steps run unless told otherwise: Auto-J's, LLaMA-2 13B.
+pub const DEFAULT_SHAPE: &str = "llama2-13b";
 
 /// `autoj gpu-bench` settings.
 #[derive(Debug, Clone, Args)]
@@ -35,6 +41,9 @@ pub enum GpuStep {
     Grpc(grpc::GrpcArgs),
     /// Writes a GGUF model's tokenizer.json, to carry for `grpc`.
     ExportTokenizer(tokenizer::ExportTokenizerArgs),
+    /// What `decode` and `grpc` would run on a card of `--gpu-memory-gib`: slots, positions,
+    /// sequences and the memory they take (no device needed).
+    Plan(plan::PlanArgs),
 }
 
 /// Runs the chosen step and prints its JSON.
@@ -45,6 +54,7 @@ pub fn run(args: &GpuBenchArgs) -> anyhow::Result<()> {
         GpuStep::Decode(d) => decode::run(d)?,
         GpuStep::Grpc(g) => grpc::run(g)?,
         GpuStep::ExportTokenizer(e) => tokenizer::run(e)?,
+        GpuStep::Plan(p) => plan::run(p)?,
     };
     println!("{report}");
     Ok(())
