@@ -6,7 +6,8 @@
 #     Kubernetes $KUBE_VERSION (a resource it has no schema for fails the run, except the
 #     Prometheus Operator's ServiceMonitor, checked by helm/tests/chart_checks.py);
 #   - helm/tests/chart_checks.py checks that the pieces fit (router config <-> headless
-#     Services, NetworkPolicy, probes, GPUs, Secrets mounted as files);
+#     Services, NetworkPolicy, probes, GPUs on nodes of the image's compute capability,
+#     Secrets mounted as files), and that docker/Dockerfile.cuda builds what CI builds;
 #   - the real `autoj router` parses and validates each rendered routing file (when
 #     target/debug/autoj exists, as after `cargo test`; set AUTOJ_BIN to use another);
 #   - negative cases: every file in helm/tests/bad-values/ must be rejected with the
@@ -133,6 +134,7 @@ router_accepts() {
 }
 
 py helm/tests/chart_checks.py schema-scenarios "$chart/values.schema.json" router/data/scenarios.toml
+py helm/tests/chart_checks.py image-matches-ci "$root"
 
 cases=("default")
 for f in "$chart"/ci/*.yaml; do cases+=("$f"); done

@@ -17,6 +17,9 @@ Used by scripts/test-chart.sh:
         ignores unknown variables, so a misspelt one would be silently lost)
     chart_checks.py schema-scenarios SCHEMA.json SCENARIOS.toml
         the schema's scenario enum must equal the router's catalog
+    chart_checks.py image-matches-ci REPO_ROOT
+        docker/Dockerfile.cuda builds on the CUDA version and compute capability CI builds
+        with (scripts/cuda-toolchain.sh), and the chart's CUDA image says that capability
 """
 
 import base64
@@ -117,7 +120,9 @@ def check_judges(docs, values, config):
         if gpus:
             expect(limits.get("nvidia.com/gpu") == gpus, f"{svc_name}: nvidia.com/gpu limit")
             expect(env["AUTOJ_DEVICE"] == "cuda:0", f"{svc_name}: device {env['AUTOJ_DEVICE']}")
-            want_image = pool.get("image", values["image"]["cuda"])["repository"]
+            image = pool.get("image", values["image"]["cuda"])
+            want_image = image["repository"]
+            check_compute_capability(svc_name, image, pool, pod["spec"].get("nodeSelector", {}))
         else:
             expect("nvidia.com/gpu" not in limits, f"{svc_name}: GPU limit on a CPU pool")
             expect(env["AUTOJ_DEVICE"] == "cpu", f"{svc_name}: device {env['AUTOJ_DEVICE']}")
@@ -132,6 +137,20 @@ def check_judges(docs, values, config):
         for r in config["routing"].get("rule", [])
     ]
     expect(got_rules == want_rules, f"routing rules {got_rules} != {want_rules}")
+
+
+def check_compute_capability(name, image, pool, selector):
+    """A GPU pool runs only where its image's kernels run: nodes whose GPU has the compute
+    capability the image was built for (its own nodeSelector kept beside)."""
+    cc = str(image.get("computeCapability") or "")
+    for key, value in (pool.get("nodeSelector") or {}).items():
+        expect(selector.get(key) == value, f"{name}: nodeSelector lost {key}={value}")
+    if not cc:
+        return
+    want = {"nvidia.com/gpu.compute.major": cc[:-1], "nvidia.com/gpu.compute.minor": cc[-1]}
+    for key, value in want.items():
+        expect(selector.get(key) == value,
+               f"{name}: image built for compute capability {cc} but nodeSelector {selector}")
 
 
 def check_model(name, model, pod, judge, env):
@@ -327,6 +346,32 @@ def schema_scenarios(schema_path, scenarios_path):
     print(f"schema names the catalog's {len(catalog)} scenarios")
 
 
+def image_matches_ci(root):
+    """The CUDA image is CI's build: the same CUDA major.minor as the pinned nvcc, the same
+    default compute capability as the toolchain's env.sh, and the chart's default CUDA image
+    declares that capability."""
+    def read(path):
+        with open(f"{root}/{path}", encoding="utf-8") as f:
+            return f.read()
+
+    def one(pattern, text, what):
+        found = re.findall(pattern, text, re.M)
+        expect(len(found) == 1, f"{what}: expected one match of {pattern!r}, found {found}")
+        return found[0]
+
+    toolchain = read("scripts/cuda-toolchain.sh")
+    dockerfile = read("docker/Dockerfile.cuda")
+    ci_cuda = one(r"^nvidia-cuda-nvcc==(\d+\.\d+)\.", toolchain, "cuda-toolchain.sh's nvcc pin")
+    ci_cap = one(r'CUDA_COMPUTE_CAP="\\\$\{CUDA_COMPUTE_CAP:-(\d+)\}"', toolchain, "env.sh's capability")
+    image_cuda = one(r"^ARG CUDA_VERSION=(\d+\.\d+)\.\d+$", dockerfile, "Dockerfile.cuda's CUDA_VERSION")
+    image_cap = one(r"^ARG CUDA_COMPUTE_CAP=(\d+)$", dockerfile, "Dockerfile.cuda's CUDA_COMPUTE_CAP")
+    expect(image_cuda == ci_cuda, f"Dockerfile.cuda builds on CUDA {image_cuda}, CI on {ci_cuda}")
+    expect(image_cap == ci_cap, f"Dockerfile.cuda builds for compute capability {image_cap}, CI for {ci_cap}")
+    chart_cap = str(yaml.safe_load(read("helm/autoj/values.yaml"))["image"]["cuda"].get("computeCapability"))
+    expect(chart_cap == ci_cap, f"values.yaml's CUDA image says compute capability {chart_cap}, CI builds {ci_cap}")
+    print(f"Dockerfile.cuda and the chart match CI: CUDA {ci_cuda}, compute capability {ci_cap}")
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "check":
@@ -339,5 +384,7 @@ if __name__ == "__main__":
         env_names(*args)
     elif command == "schema-scenarios":
         schema_scenarios(*args)
+    elif command == "image-matches-ci":
+        image_matches_ci(*args)
     else:
         fail(f"unknown command {command}")
