@@ -5,7 +5,8 @@
 // `unsafe`: AVX2 / AVX-VNNI intrinsics, each with its SAFETY argument.
 #![allow(unsafe_code)]
 
-use super::{uses_avx512, BlockQ4_1, BlockQ8_0, BlockQ8_1, BLOCK};
+use super::dispatch::uses_avx512;
+use super::formats::{BlockQ4_1, BlockQ8_0, BlockQ8_1, BLOCK};
 
 /// Quantizes `m` rows of `k` values to Q8_1 blocks.
 pub fn quantize_rows(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8_1> {

@@ -18,8 +18,10 @@ use bytemuck::{Pod, Zeroable};
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
+use super::blocks::uses_simd;
+use super::dispatch::uses_avx512;
 use super::q8k::{quantize_q8k, BlockQ8K};
-use super::{block_rows, by_column, tiled, uses_avx512, uses_simd, Epilogue, GROUP, KQUANT_TILE};
+use super::tiling::{block_rows, by_column, tiled, Epilogue, GROUP, KQUANT_TILE};
 
 /// Values per K-quant super-block.
 pub const QK_K: usize = 256;

@@ -31,7 +31,7 @@ use candle_core::quantized::GgmlDType;
 
 use super::kquant::{scales_mins, BlockQ4K, BlockQ5K, BlockQ6K, Stored, QK_K};
 use super::q8k::BlockQ8K;
-use super::{tiled, Epilogue, KQUANT_TILE};
+use super::tiling::{tiled, Epilogue, KQUANT_TILE};
 
 /// Q4_K registers per (group, block): 32 of packed values, then the group's 6-bit scales
 /// (8 sub-blocks × rows bytes: two registers), their mins (two), and `d`, `dmin` as half
@@ -92,7 +92,10 @@ fn width() -> Option<Width> {
     static CHOSEN: OnceLock<Option<Width>> = OnceLock::new();
     *CHOSEN.get_or_init(|| {
         let wanted = std::env::var("AUTOJ_KQUANT_LANES").map_or(true, |v| v != "0");
-        match (wanted && super::uses_simd(), super::uses_avx512()) {
+        match (
+            wanted && super::blocks::uses_simd(),
+            super::dispatch::uses_avx512(),
+        ) {
             (false, _) => None,
             (true, true) => Some(Width::Avx512),
             (true, false) => Some(Width::Avx2),
@@ -447,7 +450,7 @@ mod tests {
         if super::super::tiles16::available() {
             widths.push(Width::Avx512);
         }
-        if super::super::uses_simd() {
+        if super::super::blocks::uses_simd() {
             widths.push(Width::Avx2);
         }
         if widths.is_empty() {

@@ -1,12 +1,16 @@
-//! Vector math the kernels and attention share: the AVX-512 `exp` of the SwiGLU activation
-//! ([`super::swiglu`]) and of attention's softmax. It lives with the kernels so attention
+//! Vector math the kernels and attention share: the SwiGLU activation ([`swiglu`]) and the
+//! AVX-512 `exp` it and attention's softmax use. It lives with the kernels so attention
 //! imports it from them, never the reverse.
 
-// `unsafe`: AVX-512 intrinsics (in the test), each with its SAFETY argument.
+// `unsafe`: AVX-512 intrinsics, each with its SAFETY argument.
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::dispatch::uses_avx512;
+
+#[cfg(target_arch = "x86_64")]
 /// `e^x` for sixteen lanes (x ≤ 0 here): `2^(x·log2 e)` split into a power of two and a
 /// degree-6 Taylor polynomial of `2^f` for `|f| ≤ 1/2` (relative error about 1e-7).
 #[target_feature(enable = "avx512f")]
@@ -25,7 +29,42 @@ pub(crate) fn exp(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
-#[cfg(test)]
+/// `out[i] = silu(gate[i]) · up[i]`, the feed-forward activation, computed the same way
+/// wherever it runs (the fused kernel's epilogue and the separate-matrix path): with the
+/// AVX-512 vector `exp` where those kernels run, else libm's.
+pub(crate) fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if uses_avx512() {
+        // SAFETY: `uses_avx512` holds only where the CPU has AVX-512F.
+        unsafe { swiglu_avx512(gate, up, out) };
+        return;
+    }
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// `out[i] = silu(gate[i]) · up[i]`, sixteen lanes at a time with the vector `exp` (relative
+/// error about 1e-7; libm's scalar `expf` was 4% of a batched decode step).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(super) fn swiglu_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(gate.len() == out.len() && up.len() == out.len());
+    let one = _mm512_set1_ps(1.0);
+    for at in (0..out.len()).step_by(16) {
+        let mask = (((1u32 << (out.len() - at).min(16)) - 1) & 0xFFFF) as __mmask16;
+        // SAFETY: the mask keeps every load and store inside the three slices (same length).
+        unsafe {
+            let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(at));
+            let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(at));
+            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
+            let silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), mask, _mm512_mul_ps(silu, u));
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 

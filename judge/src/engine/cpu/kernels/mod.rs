@@ -17,6 +17,8 @@
 use half::f16;
 
 mod blocks;
+mod dispatch;
+mod formats;
 mod kquant;
 #[cfg(target_arch = "x86_64")]
 mod kquant_avx2;
@@ -28,7 +30,6 @@ mod kquant_lanes;
 mod kquant_lanes_avx2;
 #[cfg(target_arch = "x86_64")]
 mod kquant_lanes_avx512;
-#[cfg(target_arch = "x86_64")]
 mod math;
 mod q8k;
 #[cfg(target_arch = "x86_64")]
@@ -38,34 +39,16 @@ mod tiling;
 use blocks::{dot4, dot_fn, q8_dot4, q8_dot_fn};
 pub use blocks::{dot_scalar, kernel_name, q8_dot_scalar, quantize_rows};
 pub(super) use blocks::{hsum, uses_simd};
+pub(super) use dispatch::uses_avx512;
+use formats::{interleave4, Packed};
+pub use formats::{BlockQ4_1, BlockQ8_0, BlockQ8_1, BLOCK};
 pub use kquant::{kquant_kernel_name, KQuant, Stored, QK_K};
 #[cfg(target_arch = "x86_64")]
 pub(super) use math::exp;
+pub(super) use math::swiglu;
 pub use q8k::{quantize_q8k, BlockQ8K};
 pub use tiling::par_chunks;
-use tiling::{block_rows, by_column, tiled, Epilogue, GROUP, KQUANT_TILE, TILE};
-
-/// Values per quantization block (Q4_1 and Q8_1 alike).
-pub const BLOCK: usize = 32;
-
-/// One Q4_1 block exactly as GGUF stores it: `value = d * q + m` for 4-bit `q`.
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-pub struct BlockQ4_1 {
-    d: f16,
-    m: f16,
-    qs: [u8; BLOCK / 2],
-}
-
-/// One activation block: `value ≈ d * q`; `s` is `d * Σq`, the term the weights' offset
-/// `m` multiplies.
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-pub struct BlockQ8_1 {
-    d: f32,
-    s: f32,
-    qs: [i8; BLOCK],
-}
+use tiling::{block_rows, by_column, tiled, Epilogue, GROUP, TILE};
 
 /// Bytes of one stored Q4_1 block.
 const Q4_1_SIZE: usize = std::mem::size_of::<BlockQ4_1>();
@@ -143,17 +126,6 @@ impl Packed for NoTiles {
     }
 }
 
-/// A repacked Q4_1 matrix, as stacking (Q, K, V) and the gate/up interleave need it.
-trait Packed: Sized {
-    /// Rows of the parts one after another.
-    fn concat(parts: Vec<Self>) -> Self;
-    /// Rows of `a` and `b` alternating four at a time; `None` when the result cannot be
-    /// repacked (its row count is not a multiple of the layout's group).
-    fn interleave4(a: &Self, b: &Self) -> Option<Self>;
-    /// Bytes held.
-    fn bytes(&self) -> usize;
-}
-
 impl<B, T> Layout<B, T> {
     /// Stores `blocks` (`n` rows of `kb` blocks) in the layout the chosen kernels read.
     fn new(blocks: Vec<B>, pack: impl FnOnce(&[B]) -> Option<T>) -> Self {
@@ -192,23 +164,6 @@ impl<B, T: Packed> Layout<B, T> {
             Self::Tiles(t) => t.bytes(),
         }
     }
-}
-
-/// Whether the AVX-512 VNNI kernels run: when the CPU has them and `AUTOJ_Q4_1_KERNEL` does
-/// not ask for a 256-bit kernel (`avx2` or `avx-vnni`). Attention follows the same choice.
-pub(super) fn uses_avx512() -> bool {
-    use std::sync::OnceLock;
-    static CHOSEN: OnceLock<bool> = OnceLock::new();
-    *CHOSEN.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let forced =
-                std::env::var("AUTOJ_Q4_1_KERNEL").is_ok_and(|v| v == "avx2" || v == "avx-vnni");
-            tiles16::available() && !forced
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
 }
 
 impl std::fmt::Debug for Q4_1Matrix {
@@ -369,14 +324,6 @@ pub struct Q8_0Matrix {
     k: usize,
 }
 
-/// One Q8_0 block as GGUF stores it: `value = d * q`.
-#[derive(Clone, Copy, Debug)]
-#[repr(C)]
-pub struct BlockQ8_0 {
-    d: f16,
-    qs: [i8; BLOCK],
-}
-
 impl std::fmt::Debug for Q8_0Matrix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Q8_0Matrix({}x{})", self.n, self.k)
@@ -435,30 +382,6 @@ impl Q8_0Matrix {
             Layout::Tiles(_) => unreachable!("tiles are built only on x86_64"),
         }
     }
-}
-
-/// `out[i] = silu(gate[i]) · up[i]`, the feed-forward activation, computed the same way
-/// wherever it runs (the fused kernel's epilogue and the separate-matrix path): with the
-/// AVX-512 vector `exp` where those kernels run, else libm's.
-pub(super) fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if uses_avx512() {
-        // SAFETY: `uses_avx512` holds only where the CPU has AVX-512F.
-        unsafe { tiles16::swiglu(gate, up, out) };
-        return;
-    }
-    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + (-g).exp()) * u;
-    }
-}
-
-/// Rows of `blocks` (each `row_len` long) of `a` and `b` alternating four at a time.
-fn interleave4<T: Copy>(a: &[T], b: &[T], row_len: usize) -> Vec<T> {
-    let quad = 4 * row_len;
-    a.chunks(quad)
-        .zip(b.chunks(quad))
-        .flat_map(|(x, y)| x.iter().chain(y).copied())
-        .collect()
 }
 
 #[cfg(test)]

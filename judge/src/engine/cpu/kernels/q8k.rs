@@ -7,8 +7,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::blocks::uses_simd;
 use super::kquant::QK_K;
-use super::uses_simd;
 
 /// One activation super-block: `value ≈ d * q`; `bsums[i]` is the sum of `qs[16i..16i+16]`
 /// and `dsums[i]` is `d * bsums[i]` (what the AVX-512 kernels weigh the offsets with).
@@ -44,7 +44,7 @@ pub fn quantize_q8k(x: &[f32], m: usize, k: usize) -> Vec<BlockQ8K> {
         let per = blocks
             .div_ceil(4 * candle_core::utils::get_num_threads())
             .max(1);
-        super::par_chunks(&mut out, per, |i, piece| fill(i * per, piece));
+        super::tiling::par_chunks(&mut out, per, |i, piece| fill(i * per, piece));
     }
     out
 }

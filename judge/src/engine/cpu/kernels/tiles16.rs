@@ -19,8 +19,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::math::exp;
-use super::{BlockQ4_1, BlockQ8_0, Packed, BLOCK};
+use super::formats::{BlockQ4_1, BlockQ8_0, Packed, BLOCK};
 
 /// Weight rows per interleaved group (one per 32-bit lane of a 512-bit vector).
 pub const ROWS: usize = 16;
@@ -171,7 +170,7 @@ impl Packed for Q4_1Tiles {
         if a.n != b.n || a.kb != b.kb {
             return None;
         }
-        let rows = super::interleave4(&a.blocks(), &b.blocks(), a.kb);
+        let rows = super::formats::interleave4(&a.blocks(), &b.blocks(), a.kb);
         Self::from_fn(2 * a.n, a.kb, |r, blk| rows[r * a.kb + blk])
     }
 
@@ -420,30 +419,11 @@ fn q8_0_group<const N: usize>(
     }
 }
 
-/// `out[i] = silu(gate[i]) · up[i]`, sixteen lanes at a time with the vector `exp` (relative
-/// error about 1e-7; libm's scalar `expf` was 4% of a batched decode step).
-#[target_feature(enable = "avx512f")]
-pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
-    assert!(gate.len() == out.len() && up.len() == out.len());
-    let one = _mm512_set1_ps(1.0);
-    for at in (0..out.len()).step_by(16) {
-        let mask = (((1u32 << (out.len() - at).min(16)) - 1) & 0xFFFF) as __mmask16;
-        // SAFETY: the mask keeps every load and store inside the three slices (same length).
-        unsafe {
-            let g = _mm512_maskz_loadu_ps(mask, gate.as_ptr().add(at));
-            let u = _mm512_maskz_loadu_ps(mask, up.as_ptr().add(at));
-            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), g));
-            let silu = _mm512_div_ps(g, _mm512_add_ps(one, e));
-            _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), mask, _mm512_mul_ps(silu, u));
-        }
-    }
-}
-
 #[cfg(test)]
 impl XBlock {
     /// The block as the portable kernels' Q8_1 block (same values, same scale).
-    pub fn to_q8_1(self) -> super::BlockQ8_1 {
-        super::BlockQ8_1 {
+    pub fn to_q8_1(self) -> super::formats::BlockQ8_1 {
+        super::formats::BlockQ8_1 {
             d: self.d,
             s: self.s,
             qs: self.qs,

@@ -7,7 +7,8 @@
 
 use std::ops::Range;
 
-use super::{swiglu, BlockQ8_1};
+use super::formats::BlockQ8_1;
+use super::math::swiglu;
 
 /// What happens to a tile of products before it is written out.
 #[derive(Clone, Copy, PartialEq, Eq)]
