@@ -2,7 +2,7 @@
 //! sequences of the device backend, and percentiles.
 
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
-use autoj_judge::engine::scheduler::{StepInput, Want};
+use autoj_judge::engine::scheduler::{Ask, Backend, Row, StepInput, Want};
 
 /// `n` token ids below `vocab` drawn from `seed` (splitmix64), the same on every machine.
 pub fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
@@ -18,8 +18,8 @@ pub fn tokens(seed: u64, n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-/// One forward pass over `(cache, tokens)` pairs through [`Backend::forward`], as the
-/// scheduler runs a step; the next-token logits of each pair.
+/// One forward pass over `(cache, tokens)` pairs; the next-token logits of each pair (whole
+/// rows copied to the host: for comparing logits, not what the scheduler does).
 pub fn step(
     model: &DeviceModel,
     batch: &mut [(&mut DeviceKv, &[u32])],
@@ -33,6 +33,26 @@ pub fn step(
         })
         .collect();
     Ok(model.forward(&mut inputs)?)
+}
+
+/// One step over `(cache, tokens)` pairs as the scheduler runs it for greedy sequences:
+/// each pair's next token picked on the device ([`Ask::Next`]), a few bytes per row read
+/// back.
+pub fn pick(
+    model: &DeviceModel,
+    batch: &mut [(&mut DeviceKv, &[u32])],
+) -> anyhow::Result<Vec<u32>> {
+    let mut rows: Vec<Row<'_, DeviceKv>> = batch
+        .iter_mut()
+        .map(|(kv, tokens)| Row {
+            kv: &mut **kv,
+            tokens,
+            ask: Ask::Next,
+        })
+        .collect();
+    let vocab = model.vocab();
+    let out = model.step(&mut rows, vocab)?;
+    Ok(out.answers.iter().map(|a| a.next.unwrap_or(0)).collect())
 }
 
 /// The `q` quantile (0..=1) of `values` by nearest rank; 0 when there are none.

@@ -2,7 +2,8 @@
 //! the device in the serving dtype (no file, no download): batch-1 tokens/s against the
 //! memory-bandwidth limit, aggregate tokens/s at several numbers of concurrent sequences with
 //! long contexts, and the time to first token of prompts that arrive while the batch decodes.
-//! Every step goes through [`Backend::forward`] with the scheduler's kind of inputs. The run
+//! Every step goes through [`autoj_judge::engine::scheduler::Backend::step`] with the
+//! scheduler's kind of rows (greedy picks on the device, a few bytes back per row). The run
 //! is sized to the device's memory first ([`size`]): on a card too small for what is asked,
 //! the contexts shrink (down to half), then the number of sequences.
 
@@ -10,14 +11,13 @@ use std::time::Instant;
 
 use anyhow::Context;
 use autoj_judge::engine::device::{DeviceKv, DeviceModel, DeviceShape, SlotLayout};
-use autoj_judge::engine::generate::argmax;
 use autoj_judge::engine::handle::DEFAULT_PREFILL_CHUNK;
 use autoj_judge::engine::scheduler::Backend;
 use candle_core::DType;
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use super::common::{quantile, step, tokens};
+use super::common::{pick, quantile, tokens};
 use super::machine::{copy_gbps, serving_dtype};
 use super::memory::MemoryTrack;
 use super::plan::{plan, plan_json, MemoryArgs, MemoryPlan, Wanted};
@@ -267,13 +267,13 @@ impl Bench<'_> {
         for (i, kv) in kvs.iter_mut().enumerate() {
             let seed = self.args.seed.wrapping_add((first + i) as u64 * 7919);
             let prompt = tokens(seed, self.args.contexts, self.model.vocab());
-            step(self.model, &mut [(kv, prompt.as_slice())])?;
+            pick(self.model, &mut [(kv, prompt.as_slice())])?;
         }
         Ok(start.elapsed().as_secs_f64())
     }
 
     /// Decode tokens/s of the sequences of `kvs` stepping together: one untimed step, then
-    /// `steps` timed ones, each feeding back the greedy tokens (logits read to the host, as
+    /// `steps` timed ones, each feeding back the greedy tokens (picked on the device, as
     /// the scheduler does, which also waits for the device).
     fn decode_rate(&mut self, kvs: &mut [DeviceKv]) -> anyhow::Result<f64> {
         let mut next: Vec<[u32; 1]> = vec![[1]; kvs.len()];
@@ -297,9 +297,9 @@ impl Bench<'_> {
                 .zip(next.iter())
                 .map(|(kv, t)| (kv, &t[..]))
                 .collect();
-            let logits = step(self.model, &mut batch)?;
-            for (t, l) in next.iter_mut().zip(&logits) {
-                t[0] = argmax(l);
+            let picked = pick(self.model, &mut batch)?;
+            for (t, p) in next.iter_mut().zip(picked) {
+                t[0] = p;
             }
         }
         Ok(())
@@ -326,9 +326,9 @@ impl Bench<'_> {
                     .map(|(kv, t)| (kv, &t[..]))
                     .collect();
                 batch.push((&mut arrival, piece));
-                let logits = step(self.model, &mut batch)?;
-                for (t, l) in next.iter_mut().zip(&logits) {
-                    t[0] = argmax(l);
+                let picked = pick(self.model, &mut batch)?;
+                for (t, p) in next.iter_mut().zip(picked) {
+                    t[0] = p;
                 }
             }
             times.push(start.elapsed().as_secs_f64() * 1e3);
