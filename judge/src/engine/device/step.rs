@@ -7,7 +7,8 @@
 //! (rows of other slots in the range carry the index `u32::MAX`, which candle skips), each
 //! chunk with one `slice_set`. Attention of the generating rows is one batched matmul over
 //! that slot range narrowed to the longest sequence, with a length mask; each chunk attends
-//! alone with a causal (or tree) mask.
+//! alone with a causal (or tree) mask. Length and causal masks are built on the device from
+//! one integer per row (a tree's mask, small, is built on the host).
 
 use candle_core::{DType, Tensor};
 use candle_nn::ops::{log_softmax, rms_norm, softmax_last_dim};
@@ -207,17 +208,15 @@ impl DeviceModel {
         let (kvh, d) = (self.shape.kv_heads, self.shape.head_dim);
         let mut pad_rows = vec![offsets[decode[0]] as u32; span];
         let mut write_at = vec![u32::MAX; span * kvh];
-        // A slot outside the group attends to its position 0 only: finite, and discarded.
-        let mut mask = vec![f32::NEG_INFINITY; span * len];
-        for s in 0..span {
-            mask[s * len] = 0.0;
-        }
+        // Positions each slot of the range may attend to: a slot outside the group attends
+        // to its position 0 only (finite, and discarded).
+        let mut seen = vec![1u32; span];
         let mut out_rows = Vec::with_capacity(decode.len());
         for &i in decode {
             let (s, base) = (items[i].slot - lo, items[i].base);
             pad_rows[s] = offsets[i] as u32;
             write_at[s * kvh..(s + 1) * kvh].fill(base as u32);
-            mask[s * len..s * len + base + 1].fill(0.0);
+            seen[s] = (base + 1) as u32;
             out_rows.push(s as u32);
         }
         let dev = &self.device;
@@ -231,7 +230,7 @@ impl DeviceModel {
             write_at: Tensor::from_vec(write_at, (span * kvh, 1, 1), dev)?
                 .broadcast_as((span * kvh, 1, d))?
                 .contiguous()?,
-            mask: Tensor::from_vec(mask, (span, 1, 1, len), dev)?,
+            mask: prefix_mask(seen, len, dev)?.reshape((span, 1, 1, len))?,
         })
     }
 
@@ -488,15 +487,63 @@ impl Reads {
     }
 }
 
+/// Far below any attention score: adding it makes a position's weight exactly 0 after the
+/// softmax, as minus infinity would, while staying finite for the arithmetic that builds it.
+const MASKED: f64 = -1e30;
+
+/// `[rows, cols]`: 0 where column `c < seen[row]`, [`MASKED`] elsewhere. Built on the device
+/// from `rows + cols` integers, so a step uploads those instead of `rows x cols` floats (a
+/// 512-token chunk at position 3,000 would be 7 MB).
+fn prefix_mask(seen: Vec<u32>, cols: usize, dev: &candle_core::Device) -> Result<Tensor> {
+    let rows = seen.len();
+    let seen = Tensor::from_vec(seen, (rows, 1), dev)?;
+    let at = Tensor::arange(0u32, cols as u32, dev)?.reshape((1, cols))?;
+    let allowed = at.broadcast_lt(&seen)?.to_dtype(DType::F32)?;
+    Ok(allowed.affine(-MASKED, MASKED)?)
+}
+
 /// `[n, base + n]`: token `i` sees every position before `base` and its own branch up to
-/// itself.
+/// itself (a plain chunk: everything up to itself, built on the device).
 fn chunk_mask(item: &Item<'_>, dev: &candle_core::Device) -> Result<Tensor> {
     let (n, base) = (item.tokens.len(), item.base);
     let lc = base + n;
+    if !matches!(item.ask, Ask::Tree { .. }) {
+        let seen = (0..n).map(|i| (base + i + 1) as u32).collect();
+        return prefix_mask(seen, lc, dev);
+    }
     let mut mask = vec![f32::NEG_INFINITY; n * lc];
     for (i, row) in mask.chunks_exact_mut(lc).enumerate() {
         row[..base].fill(0.0);
         row[base + item.first(i)..=base + i].fill(0.0);
     }
     Ok(Tensor::from_vec(mask, (n, lc), dev)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_mask_opens_each_row_up_to_its_length_only() {
+        let dev = candle_core::Device::Cpu;
+        let mask = prefix_mask(vec![2, 1, 4], 4, &dev).unwrap();
+        let rows = mask.to_vec2::<f32>().unwrap();
+        let m = MASKED as f32;
+        assert_eq!(
+            rows,
+            vec![vec![0.0, 0.0, m, m], vec![0.0, m, m, m], vec![0.0; 4]]
+        );
+        // Added to scores, a masked position weighs exactly nothing after the softmax.
+        let scores = Tensor::new(&[[3.0f32, -2.0, 50.0, 7.0]], &dev).unwrap();
+        let probs = softmax_last_dim(
+            &scores
+                .broadcast_add(&mask.narrow(0, 0, 1).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+        assert_eq!(probs[0][2..], [0.0, 0.0]);
+        assert!((probs[0][0] + probs[0][1] - 1.0).abs() < 1e-6);
+    }
 }
