@@ -24,7 +24,7 @@ use crate::config::LimitsConfig;
 use crate::error::RouterError;
 use crate::language::Lang;
 use crate::metrics::{Call, RouterCall};
-use crate::pool::Pool;
+use crate::pool::{Pool, Served};
 use crate::relay::{peek, Relay, Stamp};
 use crate::routing::{RouteKey, RoutingTable};
 use crate::scenarios::Catalog;
@@ -192,19 +192,7 @@ impl Inner {
             })
             .instrument(forward_span())
             .await?;
-        let relay = Relay::new(
-            served.value,
-            route.stamp,
-            deadline,
-            served.replica,
-            served.in_flight,
-        );
-        // The permit lives as long as the relayed stream.
-        let relay = relay.map(move |event| {
-            let _held = &permit;
-            event
-        });
-        Ok(Response::new(Box::pin(relay) as EventStream))
+        Ok(relayed(served, route.stamp, deadline, permit))
     }
 
     /// A slot for one more judging call, or RESOURCE_EXHAUSTED at once when all are taken.
@@ -484,6 +472,28 @@ impl Scenarios for RouterService {
             .map(Response::new)
             .map_err(RouterError::into_status)
     }
+}
+
+/// The replica's stream relayed to the caller (stamped, under the deadline), holding the
+/// router's admission permit for as long as the stream lives.
+fn relayed(
+    served: Served<crate::relay::Peeked>,
+    stamp: Stamp,
+    deadline: Option<Instant>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response<EventStream> {
+    let relay = Relay::new(
+        served.value,
+        stamp,
+        deadline,
+        served.replica,
+        served.in_flight,
+    );
+    let relay = relay.map(move |event| {
+        let _held = &permit;
+        event
+    });
+    Response::new(Box::pin(relay) as EventStream)
 }
 
 #[cfg(test)]

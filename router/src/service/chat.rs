@@ -6,16 +6,17 @@
 use std::sync::Arc;
 
 use autoj_proto::v1::{ChatRequest, ScenarioSource};
-use futures::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use super::{deadline_of, forward_span, forwarded_metadata, outbound, Inner, RouterService};
+use super::{
+    deadline_of, forward_span, forwarded_metadata, outbound, relayed, Inner, RouterService,
+};
 use crate::backend::EventStream;
 use crate::error::RouterError;
 use crate::metrics::{Call, RouterCall};
 use crate::pool::Pool;
-use crate::relay::{peek, Relay, Stamp};
+use crate::relay::{peek, Stamp};
 use crate::validate::invalid;
 
 impl RouterService {
@@ -65,19 +66,7 @@ impl Inner {
             scenario: String::new(),
             source: ScenarioSource::None,
         };
-        let relay = Relay::new(
-            served.value,
-            stamp,
-            deadline,
-            served.replica,
-            served.in_flight,
-        );
-        // The permit lives as long as the relayed stream.
-        let relay = relay.map(move |event| {
-            let _held = &permit;
-            event
-        });
-        Ok(Response::new(Box::pin(relay) as EventStream))
+        Ok(relayed(served, stamp, deadline, permit))
     }
 
     /// The router's own limits: total message bytes and the tokens asked for.
