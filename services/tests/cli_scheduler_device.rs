@@ -55,4 +55,16 @@ fn device_scheduler_judges_and_reports_its_slots() {
     };
     assert_eq!(gauge(&body, "autoj_judge_kv_slots"), Some(2.0), "{body}");
     assert_eq!(gauge(&body, "autoj_judge_kv_slots_in_use"), Some(0.0));
+    // The engine's traffic: steps ran, the verdict (forced: a random model writes none) was
+    // scored by step rows, and picks and scores crossed to the host, a few bytes per row.
+    let steps = gauge(&body, "autoj_judge_engine_steps_total").expect("steps");
+    assert!(steps >= 1.0, "{body}");
+    let shared = gauge(&body, "autoj_judge_verdict_rows_total{shared=\"true\"}").unwrap_or(0.0);
+    let alone = gauge(&body, "autoj_judge_verdict_rows_total{shared=\"false\"}").unwrap_or(0.0);
+    assert!(shared + alone >= 1.0, "{body}");
+    let bytes = gauge(&body, "autoj_judge_device_to_host_bytes_total").expect("bytes");
+    assert!(
+        bytes > 0.0 && bytes <= steps * 2.0 * 64.0,
+        "{bytes} bytes in {steps} steps"
+    );
 }

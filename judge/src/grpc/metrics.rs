@@ -38,6 +38,12 @@ pub const KV_SLOTS: &str = "autoj_judge_kv_slots";
 pub const KV_SLOTS_IN_USE: &str = "autoj_judge_kv_slots_in_use";
 /// Judging calls the client dropped before their stream ended.
 pub const DROPPED: &str = "autoj_judge_dropped_total";
+/// Steps the batched engine ran (forward passes over the running batch).
+pub const ENGINE_STEPS: &str = "autoj_judge_engine_steps_total";
+/// Rows of those steps that scored a verdict, by whether other sequences shared the step.
+pub const VERDICT_ROWS: &str = "autoj_judge_verdict_rows_total";
+/// Bytes the batched engine's backend copied from the device to the host.
+pub const HOST_BYTES: &str = "autoj_judge_device_to_host_bytes_total";
 /// Requests the engine finished, by `outcome` (completed, cancelled, failed).
 pub const ENGINE_REQUESTS: &str = "autoj_judge_engine_requests_total";
 
@@ -84,6 +90,19 @@ pub fn describe() {
         ENGINE_REQUESTS,
         "Requests the engine finished, by outcome (completed, cancelled, failed)."
     );
+    describe_counter!(
+        ENGINE_STEPS,
+        "Steps (forward passes) the batched engine ran."
+    );
+    describe_counter!(
+        VERDICT_ROWS,
+        "Step rows that scored a verdict (forced phrase or continuation tree); `shared` says \
+         whether other sequences' rows ran in the same step."
+    );
+    describe_counter!(
+        HOST_BYTES,
+        "Bytes the batched engine copied from the device to the host (0 on the CPU engine)."
+    );
     gauge!(IN_FLIGHT).set(0.0);
     gauge!(QUEUED).set(0.0);
     gauge!(BATCH_SIZE).set(0.0);
@@ -113,6 +132,14 @@ pub fn sample_engine(stats: &EngineStats) {
     ] {
         counter!(ENGINE_REQUESTS, "outcome" => outcome).absolute(n.load(Relaxed));
     }
+    counter!(ENGINE_STEPS).absolute(stats.steps.load(Relaxed));
+    let (rows, shared) = (
+        stats.verdict_rows.load(Relaxed),
+        stats.verdict_rows_shared.load(Relaxed),
+    );
+    counter!(VERDICT_ROWS, "shared" => "true").absolute(shared);
+    counter!(VERDICT_ROWS, "shared" => "false").absolute(rows.saturating_sub(shared));
+    counter!(HOST_BYTES).absolute(stats.host_bytes.load(Relaxed));
 }
 
 /// Records the engine's timings of one judgment (from its `Usage` event).
