@@ -167,22 +167,17 @@ pub(super) fn begin(
     let verdict = crate::protocol::outcome::verdict_of(text, choices.pairwise);
     if let Some(p) = point.filter(|_| verdict.source == VerdictSource::Parsed) {
         let left = choices.after(p.spaced).multi();
-        let mut v = Verdicting {
+        if left.is_empty() {
+            return Ok(Begun::Ready(complete(verdict, &p.log_p, choices), usage));
+        }
+        let stage = tree_stage(choices.after(p.spaced), p.pos, left, &room)?;
+        return Ok(Begun::Scoring(Box::new(Verdicting {
             verdict,
             usage,
             spaced: p.spaced,
             log_p: p.log_p,
-            stage: Stage::Force {
-                tokens: Vec::new(),
-                spaced: p.spaced,
-            },
-        };
-        if left.is_empty() {
-            let usage = v.usage.clone();
-            return Ok(Begun::Ready(v.finish(choices), usage));
-        }
-        v.stage = tree_stage(choices.after(p.spaced), p.pos, left, &room)?;
-        return Ok(Begun::Scoring(Box::new(v)));
+            stage,
+        })));
     }
     let prefix = forced_prefix(choices.pairwise, choices.lang);
     let mut tokens: Vec<u32> = pending.into_iter().collect();
@@ -247,29 +242,20 @@ impl Verdicting {
                 self.stage = tree_stage(choices.after(self.spaced), base, left, &room)?;
                 Ok(None)
             }
-            None => Ok(Some(self.finish_in_place(choices))),
+            None => Ok(Some(complete(self.verdict.clone(), &self.log_p, choices))),
         }
-    }
-
-    /// The verdict with its probabilities (forced when the text had none).
-    fn finish(mut self, choices: &JudgeChoices) -> JudgeVerdict {
-        self.finish_in_place(choices)
-    }
-
-    fn finish_in_place(&mut self, choices: &JudgeChoices) -> JudgeVerdict {
-        let scores: ChoiceScores = choice_scores(&self.log_p, choices.pairwise);
-        let mut verdict = std::mem::replace(&mut self.verdict, empty_verdict());
-        if verdict.source == VerdictSource::Unresolved {
-            force(&mut verdict, &scores, choices.pairwise, choices.lang);
-        }
-        verdict.scores = Some(scores);
-        verdict
     }
 }
 
-/// A placeholder left behind once the verdict is handed out.
-fn empty_verdict() -> JudgeVerdict {
-    crate::protocol::outcome::verdict_of("", true)
+/// `verdict` with the probabilities of `log_p`, its continuations' log-probabilities (and
+/// forced by them when the text had none).
+fn complete(mut verdict: JudgeVerdict, log_p: &[f32], choices: &JudgeChoices) -> JudgeVerdict {
+    let scores: ChoiceScores = choice_scores(log_p, choices.pairwise);
+    if verdict.source == VerdictSource::Unresolved {
+        force(&mut verdict, &scores, choices.pairwise, choices.lang);
+    }
+    verdict.scores = Some(scores);
+    verdict
 }
 
 /// The tree stage for `left` at `base`: as many whole branches as `room(base)` holds.
