@@ -294,3 +294,144 @@ fn tree_stage(
     }
     Ok(Stage::Tree { base, now, left })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::job::FinishReason;
+    use crate::protocol::verdict::Winner;
+
+    fn tokenizer() -> (tempfile::TempDir, TextTokenizer) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        crate::testkit::tiny_tokenizer()
+            .unwrap()
+            .save(&path, false)
+            .unwrap();
+        let tok = TextTokenizer::from_file(&path, &[2]).unwrap();
+        (dir, tok)
+    }
+
+    fn usage() -> UsageStats {
+        UsageStats {
+            prompt_tokens: 10,
+            cached_prompt_tokens: 0,
+            completion_tokens: 5,
+            queue: Duration::ZERO,
+            prefill: Duration::ZERO,
+            decode: Duration::ZERO,
+            finish: FinishReason::Length,
+        }
+    }
+
+    fn winner(v: &JudgeVerdict) -> Option<Winner> {
+        v.scores.as_ref().and_then(ChoiceScores::winner)
+    }
+
+    /// Runs the verdict's rows as a backend would answer them (each tree token scoring
+    /// `tree_score`) and returns the verdict and the trees' token counts.
+    fn drive(begun: Begun, choices: &JudgeChoices, head_scores: &[f32]) -> (JudgeVerdict, usize) {
+        let mut v = match begun {
+            Begun::Ready(verdict, _) => return (verdict, 0),
+            Begun::Scoring(v) => v,
+        };
+        let mut tree_tokens = 0;
+        loop {
+            let (tokens, ask) = v.row(choices);
+            let scores = match ask {
+                Ask::Scored(ids) => {
+                    assert_eq!(ids.len(), head_scores.len());
+                    head_scores.to_vec()
+                }
+                Ask::Tree { follow, branch, .. } => {
+                    assert_eq!((follow.len(), branch.len()), (tokens.len(), tokens.len()));
+                    tree_tokens += tokens.len();
+                    vec![-0.25; tokens.len()]
+                }
+                other => panic!("a verdict row asks {other:?}"),
+            };
+            let kv_len = 50;
+            if let Some(verdict) = v.absorb(choices, &scores, kv_len, |_| usize::MAX).unwrap() {
+                return (verdict, tree_tokens);
+            }
+        }
+    }
+
+    #[test]
+    fn a_forced_verdict_is_scored_from_its_phrase_then_its_tree() {
+        let (_dir, tok) = tokenizer();
+        let choices = JudgeChoices::new(&tok, true, Lang::En).unwrap();
+        let begun = begin(
+            &choices,
+            &tok,
+            "no verdict in here",
+            (None, Some(7)),
+            usage(),
+            |_| 64,
+        )
+        .unwrap();
+        let Begun::Scoring(v) = &begun else {
+            panic!("a forced verdict needs rows");
+        };
+        let (tokens, ask) = v.row(&choices);
+        assert_eq!(tokens[0], 7, "the pending token runs first");
+        let phrase = tok.encode(forced_prefix(true, Lang::En), false).unwrap();
+        assert_eq!(&tokens[1..], phrase.as_slice());
+        assert!(matches!(ask, Ask::Scored(ids) if ids == choices.after(false).heads()));
+        let (verdict, tree_tokens) = drive(begun, &choices, &[-3.0, -0.5, -2.0]);
+        assert_eq!(verdict.source, VerdictSource::Forced);
+        assert_eq!(winner(&verdict), Some(Winner::Response2));
+        let multi = choices.after(false).multi();
+        let expected: usize = multi
+            .iter()
+            .map(|&c| choices.after(false).ids[c].len() - 1)
+            .sum();
+        assert_eq!(
+            tree_tokens, expected,
+            "every longer continuation's tokens scored once"
+        );
+    }
+
+    #[test]
+    fn a_parsed_verdict_is_scored_from_its_point() {
+        let (_dir, tok) = tokenizer();
+        let choices = JudgeChoices::new(&tok, true, Lang::En).unwrap();
+        let text = "Both are fine. So, the final decision is Response 1";
+        let point = Point {
+            pos: 40,
+            spaced: false,
+            log_p: vec![-0.1, -4.0, -5.0],
+        };
+        let begun = begin(&choices, &tok, text, (Some(point), None), usage(), |_| 64).unwrap();
+        let (verdict, _) = drive(begun, &choices, &[]);
+        assert_eq!(verdict.source, VerdictSource::Parsed);
+        assert_eq!(winner(&verdict), Some(Winner::Response1));
+        let Some(ChoiceScores::Pairwise { p_response_1, .. }) = verdict.scores else {
+            panic!("pairwise scores");
+        };
+        assert!(p_response_1 > 0.9, "{p_response_1}");
+    }
+
+    #[test]
+    fn a_tree_that_cannot_fit_is_refused_by_its_size() {
+        let (_dir, tok) = tokenizer();
+        let choices = JudgeChoices::new(&tok, true, Lang::En).unwrap();
+        // The tiny vocabulary spells every continuation in several tokens: a tree is needed.
+        assert!(!choices.after(false).multi().is_empty());
+        let point = Point {
+            pos: 40,
+            spaced: false,
+            log_p: vec![-1.0; 3],
+        };
+        let text = "So, the final decision is Tie";
+        let err = match begin(&choices, &tok, text, (Some(point), None), usage(), |_| 0) {
+            Err(e) => e,
+            Ok(_) => panic!("no room for a tree"),
+        };
+        assert!(
+            matches!(err, JudgeError::ContextOverflow(ref m) if m.contains("after position 40"))
+        );
+    }
+}
