@@ -30,13 +30,13 @@ pub struct CorrectnessArgs {
     #[arg(long, env = "AUTOJ_DEVICE", default_value = "cuda:0")]
     pub device: String,
     /// Vocabulary of the random model.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, env = "AUTOJ_GPU_VOCAB", default_value_t = 4096)]
     pub vocab: usize,
     /// Seed of the weights and tokens.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "AUTOJ_GPU_SEED", default_value_t = 1)]
     pub seed: u64,
     /// Print only the JSON object (gpu-check reads the last line either way).
-    #[arg(long)]
+    #[arg(long, env = "AUTOJ_GPU_JSON")]
     pub json: bool,
 }
 

@@ -18,16 +18,16 @@ pub struct MachineArgs {
     #[arg(long, env = "AUTOJ_DEVICE", default_value = "cuda:0")]
     pub device: String,
     /// Bytes copied per repetition, in MiB.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "AUTOJ_GPU_COPY_MIB", default_value_t = 1024)]
     pub copy_mib: usize,
     /// Side of the square matrices multiplied.
-    #[arg(long, default_value_t = 8192)]
+    #[arg(long, env = "AUTOJ_GPU_MATMUL_N", default_value_t = 8192)]
     pub matmul_n: usize,
     /// Timed repetitions of each measurement (after one untimed warm-up).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "AUTOJ_GPU_REPEAT", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// Print only the JSON object (gpu-check reads the last line either way).
-    #[arg(long)]
+    #[arg(long, env = "AUTOJ_GPU_JSON")]
     pub json: bool,
 }
 

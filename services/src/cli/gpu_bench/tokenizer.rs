@@ -18,7 +18,11 @@ pub struct ExportTokenizerArgs {
     #[arg(long, env = "AUTOJ_MODEL", default_value = crate::config::DEFAULT_MODEL)]
     pub model: PathBuf,
     /// Where to write the tokenizer.json.
-    #[arg(long, default_value = "carry/tokenizer.json")]
+    #[arg(
+        long,
+        env = "AUTOJ_GPU_TOKENIZER",
+        default_value = "carry/tokenizer.json"
+    )]
     pub out: PathBuf,
 }
 
