@@ -17,7 +17,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::convert::{accepted_event, event_to_pb, Acceptance};
 use super::status::status_of;
 use super::validate::{validate_request, ServiceLimits};
-use crate::engine::{Engine, EngineEvent, JudgeRequest};
+use crate::engine::{Engine, EngineEvent, EventReceiver, JudgeRequest, Submission};
 use crate::error::JudgeError;
 use crate::protocol::prompt::Task;
 
@@ -95,16 +95,7 @@ impl JudgeService {
         } else {
             pb::Protocol::Single
         };
-        let engine = self.engine.clone();
-        // Tokenizing and fitting a long input takes milliseconds: keep it off the reactor.
-        let sub = tokio::task::spawn_blocking(move || engine.submit(req))
-            .instrument(tracing::info_span!("admit"))
-            .await
-            .map_err(|_| JudgeError::EngineStopped)??;
-        let (queued_at, trace) = (
-            std::time::SystemTime::now(),
-            tracing::Span::current().context(),
-        );
+        let sub = self.admit(move |engine| engine.submit(req)).await?;
         let request_id = uuid::Uuid::new_v4().to_string();
         tracing::info!(%request_id, prompt_tokens = sub.admission.prompt_tokens, truncated = sub.admission.truncated_tokens, swapped, "request admitted");
         let accepted = accepted_event(
@@ -117,22 +108,25 @@ impl JudgeService {
                 replica: self.replica.clone(),
             },
         );
-        let events = ReceiverStream::new(sub.events).map(move |ev| match ev {
-            Ok(ev) => {
-                if let EngineEvent::Usage(u) = &ev {
-                    crate::grpc::metrics::record_usage(u);
-                    crate::grpc::trace::record_phases(&trace, queued_at, u);
-                }
-                Ok(event_to_pb(ev))
-            }
-            Err(e) => Err(status_of(&e)),
-        });
-        let stream = futures::stream::once(async move { Ok(accepted) }).chain(events);
+        let stream = relay(sub.events, accepted);
         Ok(if swapped {
             Box::pin(stream.map(|ev| ev.map(crate::grpc::swap::mark_swapped)))
         } else {
             Box::pin(stream)
         })
+    }
+
+    /// Admits a request on a blocking thread: templating, tokenizing and fitting a long
+    /// input take milliseconds, kept off the reactor.
+    pub(super) async fn admit(
+        &self,
+        submit: impl FnOnce(&Engine) -> Result<Submission, JudgeError> + Send + 'static,
+    ) -> Result<Submission, JudgeError> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || submit(&engine))
+            .instrument(tracing::info_span!("admit"))
+            .await
+            .map_err(|_| JudgeError::EngineStopped)?
     }
 
     /// This server's name in `Accepted.replica`.
@@ -242,4 +236,24 @@ impl Judge for JudgeService {
             .instrument(span.clone());
         observed(started.await, call, span)
     }
+}
+
+/// An admitted request's engine events as the gRPC stream, `accepted` first; each `Usage`
+/// goes to the metrics and to the request's trace (its phases measured from now).
+pub(super) fn relay(events: EventReceiver, accepted: pb::JudgeEvent) -> EventStream {
+    let (queued_at, trace) = (
+        std::time::SystemTime::now(),
+        tracing::Span::current().context(),
+    );
+    let events = ReceiverStream::new(events).map(move |ev| match ev {
+        Ok(ev) => {
+            if let EngineEvent::Usage(u) = &ev {
+                crate::grpc::metrics::record_usage(u);
+                crate::grpc::trace::record_phases(&trace, queued_at, u);
+            }
+            Ok(event_to_pb(ev))
+        }
+        Err(e) => Err(status_of(&e)),
+    });
+    Box::pin(futures::stream::once(async move { Ok(accepted) }).chain(events))
 }

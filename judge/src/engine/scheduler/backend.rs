@@ -142,14 +142,11 @@ pub fn answer_on_host(ask: Ask<'_>, logits: Vec<f32>, vocab: usize, producible: 
             next: next(),
             ..Answer::default()
         },
-        Ask::Scored(ids) => {
-            let log_p = log_softmax(last());
-            Answer {
-                next: next(),
-                scores: ids.iter().map(|&id| pick(&log_p, id)).collect(),
-                logits: Vec::new(),
-            }
-        }
+        Ask::Scored(ids) => Answer {
+            next: next(),
+            scores: log_probs(last(), ids),
+            logits: Vec::new(),
+        },
         Ask::Logits => Answer {
             logits,
             ..Answer::default()
@@ -163,6 +160,13 @@ pub fn answer_on_host(ask: Ask<'_>, logits: Vec<f32>, vocab: usize, producible: 
             ..Answer::default()
         },
     }
+}
+
+/// The log-probabilities of `ids` under one logits row (minus infinity for an id outside
+/// it): a verdict point's scores read on the host.
+pub fn log_probs(row: &[f32], ids: &[u32]) -> Vec<f32> {
+    let log_p = log_softmax(row);
+    ids.iter().map(|&id| pick(&log_p, id)).collect()
 }
 
 /// `log_p[id]`, or minus infinity for an id outside the row.

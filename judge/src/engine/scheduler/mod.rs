@@ -21,7 +21,9 @@ mod run;
 mod seq;
 mod verdict;
 
-pub use backend::{answer_on_host, Answer, Ask, Backend, Row, SeqCache, SharedPrefix, StepOut};
+pub use backend::{
+    answer_on_host, log_probs, Answer, Ask, Backend, Row, SeqCache, SharedPrefix, StepOut,
+};
 pub use backend::{StepInput, Want};
 pub use limits::{BatchLimits, KvType};
 pub(crate) use run::run;

@@ -10,17 +10,18 @@
 //! (the template text, the query of a Best-of-N, the other order of a pair) computes only
 //! what differs.
 
+use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::backend::{answer_on_host, Answer, Ask, Backend, Row, SeqCache, SharedPrefix, StepOut};
+use super::backend::{log_probs, Answer, Ask, Backend, Row, SeqCache, SharedPrefix, StepOut};
 use super::finish::{advance, conclude, deliver, Ended};
 use super::limits::BatchLimits;
 use super::prefix::{common_prefix, PrefixCache};
 use super::seq::{Ctx, Progress, Seq};
-use super::verdict::{JudgeChoices, Point};
+use super::verdict::Point;
 use crate::engine::job::{EngineStats, Job};
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
@@ -69,6 +70,7 @@ pub(crate) fn run<B: Backend>(
             .max_seqs()
             .map_or(limits.max_seqs, |n| n.min(limits.max_seqs)),
         producible: tokenizer.producible(),
+        choices: RefCell::default(),
     };
     stats
         .kv_slots
@@ -173,9 +175,7 @@ impl<B: Backend> Batch<B> {
                 return;
             }
             let choices = match job.verdict() {
-                Some(pairwise) => {
-                    JudgeChoices::new(cx.tok, pairwise, job.lang).map(|c| Some(Box::new(c)))
-                }
+                Some(pairwise) => cx.choices(pairwise, job.lang).map(Some),
                 None => Ok(None),
             };
             match choices.and_then(|c| Ok((c, cx.model.new_kv()?))) {
@@ -332,7 +332,7 @@ impl<B: Backend> Batch<B> {
                     self.cache_prompt(i);
                 }
                 Work::Decode => {
-                    if let Some(point) = note_point(s, &answer, cx.model.vocab()) {
+                    if let Some(point) = note_point(s, &answer) {
                         s.point = Some(point);
                     }
                 }
@@ -429,19 +429,13 @@ pub(super) fn fail_jobs(jobs: &[Job], error: JudgeError) {
 
 /// The verdict point a decode row just answered for, if its text was at one: the first
 /// tokens' log-probabilities from the backend, or from the whole row when it sent that.
-fn note_point<K: SeqCache>(s: &Seq<K>, answer: &Answer, vocab: usize) -> Option<Point> {
+fn note_point<K: SeqCache>(s: &Seq<K>, answer: &Answer) -> Option<Point> {
     let spaced = s.at_point()?;
-    let choices = s.choices.as_deref()?.after(spaced);
+    let heads = s.choices.as_deref()?.after(spaced).heads();
     let log_p = if answer.logits.is_empty() {
         answer.scores.clone()
     } else {
-        let row = answer_on_host(
-            Ask::Scored(choices.heads()),
-            answer.logits.clone(),
-            vocab,
-            1,
-        );
-        row.scores
+        log_probs(&answer.logits, heads)
     };
     Some(Point {
         pos: s.kv.len(),

@@ -3,6 +3,8 @@
 //! from the loop ([`super::run`]) and from [`super::finish`] so each imports it and neither
 //! imports the other.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_transformers::generation::LogitsProcessor;
@@ -41,7 +43,7 @@ pub(super) struct Seq<K> {
     /// The last verdict position seen while generating.
     pub(super) point: Option<Point>,
     /// A judgment's legal verdict continuations, tokenized (`None` for a chat).
-    pub(super) choices: Option<Box<JudgeChoices>>,
+    pub(super) choices: Option<Arc<JudgeChoices>>,
     /// The verdict being scored once the text has ended.
     pub(super) verdicting: Option<Box<Verdicting>>,
     pub(super) queue: Duration,
@@ -54,7 +56,7 @@ impl<K> Seq<K> {
         job: Job,
         kv: K,
         (reserved, queue): (usize, Duration),
-        choices: Option<Box<JudgeChoices>>,
+        choices: Option<Arc<JudgeChoices>>,
     ) -> Self {
         Self {
             kv,
@@ -118,4 +120,27 @@ pub(super) struct Ctx<'a, B> {
     /// Auto-J 13B's 32,128 rows against 32,000 pieces and its added tokens) are never
     /// sampled.
     pub(super) producible: usize,
+    /// The verdict continuations tokenized so far, one per protocol and language (the
+    /// engine thread's own: tokenized once, shared by every judgment of their kind).
+    pub(super) choices: RefCell<Vec<Arc<JudgeChoices>>>,
+}
+
+impl<B> Ctx<'_, B> {
+    /// The tokenized verdict continuations of `pairwise` judgments in `lang`.
+    pub(super) fn choices(
+        &self,
+        pairwise: bool,
+        lang: crate::protocol::prompt::Lang,
+    ) -> crate::error::Result<Arc<JudgeChoices>> {
+        let mut known = self.choices.borrow_mut();
+        if let Some(c) = known
+            .iter()
+            .find(|c| c.pairwise == pairwise && c.lang == lang)
+        {
+            return Ok(c.clone());
+        }
+        let made = Arc::new(JudgeChoices::new(self.tok, pairwise, lang)?);
+        known.push(made.clone());
+        Ok(made)
+    }
 }
