@@ -67,4 +67,9 @@ fn device_scheduler_judges_and_reports_its_slots() {
         bytes > 0.0 && bytes <= steps * 2.0 * 64.0,
         "{bytes} bytes in {steps} steps"
     );
+    // A greedy judgment samples nothing; the family is there at zero for each pick.
+    for pick in ["whole", "nucleus", "rejection", "truncated"] {
+        let name = format!("autoj_judge_sampled_tokens_total{{pick=\"{pick}\"}}");
+        assert_eq!(gauge(&body, &name), Some(0.0), "{name}: {body}");
+    }
 }

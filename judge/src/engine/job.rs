@@ -190,6 +190,9 @@ pub struct EngineStats {
     pub verdict_rows: AtomicU64,
     /// Of those, the rows that ran in a step beside other sequences' rows.
     pub verdict_rows_shared: AtomicU64,
+    /// Tokens the batched engine sampled with a temperature, by how they were picked
+    /// (indexed by [`crate::engine::scheduler::sample::Pick`] as `usize`).
+    pub sampled: [AtomicU64; 4],
 }
 
 impl Job {

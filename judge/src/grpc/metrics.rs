@@ -12,6 +12,7 @@ use autoj_proto::v1 as pb;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use tonic::Code;
 
+use crate::engine::scheduler::sample::Pick;
 use crate::engine::{EngineStats, UsageStats};
 
 /// Final status of judging calls, by `rpc` and `code`.
@@ -44,6 +45,8 @@ pub const ENGINE_STEPS: &str = "autoj_judge_engine_steps_total";
 pub const VERDICT_ROWS: &str = "autoj_judge_verdict_rows_total";
 /// Bytes the batched engine's backend copied from the device to the host.
 pub const HOST_BYTES: &str = "autoj_judge_device_to_host_bytes_total";
+/// Tokens the batched engine sampled with a temperature, by how they were `pick`ed.
+pub const SAMPLED_TOKENS: &str = "autoj_judge_sampled_tokens_total";
 /// Requests the engine finished, by `outcome` (completed, cancelled, failed).
 pub const ENGINE_REQUESTS: &str = "autoj_judge_engine_requests_total";
 
@@ -100,6 +103,12 @@ pub fn describe() {
          whether other sequences' rows ran in the same step."
     );
     describe_counter!(
+        SAMPLED_TOKENS,
+        "Tokens sampled with a temperature, by pick: whole (no nucleus cut), nucleus (among the \
+         top ids), rejection (a wider nucleus), truncated (a wider nucleus no draw fell in: \
+         picked among the top ids only)."
+    );
+    describe_counter!(
         HOST_BYTES,
         "Bytes the batched engine copied from the device to the host (0 on the CPU engine)."
     );
@@ -140,6 +149,9 @@ pub fn sample_engine(stats: &EngineStats) {
     counter!(VERDICT_ROWS, "shared" => "true").absolute(shared);
     counter!(VERDICT_ROWS, "shared" => "false").absolute(rows.saturating_sub(shared));
     counter!(HOST_BYTES).absolute(stats.host_bytes.load(Relaxed));
+    for (pick, n) in Pick::ALL.iter().zip(&stats.sampled) {
+        counter!(SAMPLED_TOKENS, "pick" => pick.name()).absolute(n.load(Relaxed));
+    }
 }
 
 /// Records the engine's timings of one judgment (from its `Usage` event).

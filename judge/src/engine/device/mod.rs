@@ -29,6 +29,7 @@
 
 pub mod load;
 pub mod random;
+mod sample;
 pub mod slots;
 mod step;
 

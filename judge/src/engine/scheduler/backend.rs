@@ -5,10 +5,11 @@
 //! The scheduler only ever asks a backend for: a fresh cache per admitted sequence, one step
 //! over rows (generating tokens, prompt chunks, a forced verdict's phrase, a verdict's
 //! continuation tree) each answered with what it asked for ([`Ask`]: a token, a few
-//! log-probabilities, or a whole logits row only when sampling or a caller needs it), and a
-//! few shape facts. A cache tells its length, can be frozen and share its prompt with the
+//! log-probabilities, a token sampled from a few candidates, or a whole logits row only when
+//! a caller asks for it), and a few shape facts. A cache tells its length, can be frozen and share its prompt with the
 //! prefix cache, and can start from a shared prefix.
 
+use super::sample::{sample_on_host, Draw, Pick};
 use crate::engine::generate::argmax;
 use crate::error::Result;
 use crate::protocol::scoring::log_softmax;
@@ -26,8 +27,17 @@ pub enum Ask<'a> {
     /// The greedy next token, and the log-probabilities (over the whole vocabulary) of `ids`
     /// after the last position: a verdict point, `ids` the legal continuations' first tokens.
     Scored(&'a [u32]),
-    /// The whole logits row after the last position: sampling with a temperature, or a
-    /// chat that asked for log-probabilities.
+    /// A token sampled after the last position with a temperature (and a nucleus cut), the
+    /// backend reducing the row to a few candidates the host picks from
+    /// ([`super::sample`]); and, at a verdict point, the log-probabilities of `scored`.
+    Sample {
+        /// The row's settings and uniform numbers.
+        draw: Draw,
+        /// Ids whose log-probabilities (temperature 1, whole vocabulary) are read too.
+        scored: &'a [u32],
+    },
+    /// The whole logits row after the last position: a chat that asked for
+    /// log-probabilities (whose alternatives are read from the row).
     Logits,
     /// The tokens are branches of a tree written from position `base` of the row's cache
     /// (its positions from `base` on are scratch: the sequence ends with its verdict).
@@ -58,8 +68,11 @@ pub struct Row<'a, K> {
 /// A row's answer: the fields its [`Ask`] asked for, the others empty.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {
-    /// The greedy next token ([`Ask::Next`], [`Ask::Scored`]).
+    /// The next token: greedy ([`Ask::Next`], [`Ask::Scored`]) or sampled ([`Ask::Sample`];
+    /// `None` when the row could not be sampled, as NaN logits).
     pub next: Option<u32>,
+    /// How a sampled token was picked ([`Ask::Sample`]).
+    pub pick: Option<Pick>,
     /// Log-probabilities: of [`Ask::Scored`]'s ids, or after each token of a tree.
     pub scores: Vec<f32>,
     /// The whole logits row ([`Ask::Logits`]).
@@ -145,8 +158,20 @@ pub fn answer_on_host(ask: Ask<'_>, logits: Vec<f32>, vocab: usize, producible: 
         Ask::Scored(ids) => Answer {
             next: next(),
             scores: log_probs(last(), ids),
-            logits: Vec::new(),
+            ..Answer::default()
         },
+        Ask::Sample { draw, scored } => {
+            let sampled = sample_on_host(&last()[..producible.min(vocab)], &draw).ok();
+            Answer {
+                next: sampled.map(|(id, _)| id),
+                pick: sampled.map(|(_, pick)| pick),
+                scores: match scored.is_empty() {
+                    true => Vec::new(),
+                    false => log_probs(last(), scored),
+                },
+                logits: Vec::new(),
+            }
+        }
         Ask::Logits => Answer {
             logits,
             ..Answer::default()

@@ -2,10 +2,8 @@
 //! (picked by the backend, or sampled here from the row it sent back), its text streamed,
 //! and at the end the text flushed and the verdict begun ([`super::verdict`]).
 
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::LogitsProcessor;
-
 use super::backend::{Answer, Backend};
+use super::sample::{sample_on_host, unsamplable};
 use super::seq::{Ctx, Progress, Seq};
 use super::verdict::{begin, Begun};
 use crate::engine::generate::argmax;
@@ -14,19 +12,28 @@ use crate::engine::logprobs::token_logprobs;
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
 
-/// Takes the next token (the backend's pick, or sampled from the row it sent back, of
-/// which only the first `producible` ids count) and moves the sequence on.
+/// Takes the next token (the backend's pick, or picked here from the whole row it sent
+/// back, of which only the first `producible` ids count: noted in the answer's `pick` when
+/// sampled) and moves the sequence on.
 pub(super) fn advance<K>(
     s: &mut Seq<K>,
     tok: &TextTokenizer,
-    answer: &Answer,
+    answer: &mut Answer,
     producible: usize,
 ) -> Progress {
-    let logits = &answer.logits[..answer.logits.len().min(producible)];
-    let next = match answer.next {
-        Some(n) => n,
-        None => match sample(&mut s.sampler, s.job.params.temperature <= 0.0, logits) {
-            Ok(n) => n,
+    let Answer {
+        next, pick, logits, ..
+    } = answer;
+    let logits = &logits[..logits.len().min(producible)];
+    let next = match (*next, s.draw.take()) {
+        (Some(n), _) => n,
+        (None, _) if logits.is_empty() => return Progress::Failed(unsamplable()),
+        (None, None) => argmax(logits),
+        (None, Some(draw)) => match sample_on_host(logits, &draw) {
+            Ok((n, how)) => {
+                *pick = Some(how);
+                n
+            }
             Err(e) => return Progress::Failed(e),
         },
     };
@@ -63,16 +70,6 @@ pub(super) fn advance<K>(
     }
     s.next = Some(next);
     Progress::Running
-}
-
-/// The next token: greedy straight from the logits (the same choice as candle's sampler
-/// makes), else through the request's sampler.
-fn sample(sampler: &mut LogitsProcessor, greedy: bool, logits: &[f32]) -> Result<u32> {
-    if greedy {
-        return Ok(argmax(logits));
-    }
-    let t = Tensor::from_slice(logits, logits.len(), &Device::Cpu)?;
-    Ok(sampler.sample(&t)?)
 }
 
 /// How a finished text's sequence goes on.

@@ -10,6 +10,7 @@
 //! - [`backend`]: the [`Backend`] and [`SeqCache`] traits, a step's rows and answers.
 //! - [`limits`]: [`BatchLimits`] and the cache storage type [`KvType`].
 //! - [`prefix`]: the prefix cache.
+//! - [`sample`]: temperature and nucleus sampling from the few candidates a backend returns.
 //! - `run`: the loop; `seq`: a running sequence and the loop's context; `finish`: how a
 //!   sequence moves on after a step and ends; `verdict`: forced verdicts as rows of steps.
 
@@ -18,6 +19,7 @@ mod finish;
 pub mod limits;
 pub mod prefix;
 mod run;
+pub mod sample;
 mod seq;
 mod verdict;
 

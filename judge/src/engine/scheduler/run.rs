@@ -20,6 +20,7 @@ use super::backend::{log_probs, Answer, Ask, Backend, Row, SeqCache, SharedPrefi
 use super::finish::{advance, conclude, deliver, Ended};
 use super::limits::BatchLimits;
 use super::prefix::{common_prefix, PrefixCache};
+use super::sample::Draw;
 use super::seq::{Ctx, Progress, Seq};
 use super::verdict::Point;
 use crate::engine::job::{EngineStats, Job};
@@ -273,30 +274,38 @@ impl<B: Backend> Batch<B> {
             let s = slots[i].take().expect("each sequence is planned once");
             let logits = s.wants_logits();
             let point = s.at_point();
+            let reads_next = match work {
+                Work::Decode => true,
+                Work::Prompt(n) => s.prompt_done + n == s.job.prompt_ids.len(),
+                Work::Verdict => false,
+            };
+            s.draw = (reads_next && s.sampled()).then(|| Draw::new(&s.job.params, &mut s.rng));
             let Seq {
                 kv,
                 job,
                 prompt_done,
                 choices,
                 verdicting,
+                draw,
                 ..
             } = s;
+            let heads = match (point, choices.as_deref()) {
+                (Some(spaced), Some(c)) => Some(c.after(spaced).heads()),
+                _ => None,
+            };
+            let ask = match (logits, *draw, heads) {
+                (true, _, _) => Ask::Logits,
+                (false, Some(draw), heads) => Ask::Sample {
+                    draw,
+                    scored: heads.unwrap_or_default(),
+                },
+                (false, None, Some(ids)) => Ask::Scored(ids),
+                (false, None, None) => Ask::Next,
+            };
             let (tokens, ask): (&[u32], Ask<'_>) = match work {
-                Work::Decode => {
-                    let ask = match (logits, point, choices.as_deref()) {
-                        (true, _, _) => Ask::Logits,
-                        (false, Some(spaced), Some(c)) => Ask::Scored(c.after(spaced).heads()),
-                        _ => Ask::Next,
-                    };
-                    (&next_tokens[p], ask)
-                }
+                Work::Decode => (&next_tokens[p], ask),
                 Work::Prompt(n) => {
-                    let ends = *prompt_done + n == job.prompt_ids.len();
-                    let ask = match (ends, logits) {
-                        (false, _) => Ask::Nothing,
-                        (true, true) => Ask::Logits,
-                        (true, false) => Ask::Next,
-                    };
+                    let ask = if reads_next { ask } else { Ask::Nothing };
                     (&job.prompt_ids[*prompt_done..*prompt_done + n], ask)
                 }
                 Work::Verdict => {
@@ -321,7 +330,7 @@ impl<B: Backend> Batch<B> {
         answers: Vec<Answer>,
     ) -> Vec<(usize, Progress)> {
         let mut done = Vec::new();
-        for (&(i, work), answer) in plan.iter().zip(answers) {
+        for (&(i, work), mut answer) in plan.iter().zip(answers) {
             let s = &mut self.seqs[i];
             match work {
                 Work::Prompt(n) => {
@@ -344,7 +353,10 @@ impl<B: Backend> Batch<B> {
                 }
             }
             let s = &mut self.seqs[i];
-            let progress = advance(s, cx.tok, &answer, cx.producible);
+            let progress = advance(s, cx.tok, &mut answer, cx.producible);
+            if let Some(pick) = answer.pick {
+                cx.stats.sampled[pick as usize].fetch_add(1, Ordering::Relaxed);
+            }
             if !matches!(progress, Progress::Running) {
                 done.push((i, progress));
             }

@@ -7,9 +7,11 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_transformers::generation::LogitsProcessor;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 use super::limits::BatchLimits;
+use super::sample::Draw;
 use super::verdict::{JudgeChoices, Point, Verdicting};
 use crate::engine::generate::{Detokenizer, StopMatcher};
 use crate::engine::job::{EngineStats, FinishReason, Job};
@@ -35,7 +37,11 @@ pub(super) struct Seq<K> {
     /// The last token of the sequence so far (prompt, then generated): a chat token's
     /// text is read after it.
     pub(super) last: u32,
-    pub(super) sampler: LogitsProcessor,
+    /// The request's generator (seeded by it): the uniform numbers of every sampled row.
+    pub(super) rng: StdRng,
+    /// The draw of the row just run, when it was sampled from a whole logits row on the
+    /// host ([`super::backend::Ask::Logits`]).
+    pub(super) draw: Option<Draw>,
     pub(super) detok: Detokenizer,
     pub(super) stops: StopMatcher,
     /// Tokens generated so far.
@@ -66,7 +72,8 @@ impl<K> Seq<K> {
             reserved,
             next: None,
             last: job.prompt_ids.last().copied().unwrap_or(0),
-            sampler: job.params.sampler(),
+            rng: StdRng::seed_from_u64(job.params.seed),
+            draw: None,
             detok: Detokenizer::default(),
             stops: StopMatcher::new(&job.params.stop),
             completion: 0,
@@ -80,10 +87,14 @@ impl<K> Seq<K> {
         }
     }
 
-    /// Whether its rows need whole logits rows: sampling with a temperature, or a chat that
-    /// asked for log-probabilities.
+    /// Whether its rows need whole logits rows: a chat that asked for log-probabilities.
     pub(super) fn wants_logits(&self) -> bool {
-        self.job.params.temperature > 0.0 || self.job.logprobs().is_some()
+        self.job.logprobs().is_some()
+    }
+
+    /// Whether its tokens are sampled with a temperature rather than picked greedily.
+    pub(super) fn sampled(&self) -> bool {
+        self.job.params.temperature > 0.0
     }
 
     /// Whether its text ends at a verdict position, and if so whether in whitespace.
