@@ -7,7 +7,8 @@ mod common;
 
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
 use autoj_judge::engine::generate::GenerationParams;
-use autoj_judge::engine::model::{JudgeModel, ModelSpec, WeightDType};
+use autoj_judge::engine::model::{ModelSpec, WeightDType};
+use autoj_judge::engine::oracle::JudgeModel;
 use autoj_judge::engine::scheduler::{Backend, BatchLimits, StepInput, Want};
 use autoj_judge::engine::{Engine, EngineEvent, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;

@@ -107,7 +107,7 @@ pub struct EngineArgs {
     /// `batched`: continuous batching with per-sequence caches and a prefix cache (our own
     /// kernels on the CPU, the device backend on a GPU); `device`: the same batching through
     /// the device backend on any device, the CPU included; `serial`: one request at a time
-    /// (the baseline).
+    /// (the batching scheduler with one sequence; for measuring what batching gains).
     #[arg(long, env = "AUTOJ_SCHEDULER", value_enum, default_value = "batched")]
     pub scheduler: SchedulerArg,
     /// Sequences that run in one batch.
@@ -130,7 +130,7 @@ pub struct EngineArgs {
     pub slot_tokens: usize,
     /// How the CPU batched engine's key/value caches store keys and values: `f16` (half the
     /// memory per sequence and half the bytes attention reads), `f32` (the same numbers as
-    /// the serial engine) or `q8` (8-bit with a scale per 32 values: 56% of f16, for long
+    /// candle's stock model) or `q8` (8-bit with a scale per 32 values: 56% of f16, for long
     /// prompts and many sequences). The device backend keeps them in the weights' `--dtype`.
     #[arg(long, env = "AUTOJ_KV_DTYPE", value_enum, default_value_t = KvType::default().into())]
     pub kv_dtype: KvDTypeArg,
@@ -174,7 +174,8 @@ pub enum SchedulerArg {
     Batched,
     /// Continuous batching through the device backend (candle tensor ops) on any device.
     Device,
-    /// One request at a time.
+    /// One request at a time: the batching scheduler with one sequence (`--max-seqs` is
+    /// ignored), on the device's backend.
     Serial,
 }
 
@@ -275,7 +276,10 @@ impl EngineArgs {
             slot_tokens: self.slot_tokens,
         };
         match self.scheduler {
-            SchedulerArg::Serial => Scheduling::Serial,
+            SchedulerArg::Serial => Scheduling::Batched(BatchLimits {
+                max_seqs: 1,
+                ..limits
+            }),
             SchedulerArg::Batched => Scheduling::Batched(limits),
             SchedulerArg::Device => Scheduling::Device(limits),
         }

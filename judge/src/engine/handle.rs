@@ -16,7 +16,7 @@ use super::device::DeviceModel;
 use super::job::{
     Admission, ChatRequest, EngineStats, Job, JobKind, JudgeRequest, Submission, MAX_TOP_LOGPROBS,
 };
-use super::model::{JudgeModel, ModelInfo, ModelSpec};
+use super::model::{ModelInfo, ModelSpec};
 use super::scheduler::BatchLimits;
 use super::tokenizer::TextTokenizer;
 use crate::error::{JudgeError, Result};
@@ -66,8 +66,9 @@ pub enum Scheduling {
     /// Continuous batching through the device backend on any device, the CPU included (how
     /// tests without a GPU run the code a GPU runs).
     Device(BatchLimits),
-    /// One request at a time through candle's stock models (any device; the baseline the
-    /// benchmark compares against).
+    /// One request at a time through candle's stock models (any device): the reference
+    /// engine of tests ([`super::oracle`]), not built into the server.
+    #[cfg(any(test, feature = "testkit"))]
     Serial,
 }
 
@@ -329,7 +330,8 @@ enum Path {
     Cpu(BatchLimits),
     /// The device backend under the batching scheduler.
     Device(BatchLimits),
-    /// candle's stock models, one request at a time.
+    /// candle's stock models, one request at a time (tests only).
+    #[cfg(any(test, feature = "testkit"))]
     Serial,
 }
 
@@ -338,6 +340,7 @@ impl Path {
         match (scheduling, device) {
             (Scheduling::Batched(l), Device::Cpu) => Self::Cpu(l.clone()),
             (Scheduling::Batched(l) | Scheduling::Device(l), _) => Self::Device(l.clone()),
+            #[cfg(any(test, feature = "testkit"))]
             (Scheduling::Serial, _) => Self::Serial,
         }
     }
@@ -345,6 +348,7 @@ impl Path {
     fn limits(&self) -> Option<&BatchLimits> {
         match self {
             Self::Cpu(l) | Self::Device(l) => Some(l),
+            #[cfg(any(test, feature = "testkit"))]
             Self::Serial => None,
         }
     }
@@ -398,13 +402,14 @@ impl Loop {
                     let _ = ready.send(Err(e));
                 }
             },
-            Path::Serial => match JudgeModel::load(spec).and_then(|mut m| {
+            #[cfg(any(test, feature = "testkit"))]
+            Path::Serial => match super::oracle::JudgeModel::load(spec).and_then(|mut m| {
                 m.info.context = spec.served_context(m.info.context)?;
                 Ok(m)
             }) {
                 Ok(model) => {
                     let _ = ready.send(Ok((model.tokenizer.clone(), model.info.clone(), 0)));
-                    super::serial::run(model, rx, chunk, stats);
+                    super::oracle::serial::run(model, rx, chunk, stats);
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e));

@@ -10,7 +10,8 @@
 //! - [`cpu`]: the scheduler's CPU backend: own forward pass, caches, attention, kernels.
 //! - [`device`]: the scheduler's backend in candle tensor ops with slotted key/value buffers
 //!   (GPUs; the CPU too, for tests).
-//! - [`serial`]: one request at a time through candle's stock models (any device).
+//! - `oracle` (tests only, feature `testkit`): one request at a time through candle's stock
+//!   models, the reference the batched engines are tested against.
 //! - [`model`], [`tokenizer`], [`gguf_guard`]: loading a LLaMA-family judge safely.
 //! - [`sentencepiece`]: SentencePiece BPE vocabularies (`tokenizer.model`, GGUF `llama`)
 //!   built into the tokenizer.
@@ -18,7 +19,6 @@
 //!   sharded or not, GPTQ), read shard by shard by every backend; the quantization mix.
 //! - [`generate`]: sampling settings, incremental detokenising, stop strings;
 //!   `logprobs`: token log-probabilities for chat requests.
-//! - [`verdict_point`]: forced-choice scoring on the serial path.
 
 pub mod checkpoint;
 pub mod cpu;
@@ -29,11 +29,11 @@ pub mod handle;
 pub mod job;
 mod logprobs;
 pub mod model;
+#[cfg(any(test, feature = "testkit"))]
+pub mod oracle;
 pub mod scheduler;
 pub mod sentencepiece;
-pub(crate) mod serial;
 pub mod tokenizer;
-pub mod verdict_point;
 
 pub use crate::protocol::outcome::{verdict_of, JudgeVerdict, Outcome, VerdictSource};
 pub use handle::{choose_format, Engine, EngineConfig, PromptFormatChoice, Scheduling};

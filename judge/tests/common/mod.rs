@@ -234,7 +234,7 @@ pub fn stream_texts(engine: &Engine, reqs: Vec<JudgeRequest>) -> Vec<String> {
 /// the same file: the largest difference and the largest reference logit.
 pub fn logits_vs_candle(path: &std::path::Path) -> (f32, f32) {
     use autoj_judge::engine::cpu::BatchModel;
-    use autoj_judge::engine::model::JudgeModel;
+    use autoj_judge::engine::oracle::JudgeModel;
     use autoj_judge::engine::scheduler::{StepInput, Want};
     let (model, _, _) = BatchModel::load(path, None).expect("batched load");
     let mut stock = JudgeModel::load(&ModelSpec::new(

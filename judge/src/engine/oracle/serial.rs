@@ -1,6 +1,6 @@
 //! The serial engine loop: one request at a time through candle's stock LLaMA models (one
-//! attention state inside the model). It serves `--scheduler serial` on any device, and is
-//! the baseline the batched engines (CPU kernels and the device backend) are tested against.
+//! attention state inside the model), on any device: the reference the batched engines
+//! (CPU kernels and the device backend) are tested against (`Scheduling::Serial`).
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -8,11 +8,11 @@ use std::time::Instant;
 use candle_core::Tensor;
 use tokio::sync::mpsc;
 
+use super::stock::JudgeModel;
+use super::verdict_point::{score, VerdictPoint};
 use crate::engine::generate::{Detokenizer, StopMatcher};
 use crate::engine::job::{emit, EngineEvent, EngineStats, FinishReason, Job, UsageStats};
 use crate::engine::logprobs::token_logprobs;
-use crate::engine::model::JudgeModel;
-use crate::engine::verdict_point::{score, VerdictPoint};
 use crate::error::{JudgeError, Result};
 use crate::protocol::outcome::{force, verdict_of, VerdictSource};
 use crate::protocol::scoring::{at_verdict_position, forced_prefix};

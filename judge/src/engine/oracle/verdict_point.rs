@@ -5,7 +5,7 @@
 
 use candle_core::{Tensor, D};
 
-use super::model::{JudgeModel, Snapshot};
+use super::stock::{JudgeModel, Snapshot};
 use crate::error::Result;
 use crate::protocol::prompt::Lang;
 use crate::protocol::scoring::{candidates, choice_scores, ChoiceScores};
