@@ -102,6 +102,7 @@ impl DeviceModel {
             inv_freq: w.inv_freq,
             device: spec.device.clone(),
             store: Arc::new(store),
+            gathered_steps: Default::default(),
             shape: w.shape,
         };
         Ok((model, tokenizer, info))

@@ -14,7 +14,9 @@
 //!   of a prompt's positions (`Arc`-shared); a hit copies it into the new sequence's slot.
 //! - A step ([`step`]): generating sequences (one token each) write their keys and values
 //!   with one `scatter_set` per layer and attend in one batched matmul over the range of
-//!   slots they occupy, narrowed to the longest of them, with a length mask. A prompt chunk
+//!   slots they occupy, narrowed to the longest of them, with a length mask; when that range
+//!   holds more than [`step::GATHER_SPAN`] times as many slots as there are generating
+//!   sequences, over their slots alone, gathered. A prompt chunk
 //!   is written with `slice_set` and attends alone with a causal mask. Rotary positions are
 //!   per token (cos/sin rows per token), so sequences at any positions share the step.
 //! - Verdict scoring reads every continuation as a token tree in the sequence's own slot
@@ -22,11 +24,13 @@
 //!   ordinary step, so scoring needs no extra slots, copies nothing and stops no one.
 //! - Answers ([`crate::engine::scheduler::Ask`]): greedy picks, verdict log-probabilities and the
 //!   tree's scores are reduced on the device and read back in one copy of a few values per
-//!   row; only rows that ask for whole logits (sampling, chat log-probabilities) copy them.
+//!   row; a sampled row sends a few candidates ([`sample`]); only rows that ask for whole
+//!   logits (a chat's log-probabilities) copy them.
 //!
 //! Fixed-length slots waste the memory a short request leaves unused (a paged cache would
 //! not), but keep decode attention to a few large kernels per layer.
 
+mod answers;
 pub mod load;
 pub mod random;
 mod sample;
@@ -113,6 +117,8 @@ pub struct DeviceModel {
     pub(crate) inv_freq: Vec<f32>,
     pub(crate) device: Device,
     pub(crate) store: Arc<KvStore>,
+    /// Steps whose decode attention gathered the generating slots (see [`step`]).
+    pub(crate) gathered_steps: std::sync::atomic::AtomicU64,
     /// Network shape.
     pub shape: DeviceShape,
 }
@@ -131,6 +137,13 @@ impl DeviceModel {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Steps so far whose decode attention read only the generating slots, gathered, rather
+    /// than the range of slots they span.
+    pub fn gathered_steps(&self) -> u64 {
+        self.gathered_steps
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

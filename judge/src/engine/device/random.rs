@@ -222,6 +222,7 @@ impl DeviceModel {
             inv_freq: rope_inv_freq(shape.head_dim, ROPE_BASE),
             device: device.clone(),
             store: Arc::new(store),
+            gathered_steps: Default::default(),
             shape,
         })
     }

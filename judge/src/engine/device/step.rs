@@ -6,17 +6,17 @@
 //! them: the generating rows with one `scatter_set` over the range of slots they occupy
 //! (rows of other slots in the range carry the index `u32::MAX`, which candle skips), each
 //! chunk with one `slice_set`. Attention of the generating rows is one batched matmul over
-//! that slot range narrowed to the longest sequence, with a length mask; each chunk attends
+//! that slot range narrowed to the longest sequence, with a length mask, or, when the range
+//! is mostly slots that are not generating (idle, or reading a prompt), over the generating
+//! slots' positions gathered into a tensor of their own ([`GATHER_SPAN`]); each chunk attends
 //! alone with a causal (or tree) mask. Length and causal masks are built on the device from
 //! one integer per row (a tree's mask, small, is built on the host).
 
 use candle_core::{DType, Tensor};
-use candle_nn::ops::{log_softmax, rms_norm, softmax_last_dim};
+use candle_nn::ops::{rms_norm, softmax_last_dim};
 use candle_nn::rotary_emb::{rope, rope_i};
 
-use super::sample::{candidates, read, record_len};
 use super::{DeviceLayer, DeviceModel, DeviceRope};
-use crate::engine::scheduler::sample::{choose, Draw};
 use crate::engine::scheduler::{Answer, Ask, StepOut};
 use crate::error::{JudgeError, Result};
 
@@ -49,7 +49,7 @@ impl Item<'_> {
     }
 
     /// Packed rows (from the item's first) whose output the ask reads.
-    fn out_rows(&self) -> std::ops::Range<usize> {
+    pub(super) fn out_rows(&self) -> std::ops::Range<usize> {
         let n = self.tokens.len();
         match (self.ask, n) {
             (_, 0) | (Ask::Nothing, _) => 0..0,
@@ -57,6 +57,22 @@ impl Item<'_> {
             _ => n - 1..n,
         }
     }
+}
+
+/// Decode attention gathers the generating slots when their range spans more than this
+/// many slots per generating sequence. Reading the range costs `span x len` positions per
+/// layer; gathering reads and writes the generating slots' positions once more before
+/// attention reads them (`3 x rows x len`), so it pays past three.
+pub(super) const GATHER_SPAN: usize = 3;
+
+/// How decode attention reads keys and values.
+enum DecodeRead {
+    /// The slot range narrowed to the longest sequence; mask `[span, 1, 1, len]`.
+    Range { mask: Tensor },
+    /// The generating slots' first `len` positions: `at` holds their flat row indices into a
+    /// layer buffer seen as `[slots x kv_heads x max_len, head_dim]`, in packed order;
+    /// mask `[rows, 1, 1, len]`.
+    Gathered { at: Tensor, mask: Tensor },
 }
 
 /// The generating rows of a step: the slot range they span and what attention needs.
@@ -72,8 +88,10 @@ struct DecodeGroup {
     /// `[span * kv_heads, 1, head_dim]`: the position each slot's new key is written to,
     /// `u32::MAX` (skipped) for slots not in the group.
     write_at: Tensor,
-    /// `[span, 1, 1, len]`: 0 where a slot may attend, -inf elsewhere.
-    mask: Tensor,
+    /// Generating rows (the first rows of the packed matrix).
+    rows: usize,
+    /// Where attention reads, with its mask (0 where a row may attend, -inf elsewhere).
+    read: DecodeRead,
 }
 
 /// A prompt chunk or continuation tree: one sequence's rows, attended alone.
@@ -129,7 +147,7 @@ impl DeviceModel {
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer(l, layer, &x, &plan)?;
         }
-        self.answers(&x, items, &plan, producible)
+        self.answers(&x, items, &plan.offsets, producible)
     }
 
     /// Packs the items (generating ones first) and builds the step's shared tensors.
@@ -223,6 +241,7 @@ impl DeviceModel {
         }
         let dev = &self.device;
         let nd = out_rows.len();
+        let read = self.decode_read(items, decode, (span, len), seen)?;
         Ok(DecodeGroup {
             lo,
             span,
@@ -232,8 +251,52 @@ impl DeviceModel {
             write_at: Tensor::from_vec(write_at, (span * kvh, 1, 1), dev)?
                 .broadcast_as((span * kvh, 1, d))?
                 .contiguous()?,
-            mask: prefix_mask(seen, len, dev)?.reshape((span, 1, 1, len))?,
+            rows: nd,
+            read,
         })
+    }
+
+    /// How the generating rows' attention reads: their slots gathered when the range is
+    /// mostly other slots ([`GATHER_SPAN`]), else the range (`seen`: per slot of the range,
+    /// the positions it may attend to).
+    fn decode_read(
+        &self,
+        items: &[Item<'_>],
+        decode: &[usize],
+        (span, len): (usize, usize),
+        seen: Vec<u32>,
+    ) -> Result<DecodeRead> {
+        let (dev, nd) = (&self.device, decode.len());
+        if span <= GATHER_SPAN * nd {
+            let mask = prefix_mask(seen, len, dev)?.reshape((span, 1, 1, len))?;
+            return Ok(DecodeRead::Range { mask });
+        }
+        self.gathered_steps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let per_slot = self.shape.kv_heads * self.store.max_len;
+        let bases = decode
+            .iter()
+            .map(|&i| (items[i].slot * per_slot) as u32)
+            .collect();
+        let seen = decode.iter().map(|&i| (items[i].base + 1) as u32).collect();
+        Ok(DecodeRead::Gathered {
+            at: self.gather_rows(bases, len)?,
+            mask: prefix_mask(seen, len, dev)?.reshape((nd, 1, 1, len))?,
+        })
+    }
+
+    /// `[rows x kv_heads x len]`: the flat rows of a layer buffer (seen as
+    /// `[slots x kv_heads x max_len, head_dim]`) holding each generating slot's first `len`
+    /// positions, head by head; built on the device from one base per slot.
+    fn gather_rows(&self, bases: Vec<u32>, len: usize) -> Result<Tensor> {
+        let dev = &self.device;
+        let (kvh, max_len) = (self.shape.kv_heads, self.store.max_len);
+        let n = bases.len();
+        let heads: Vec<u32> = (0..kvh).map(|h| (h * max_len) as u32).collect();
+        let at = Tensor::from_vec(bases, (n, 1, 1), dev)?
+            .broadcast_add(&Tensor::from_vec(heads, (1, kvh, 1), dev)?)?
+            .broadcast_add(&Tensor::arange(0u32, len as u32, dev)?.reshape((1, 1, len))?)?;
+        Ok(at.flatten_all()?)
     }
 
     /// One transformer block over the packed rows.
@@ -301,14 +364,7 @@ impl DeviceModel {
         let (kb, vb) = (&self.store.k[l], &self.store.v[l]);
         let mut parts = Vec::with_capacity(plan.chunks.len() + 1);
         if let Some(g) = &plan.decode {
-            let q = q
-                .index_select(&g.pad_rows, 0)?
-                .reshape((g.span, kvh, group, d))?;
-            let k = kb.narrow(0, g.lo, g.span)?.narrow(2, 0, g.len)?;
-            let v = vb.narrow(0, g.lo, g.span)?.narrow(2, 0, g.len)?;
-            let probs = self.probs(&q.matmul(&k.t()?)?, &g.mask)?;
-            let out = probs.matmul(&v)?.reshape((g.span, s.heads * d))?;
-            parts.push(out.index_select(&g.out_rows, 0)?);
+            parts.push(self.decode_attention(l, q, g)?);
         }
         for c in &plan.chunks {
             let lc = c.base + c.n;
@@ -335,6 +391,39 @@ impl DeviceModel {
         Ok(Tensor::cat(&parts, 0)?)
     }
 
+    /// The generating rows' attention output, `[rows, heads * head_dim]` in packed order.
+    fn decode_attention(&self, l: usize, q: &Tensor, g: &DecodeGroup) -> Result<Tensor> {
+        let s = &self.shape;
+        let (kvh, d) = (s.kv_heads, s.head_dim);
+        let group = s.heads / kvh;
+        let (kb, vb) = (&self.store.k[l], &self.store.v[l]);
+        match &g.read {
+            DecodeRead::Range { mask } => {
+                let q = q
+                    .index_select(&g.pad_rows, 0)?
+                    .reshape((g.span, kvh, group, d))?;
+                let k = kb.narrow(0, g.lo, g.span)?.narrow(2, 0, g.len)?;
+                let v = vb.narrow(0, g.lo, g.span)?.narrow(2, 0, g.len)?;
+                let probs = self.probs(&q.matmul(&k.t()?)?, mask)?;
+                let out = probs.matmul(&v)?.reshape((g.span, s.heads * d))?;
+                Ok(out.index_select(&g.out_rows, 0)?)
+            }
+            DecodeRead::Gathered { at, mask } => {
+                let q = q.narrow(0, 0, g.rows)?.reshape((g.rows, kvh, group, d))?;
+                let gather = |buf: &Tensor| -> Result<Tensor> {
+                    let rows = buf.elem_count() / d;
+                    Ok(buf
+                        .reshape((rows, d))?
+                        .index_select(at, 0)?
+                        .reshape((g.rows, kvh, g.len, d))?)
+                };
+                let (k, v) = (gather(kb)?, gather(vb)?);
+                let probs = self.probs(&q.matmul(&k.t()?)?, mask)?;
+                Ok(probs.matmul(&v)?.reshape((g.rows, s.heads * d))?)
+            }
+        }
+    }
+
     /// Scaled, masked softmax of attention scores, computed in f32 and returned in the
     /// working dtype.
     fn probs(&self, scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -344,175 +433,6 @@ impl DeviceModel {
             .affine(scale, 0.0)?
             .broadcast_add(mask)?;
         Ok(softmax_last_dim(&s)?.to_dtype(self.shape.dtype)?)
-    }
-
-    /// What each item asked for, reduced on the device and read back in one copy: the rows
-    /// the asks read go through the output layer; greedy picks are an argmax there, scores a
-    /// log-softmax gathered at the ids asked for, sampled rows a few candidates
-    /// ([`super::sample`]), and only [`Ask::Logits`] rows come back whole.
-    fn answers(
-        &self,
-        x: &Tensor,
-        items: &[Item<'_>],
-        plan: &Plan,
-        producible: usize,
-    ) -> Result<StepOut> {
-        let vocab = self.shape.vocab;
-        let reads = Reads::new(items, &plan.offsets, (vocab, producible));
-        let mut answers = vec![Answer::default(); items.len()];
-        if reads.rows.is_empty() {
-            return Ok(StepOut {
-                answers,
-                host_bytes: 0,
-            });
-        }
-        let dev = &self.device;
-        let idx = Tensor::from_vec(reads.rows.clone(), reads.rows.len(), dev)?;
-        let h = rms_norm(&x.index_select(&idx, 0)?, &self.norm, self.shape.eps)?;
-        let logits = h.matmul(&self.lm_head.t()?)?.to_dtype(DType::F32)?;
-        let mut parts = Vec::with_capacity(4);
-        if !reads.next.is_empty() {
-            let at = Tensor::from_vec(reads.next.clone(), reads.next.len(), dev)?;
-            let picks = logits
-                .index_select(&at, 0)?
-                .narrow(1, 0, producible.clamp(1, vocab))?
-                .argmax(1)?
-                .to_dtype(DType::F32)?;
-            parts.push(picks);
-        }
-        if !reads.scored.is_empty() {
-            let flat = log_softmax(&logits, 1)?.flatten_all()?;
-            let at = Tensor::from_vec(reads.scored.clone(), reads.scored.len(), dev)?;
-            parts.push(flat.index_select(&at, 0)?);
-        }
-        if !reads.sampled.is_empty() {
-            let at = Tensor::from_vec(reads.sampled.clone(), reads.sampled.len(), dev)?;
-            let rows = logits.index_select(&at, 0)?;
-            parts.push(candidates(&rows, &reads.draws, producible)?.flatten_all()?);
-        }
-        if !reads.whole.is_empty() {
-            let at = Tensor::from_vec(reads.whole.clone(), reads.whole.len(), dev)?;
-            parts.push(logits.index_select(&at, 0)?.flatten_all()?);
-        }
-        let back = Tensor::cat(&parts, 0)?.to_vec1::<f32>()?;
-        reads.fill(&back, items, &mut answers);
-        Ok(StepOut {
-            answers,
-            host_bytes: back.len() * std::mem::size_of::<f32>(),
-        })
-    }
-}
-
-/// Which output rows a step reads and what it reduces them to, in the order they come back:
-/// greedy picks, then gathered log-probabilities, then sampled rows' candidates, then whole
-/// rows.
-struct Reads {
-    vocab: usize,
-    /// Values of one sampled row's candidates.
-    record: usize,
-    /// Packed rows that go through the output layer.
-    rows: Vec<u32>,
-    /// Of those (by index into `rows`), the ones argmaxed.
-    next: Vec<u32>,
-    /// Flat indices `row * vocab + id` into the log-softmax of the output rows.
-    scored: Vec<u32>,
-    /// Output rows sampled, and their draws.
-    sampled: Vec<u32>,
-    draws: Vec<Draw>,
-    /// Output rows copied whole.
-    whole: Vec<u32>,
-}
-
-impl Reads {
-    fn new(items: &[Item<'_>], offsets: &[usize], (vocab, producible): (usize, usize)) -> Self {
-        let mut r = Self {
-            vocab,
-            record: record_len(producible.clamp(1, vocab)),
-            sampled: Vec::new(),
-            draws: Vec::new(),
-            rows: Vec::new(),
-            next: Vec::new(),
-            scored: Vec::new(),
-            whole: Vec::new(),
-        };
-        for (item, &off) in items.iter().zip(offsets) {
-            let first = r.rows.len();
-            r.rows.extend(item.out_rows().map(|j| (off + j) as u32));
-            if item.out_rows().is_empty() {
-                continue;
-            }
-            let mut score = |row: usize, id: u32| {
-                if (id as usize) < vocab {
-                    r.scored.push((row * vocab) as u32 + id);
-                }
-            };
-            match item.ask {
-                Ask::Nothing => {}
-                Ask::Next => r.next.push(first as u32),
-                Ask::Scored(ids) => {
-                    ids.iter().for_each(|&id| score(first, id));
-                    r.next.push(first as u32);
-                }
-                Ask::Sample { draw, scored } => {
-                    scored.iter().for_each(|&id| score(first, id));
-                    r.sampled.push(first as u32);
-                    r.draws.push(draw);
-                }
-                Ask::Logits => r.whole.push(first as u32),
-                Ask::Tree { follow, .. } => {
-                    let n = item.tokens.len();
-                    follow
-                        .iter()
-                        .take(n)
-                        .enumerate()
-                        .for_each(|(j, &id)| score(first + j, id));
-                }
-            }
-        }
-        r
-    }
-
-    /// Hands the values read back (`back`, in [`Reads`] order) to each item's answer; an id
-    /// outside the vocabulary scores minus infinity.
-    fn fill(&self, back: &[f32], items: &[Item<'_>], answers: &mut [Answer]) {
-        let (picks, rest) = back.split_at(self.next.len());
-        let (scores, rest) = rest.split_at(self.scored.len());
-        let (records, whole) = rest.split_at(self.sampled.len() * self.record);
-        let (mut picks, mut scores) = (picks.iter(), scores.iter());
-        let mut records = records.chunks_exact(self.record.max(1));
-        let mut whole = whole.chunks_exact(self.vocab.max(1));
-        for (item, answer) in items.iter().zip(answers.iter_mut()) {
-            if item.out_rows().is_empty() {
-                continue;
-            }
-            let mut gather = |ids: &[u32]| -> Vec<f32> {
-                let known = |id: u32| (id as usize) < self.vocab;
-                ids.iter()
-                    .map(|&id| match known(id) {
-                        true => scores.next().copied().unwrap_or(f32::NAN),
-                        false => f32::NEG_INFINITY,
-                    })
-                    .collect()
-            };
-            match item.ask {
-                Ask::Nothing => {}
-                Ask::Next => answer.next = picks.next().map(|&v| v as u32),
-                Ask::Scored(ids) => {
-                    answer.scores = gather(ids);
-                    answer.next = picks.next().map(|&v| v as u32);
-                }
-                Ask::Sample { draw, scored } => {
-                    answer.scores = gather(scored);
-                    let picked = records.next().and_then(|c| choose(&draw, &read(c)).ok());
-                    answer.next = picked.map(|(id, _)| id);
-                    answer.pick = picked.map(|(_, pick)| pick);
-                }
-                Ask::Logits => answer.logits = whole.next().unwrap_or_default().to_vec(),
-                Ask::Tree { follow, .. } => {
-                    answer.scores = gather(&follow[..follow.len().min(item.tokens.len())]);
-                }
-            }
-        }
     }
 }
 
