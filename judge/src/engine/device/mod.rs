@@ -41,6 +41,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::engine::scheduler::sample::{Candidates, Draw};
 use crate::engine::scheduler::{Ask, Backend, Row, SeqCache, StepInput, StepOut, Want};
 use crate::error::{JudgeError, Result};
 pub use random::SlotLayout;
@@ -137,6 +138,19 @@ impl DeviceModel {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Each row of `logits` (`[rows, vocab]`, f32, on this model's device) reduced on the
+    /// device to the candidates a sampled row sends back, one [`Draw`] per row, over its
+    /// first `producible` ids: what a step computes for [`Ask::Sample`] rows, for checking a
+    /// device's reductions against [`crate::engine::scheduler::sample::candidates_on_host`].
+    pub fn sample_candidates(
+        logits: &Tensor,
+        draws: &[Draw],
+        producible: usize,
+    ) -> Result<Vec<Candidates>> {
+        let back = sample::candidates(logits, draws, producible)?.to_vec2::<f32>()?;
+        Ok(back.iter().map(|r| sample::read(r)).collect())
     }
 
     /// Steps so far whose decode attention read only the generating slots, gathered, rather

@@ -2,7 +2,9 @@
 //! same batched as alone: a 2-layer random LLaMA built on the CPU in f32 (the reference) is
 //! copied to the device in the serving dtype and in f32; a few sequences of mixed lengths
 //! run the scheduler's kind of steps (prompt chunks beside decode tokens, then decode only)
-//! batched and each alone, and the logits are compared.
+//! batched and each alone, and the logits are compared; batched again in slots far apart,
+//! so decode attention gathers them; and sampled rows' candidates are reduced on the device
+//! and compared with the host's ([`super::sampled`]).
 
 use anyhow::Context;
 use autoj_judge::engine::device::{DeviceKv, DeviceModel, DeviceShape, SlotLayout};
@@ -22,6 +24,10 @@ const PROMPT_LENS: [usize; 4] = [3, 11, 29, 64];
 /// Tokens each sequence decodes after its prompt (fixed ids, so a greedy choice that
 /// differs does not make the compared runs diverge).
 const DECODE_TOKENS: usize = 2;
+
+/// Slots per sequence in the spread run: sequences this far apart leave the range of
+/// generating slots mostly idle, so decode attention gathers them.
+const SPREAD: usize = 5;
 
 /// `gpu-bench correctness` settings.
 #[derive(Debug, Clone, Args)]
@@ -56,13 +62,13 @@ pub fn run(args: &CorrectnessArgs) -> anyhow::Result<Value> {
     let dtype = serving_dtype(&device);
     let seqs = sequences(args.seed, args.vocab);
     let layout = SlotLayout {
-        slots: seqs.len(),
+        slots: seqs.len() * SPREAD,
         slot_len: 128,
     };
     let shape = DeviceShape::tiny(args.vocab);
     let cpu = DeviceModel::random(&shape, layout, args.seed, &Device::Cpu)
         .context("building the reference model on the CPU")?;
-    let reference = batched(&cpu, &seqs)?;
+    let reference = batched(&cpu, &seqs, 1)?;
     let mut report = json!({ "device": args.device, "dtype": dtype.as_str(), "vocab": args.vocab });
     let mut passed = true;
     for (dt, suffix) in [(dtype, ""), (DType::F32, "_f32")] {
@@ -72,13 +78,20 @@ pub fn run(args: &CorrectnessArgs) -> anyhow::Result<Value> {
         let model = cpu
             .copy_to(&device, dt, layout)
             .with_context(|| format!("copying the model to {} in {dt:?}", args.device))?;
-        let together = batched(&model, &seqs)?;
+        let together = batched(&model, &seqs, 1)?;
         let alone = single(&model, &seqs)?;
+        let gathered_before = model.gathered_steps();
+        let spread = batched(&model, &seqs, SPREAD)?;
+        let gathered = model.gathered_steps() - gathered_before;
         let tol = tolerance(dt) * scale(&reference);
         let vs_single = compare(&together, &alone, tol);
         let vs_cpu = compare(&together, &reference, tol);
-        passed &= vs_single.ok(tol) && vs_cpu.ok(tol);
+        let spread_vs_single = compare(&spread, &alone, tol);
+        passed &= vs_single.ok(tol) && vs_cpu.ok(tol) && spread_vs_single.ok(tol) && gathered > 0;
         report[format!("max_abs_diff_batched_vs_single{suffix}")] = json!(vs_single.max_diff);
+        report[format!("max_abs_diff_gathered_vs_single{suffix}")] =
+            json!(spread_vs_single.max_diff);
+        report[format!("gathered_steps{suffix}")] = json!(gathered);
         report[format!("max_abs_diff_gpu_vs_cpu{suffix}")] = json!(vs_cpu.max_diff);
         report[format!("tolerance{suffix}")] = json!(tol);
         report[format!("greedy_disagreements{suffix}")] =
@@ -86,6 +99,11 @@ pub fn run(args: &CorrectnessArgs) -> anyhow::Result<Value> {
         report[format!("greedy_near_ties{suffix}")] = json!(vs_cpu.near_ties);
     }
     report["rows_compared"] = json!(reference.iter().map(Vec::len).sum::<usize>());
+    let sampling = super::sampled::check(&device, args.seed)?;
+    passed &= sampling["sampling_passed"] == true;
+    if let (Some(all), Some(fields)) = (report.as_object_mut(), sampling.as_object()) {
+        all.extend(fields.clone());
+    }
     report["passed"] = json!(passed);
     if !args.json {
         eprintln!("{report:#}");
@@ -112,12 +130,13 @@ fn sequences(seed: u64, vocab: usize) -> Vec<Seq> {
         .collect()
 }
 
-/// Every sequence in one batch: at step `t` each runs its piece `t - start`, if any.
-fn batched(model: &DeviceModel, seqs: &[Seq]) -> anyhow::Result<Rows> {
-    let mut kvs = seqs
-        .iter()
+/// Every sequence in one batch: at step `t` each runs its piece `t - start`, if any;
+/// sequence `i` in slot `i x spread` (the slots between held, idle).
+fn batched(model: &DeviceModel, seqs: &[Seq], spread: usize) -> anyhow::Result<Rows> {
+    let held = (0..seqs.len() * spread)
         .map(|_| model.new_kv())
         .collect::<Result<Vec<DeviceKv>, _>>()?;
+    let mut kvs: Vec<DeviceKv> = held.into_iter().step_by(spread).collect();
     let mut rows: Rows = vec![Vec::new(); seqs.len()];
     let steps = seqs
         .iter()
@@ -245,6 +264,13 @@ mod tests {
         assert_eq!(report["greedy_disagreements"], 0);
         // 4 sequences: a prompt row and two decode rows each.
         assert_eq!(report["rows_compared"], 12);
+        // The spread run's decode steps gathered their slots, and agree with each alone.
+        assert!(report["gathered_steps"].as_u64().unwrap() >= DECODE_TOKENS as u64);
+        let gathered = report["max_abs_diff_gathered_vs_single"].as_f64().unwrap();
+        assert!(gathered <= report["tolerance"].as_f64().unwrap());
+        // Sampled rows' candidates on the device are the host's.
+        assert_eq!(report["sampling_passed"], true, "{report}");
+        assert_eq!(report["sampling_top_id_mismatches"], 0);
     }
 
     #[test]

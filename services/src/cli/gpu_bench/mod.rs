@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod machine;
 pub mod memory;
 pub mod plan;
+mod sampled;
 pub mod tokenizer;
 
 use clap::{Args, Subcommand};
