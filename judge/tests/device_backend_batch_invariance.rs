@@ -6,26 +6,14 @@
 mod common;
 
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
-use autoj_judge::engine::generate::{argmax, GenerationParams};
+use autoj_judge::engine::generate::GenerationParams;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
 use autoj_judge::engine::scheduler::{Backend, BatchLimits, SeqCache, StepInput, Want};
 use autoj_judge::engine::{Engine, JudgeRequest, Scheduling};
 use autoj_judge::protocol::fit::TruncationPolicy;
 use autoj_judge::protocol::prompt::Task;
 use autoj_judge::testkit::TinySpec;
-use common::{engine_config, test_device, tiny_model, Kind};
-
-fn close(a: &[f32], b: &[f32], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}");
-    let d = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    // f32 products of a different row count round differently, never by more than this.
-    assert!(d < 1e-4, "{what}: logits differ by {d}");
-    assert_eq!(argmax(a), argmax(b), "{what}: greedy choice");
-}
+use common::{assert_same_logits, engine_config, test_device, tiny_model, Kind};
 
 fn alone(model: &DeviceModel, kv: &mut DeviceKv, tokens: &[u32]) -> Vec<f32> {
     model
@@ -95,13 +83,13 @@ fn device_backend_rows_agree_alone_and_in_a_mixed_step() {
     for s in [0, 2] {
         let mut kv = model.new_kv().unwrap();
         let p = alone(&model, &mut kv, prompts[s]);
-        close(&prefilled[s / 2], &p, &format!("prompt {s}"));
+        assert_same_logits(&prefilled[s / 2], &p, &format!("prompt {s}"));
         let d = alone(&model, &mut kv, &next[s..=s]);
-        close(&mixed[s], &d, &format!("decode {s}"));
+        assert_same_logits(&mixed[s], &d, &format!("decode {s}"));
     }
     let mut kv = model.new_kv().unwrap();
     let p = alone(&model, &mut kv, prompts[1]);
-    close(&mixed[1], &p, "chunk beside decodes");
+    assert_same_logits(&mixed[1], &p, "chunk beside decodes");
 
     // A prompt that starts from sequence 0's first four positions, copied from the prefix
     // cache's copy, reads the rest as if it had computed all of it.
@@ -112,7 +100,7 @@ fn device_backend_rows_agree_alone_and_in_a_mixed_step() {
     let mut seeded = model.new_kv().unwrap();
     seeded.seed(prefix).unwrap();
     assert_eq!(seeded.len(), 4);
-    close(&alone(&model, &mut seeded, &[70, 71]), &expected, "seeded");
+    assert_same_logits(&alone(&model, &mut seeded, &[70, 71]), &expected, "seeded");
 }
 
 fn request(query: &str, response: &str, max_new_tokens: usize) -> JudgeRequest {

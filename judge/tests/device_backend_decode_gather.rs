@@ -6,11 +6,10 @@
 mod common;
 
 use autoj_judge::engine::device::{DeviceKv, DeviceModel};
-use autoj_judge::engine::generate::argmax;
 use autoj_judge::engine::model::{ModelSpec, WeightDType};
 use autoj_judge::engine::scheduler::{Backend, BatchLimits, StepInput, Want};
 use autoj_judge::testkit::TinySpec;
-use common::{test_device, tiny_model, Kind};
+use common::{assert_same_logits, test_device, tiny_model, Kind};
 
 const SLOTS: usize = 8;
 
@@ -55,16 +54,6 @@ fn step(model: &DeviceModel, inputs: Vec<(&mut DeviceKv, &[u32])>) -> Vec<Vec<f3
     model.forward(&mut inputs).unwrap()
 }
 
-fn close(a: &[f32], b: &[f32], what: &str) {
-    let d = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(d < 1e-4, "{what}: logits differ by {d}");
-    assert_eq!(argmax(a), argmax(b), "{what}: greedy choice");
-}
-
 /// Slot 0 and slot 7 run `tokens[0]` and `tokens[1]` in one step (beside slot 3's `chunk`
 /// when given); their logits (and the chunk's).
 fn far_apart(
@@ -105,15 +94,15 @@ fn generating_slots_far_apart_are_gathered_and_agree_with_each_alone() {
     let seventh = step(&apart, vec![(&mut kv_a[7], &[12][..])]);
     assert_eq!(apart.gathered_steps(), 0, "a single slot is its own range");
 
-    close(&mixed[0], &first[0], "slot 0");
-    close(&mixed[1], &chunk_alone[0], "the prompt chunk beside them");
-    close(&mixed[2], &seventh[0], "slot 7");
+    assert_same_logits(&mixed[0], &first[0], "slot 0");
+    assert_same_logits(&mixed[1], &chunk_alone[0], "the prompt chunk beside them");
+    assert_same_logits(&mixed[2], &seventh[0], "slot 7");
 
     // Both go on: what the gathered step wrote is where the next step reads.
     let again = far_apart(&together, &mut kv_t, [13, 14], None);
     assert_eq!(together.gathered_steps(), 2);
     let first = step(&apart, vec![(&mut kv_a[0], &[13][..])]);
     let seventh = step(&apart, vec![(&mut kv_a[7], &[14][..])]);
-    close(&again[0], &first[0], "slot 0, next step");
-    close(&again[1], &seventh[0], "slot 7, next step");
+    assert_same_logits(&again[0], &first[0], "slot 0, next step");
+    assert_same_logits(&again[1], &seventh[0], "slot 7, next step");
 }

@@ -284,3 +284,21 @@ pub fn prompt_logits<B: autoj_judge::engine::scheduler::Backend>(
     let out = model.step(&mut rows, vocab).expect("step");
     out.answers.into_iter().next().expect("an answer").logits
 }
+
+/// Two logits rows of one position from different steps (alone, batched, gathered): f32
+/// products of a different row count round differently, never by more than 1e-4, and the
+/// greedy choice is the same.
+pub fn assert_same_logits(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(d < 1e-4, "{what}: logits differ by {d}");
+    assert_eq!(
+        autoj_judge::engine::generate::argmax(a),
+        autoj_judge::engine::generate::argmax(b),
+        "{what}: greedy choice"
+    );
+}
