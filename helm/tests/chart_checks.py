@@ -232,6 +232,10 @@ def check_router(docs, values):
         expect(ports.get("http") == http["port"], f"router Service has no http port: {ports}")
         expect(container_ports.get("http") == http["port"], "router container's http port")
         expect(listen == f"0.0.0.0:{http['port']}", f"router http_listen = {listen}")
+        # The door serves TLS with the router's certificate when tls is on.
+        app = {p["name"]: p.get("appProtocol") for p in service["spec"]["ports"]}["http"]
+        want = "https" if tls.get("enabled") else "http"
+        expect(app == want, f"router http port appProtocol {app}, want {want}")
     else:
         expect("http" not in ports and listen is None, "HTTP door off but still served")
 

@@ -43,6 +43,8 @@ pub struct RouterBuilder {
     api_keys: Option<ApiKeys>,
     /// TLS on the public listener; plaintext when `None`.
     tls: Option<ServerTlsConfig>,
+    /// TLS on the HTTP door (the same certificate, as rustls settings); plaintext when `None`.
+    http_tls: Option<crate::tls::HttpTls>,
 }
 
 impl std::fmt::Debug for RouterBuilder {
@@ -84,6 +86,13 @@ impl RouterBuilder {
     /// Serves TLS (rustls) with `tls` on the public listener.
     pub fn tls(mut self, tls: Option<ServerTlsConfig>) -> Self {
         self.tls = tls;
+        self
+    }
+
+    /// Serves the HTTP door over TLS with `tls` ([`crate::tls::http_server_config`] builds it
+    /// from the public port's certificate).
+    pub fn http_tls(mut self, tls: Option<crate::tls::HttpTls>) -> Self {
+        self.http_tls = tls;
         self
     }
 
@@ -135,6 +144,7 @@ impl RouterBuilder {
             pools: watched,
             auth: AuthInterceptor::new(self.api_keys),
             tls: self.tls,
+            http_tls: self.http_tls,
             ready: Arc::new(watch::channel(false).0),
         })
     }
@@ -233,6 +243,8 @@ pub struct Router {
     auth: AuthInterceptor,
     /// TLS on the listener.
     tls: Option<ServerTlsConfig>,
+    /// TLS on the HTTP door.
+    http_tls: Option<crate::tls::HttpTls>,
     /// Whether every pool has a ready replica and the server is not draining: what gRPC
     /// health reports, kept for the HTTP door's `/healthz`.
     ready: Arc<watch::Sender<bool>>,
@@ -248,6 +260,7 @@ impl Router {
             local: HashMap::new(),
             api_keys: None,
             tls: None,
+            http_tls: None,
         }
     }
 
@@ -285,8 +298,9 @@ impl Router {
         };
         let shutdown = shutdown.boxed().shared();
         let app = self.http_door().routes();
+        let tls = self.http_tls.clone();
         let http = async {
-            crate::http::serve(http, app, shutdown.clone())
+            crate::http::serve(http, app, tls, shutdown.clone())
                 .await
                 .map_err(|e| RouterError::Server(format!("HTTP door: {e}")))
         };

@@ -1,5 +1,6 @@
 //! TLS towards the judges: the rustls client settings (CA to verify the judges, and the
-//! router's own certificate for mTLS) built once from the `[judge_tls]` section.
+//! router's own certificate for mTLS) built once from the `[judge_tls]` section; and the
+//! HTTP door's server settings from the public port's certificate.
 
 use std::path::Path;
 
@@ -44,4 +45,33 @@ pub fn client_config(tls: &JudgeTlsConfig) -> Result<ClientTlsConfig, RouterErro
         config = config.domain_name(domain.clone());
     }
     Ok(config)
+}
+
+/// The HTTP door's TLS settings, shared by its connections.
+pub type HttpTls = std::sync::Arc<rustls::ServerConfig>;
+
+/// The HTTP door's TLS settings from a PEM certificate chain and its private key (the files
+/// of the public gRPC port): rustls on ring, TLS 1.2 and 1.3, HTTP/1.1 by ALPN.
+pub fn http_server_config(cert: &[u8], key: &[u8]) -> Result<HttpTls, RouterError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| RouterError::Tls(format!("{what}: {e}"));
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("the certificate", &e))?;
+    if chain.is_empty() {
+        return Err(RouterError::Tls(
+            "the certificate file holds no certificate".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| bad("the private key", &e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad("the certificate and key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
 }

@@ -1,8 +1,10 @@
-//! Security settings of the servers: API keys and TLS on the public port (router and
-//! `autoj serve`), TLS with required client certificates on a judge (mTLS from the router).
+//! Security settings of the servers: API keys and TLS on the public port and the HTTP door
+//! (router and `autoj serve`), TLS with required client certificates on a judge (mTLS from
+//! the router).
 
 use std::path::{Path, PathBuf};
 
+use autoj_router::tls::{http_server_config, HttpTls};
 use autoj_router::ApiKeys;
 use clap::Args;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -35,6 +37,8 @@ pub struct PublicSecurity {
     pub api_keys: Option<ApiKeys>,
     /// TLS on the listener; `None` is plaintext.
     pub tls: Option<ServerTlsConfig>,
+    /// TLS on the HTTP door, from the same certificate; `None` is plaintext.
+    pub http_tls: Option<HttpTls>,
 }
 
 impl PublicSecurityArgs {
@@ -52,13 +56,20 @@ impl PublicSecurityArgs {
             })?),
             None => None,
         };
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(ServerTlsConfig::new().identity(identity(cert, key)?)),
-            _ => None,
+        let (tls, http_tls) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (pem(cert, "certificate")?, pem(key, "private key")?);
+                let http = http_server_config(&cert, &key)
+                    .map_err(|e| ConfigError::Security(e.to_string()))?;
+                let grpc = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+                (Some(grpc), Some(http))
+            }
+            _ => (None, None),
         };
         Ok(PublicSecurity {
             api_keys: ApiKeys::merged(from_file, from_env),
             tls,
+            http_tls,
         })
     }
 }

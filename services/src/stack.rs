@@ -75,9 +75,9 @@ fn announce(addr: SocketAddr) {
 }
 
 /// Binds the HTTP door's address when one is configured and prints
-/// `http on http://ADDR/` (before the gRPC `listening on` line, so a script that waits for
-/// that one finds the door open too). The door serves plaintext: with `tls` on the gRPC
-/// port, a warning says to terminate TLS in front of it.
+/// `http on http://ADDR/` (`https://` with `tls`: the door then serves TLS with the public
+/// port's certificate) before the gRPC `listening on` line, so a script that waits for that
+/// one finds the door open too.
 async fn bind_http(
     listen: Option<SocketAddr>,
     tls: bool,
@@ -85,16 +85,12 @@ async fn bind_http(
     let Some(listen) = listen else {
         return Ok(None);
     };
-    if tls {
-        tracing::warn!(
-            "the HTTP door serves plaintext while gRPC has TLS: terminate TLS in front of it"
-        );
-    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for HTTP on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
-    println!("http on http://{addr}/");
+    let scheme = if tls { "https" } else { "http" };
+    println!("http on {scheme}://{addr}/");
     tracing::info!(%addr, "serving the HTTP door (JSON, SSE, the page)");
     Ok(Some(listener))
 }
@@ -167,10 +163,11 @@ pub async fn run_serve(
     let engine = start_engine(&settings).await?;
     crate::metrics::watch_engine(&engine);
     let judge = Arc::new(JudgeService::new(engine, settings.limits, "local"));
-    let tls = security.tls.is_some();
+    let tls = security.http_tls.is_some();
     let mut builder = Router::builder(config)
         .api_keys(security.api_keys)
-        .tls(security.tls);
+        .tls(security.tls)
+        .http_tls(security.http_tls);
     for pool in &local_pools {
         builder = builder.local_judge(pool, Arc::new(LocalBackend::new(judge.clone())));
     }
@@ -202,10 +199,11 @@ pub async fn run_router(
         config.http_listen = Some(http);
     }
     let (listen, http_listen) = (config.listen, config.http_listen);
-    let tls = security.tls.is_some();
+    let tls = security.http_tls.is_some();
     let built = Router::builder(config)
         .api_keys(security.api_keys)
         .tls(security.tls)
+        .http_tls(security.http_tls)
         .build()
         .await?;
     let listener = bind(listen).await?;

@@ -20,6 +20,7 @@
 
 mod call;
 mod errors;
+pub mod https;
 mod judgment;
 mod openai;
 mod openai_answer;
@@ -87,14 +88,20 @@ impl HttpDoor {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets open calls (streams
-/// included) finish.
+/// Serves `app` on `listener` (over TLS with `tls`, else plaintext) until `shutdown`
+/// completes, then lets open calls (streams included) finish.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    tls: Option<crate::tls::HttpTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    match tls {
+        Some(tls) => https::serve(listener, app, tls, shutdown).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

@@ -81,8 +81,8 @@ pub struct LoadArgs {
     /// resolve to loopback only (ignored with --fault, which starts its own servers).
     #[arg(long, env = "AUTOJ_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
-    /// `grpc`, or `http` to load the HTTP door with Server-Sent Events streams (the door is
-    /// plaintext: no --tls-ca).
+    /// `grpc`, or `http` to load the HTTP door with Server-Sent Events streams (plaintext
+    /// only: no --tls-ca).
     #[arg(long, env = "AUTOJ_LOAD_TRANSPORT", value_enum, default_value_t = Transport::Grpc)]
     pub transport: Transport,
     /// API key and TLS trust for a secured server.
@@ -365,7 +365,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         anyhow::bail!("--duration must be between 1 s and 1 h");
     }
     if args.transport == Transport::Http && args.secure.tls_ca.is_some() {
-        anyhow::bail!("the HTTP door serves plaintext: --tls-ca applies to --transport grpc only");
+        anyhow::bail!(
+            "autoj load speaks plaintext HTTP: --tls-ca applies to --transport grpc only"
+        );
     }
     let report = match args.fault {
         None => {
