@@ -177,10 +177,15 @@ fn killing_a_replica_loses_no_http_stream() {
 fn refuses_what_the_http_mode_cannot_do() {
     for (args, needle) in [
         (vec!["--addr", "http://10.11.12.13:8080"], "loopback"),
-        (vec!["--addr", "https://127.0.0.1:8443"], "plaintext"),
+        (vec!["--addr", "https://127.0.0.1:8443"], "--tls-ca"),
         (
-            vec!["--addr", "http://127.0.0.1:8080", "--tls-ca", "ca.pem"],
-            "plaintext",
+            vec![
+                "--addr",
+                "http://127.0.0.1:8080",
+                "--tls-ca",
+                "no-such-ca.pem",
+            ],
+            "cannot read --tls-ca",
         ),
     ] {
         let out = run(autoj()

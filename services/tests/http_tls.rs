@@ -1,7 +1,9 @@
 //! With `--tls-cert` and `--tls-key`, `autoj serve` serves its HTTP door over TLS with the
 //! same certificate as its gRPC port: the door announces `https://`, a client that trusts
 //! the CA judges through it (the API key still required), the OpenAI endpoint answers,
-//! and a plaintext request gets no HTTP answer at all (no key ever crosses in clear).
+//! and a plaintext request gets no HTTP answer at all (no key ever crosses in clear);
+//! `autoj load --transport http --tls-ca` completes streams through it, and one that
+//! trusts another CA fails every stream as `Unavailable`.
 
 mod common;
 #[path = "common/http.rs"]
@@ -14,7 +16,7 @@ mod pki;
 use std::process::Command;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, Server};
+use common::{autoj, run, Server};
 use http::{curl, post};
 
 const KEY: &str = "tls-door-key";
@@ -109,4 +111,44 @@ fn the_http_door_serves_tls_with_the_public_certificate() {
         "a plaintext request got an HTTP answer: {status}"
     );
     assert_eq!(curl(&format!("{base}/healthz"), &trust).status, 200);
+
+    // The load tool through the TLS door: streams complete; trusting another CA, none
+    // connects.
+    let load = |ca: &std::path::Path| {
+        let out = run(autoj().env_remove("AUTOJ_API_KEY").args([
+            "load",
+            "--transport",
+            "http",
+            "--addr",
+            &base,
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--api-key",
+            KEY,
+            "--streams",
+            "2",
+            "--duration",
+            "1s",
+            "--max-new-tokens",
+            "4",
+            "--json",
+        ]));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "no JSON report ({e}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        report
+    };
+    let r = load(ca_path);
+    assert_eq!(r["transport"], "http", "{r}");
+    assert!(r["completed"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert!(r["failed"].as_object().unwrap().is_empty(), "{r}");
+    let other = pki::TestCa::new(dir.path(), "other");
+    let r = load(other.cert_path());
+    assert_eq!(r["completed"], 0, "{r}");
+    assert!(r["failed"]["Unavailable"].as_u64().unwrap() >= 1, "{r}");
 }

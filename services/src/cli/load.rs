@@ -81,8 +81,8 @@ pub struct LoadArgs {
     /// resolve to loopback only (ignored with --fault, which starts its own servers).
     #[arg(long, env = "AUTOJ_ADDR", default_value = "http://127.0.0.1:50051")]
     pub addr: String,
-    /// `grpc`, or `http` to load the HTTP door with Server-Sent Events streams (plaintext
-    /// only: no --tls-ca).
+    /// `grpc`, or `http` to load the HTTP door with Server-Sent Events streams (over TLS
+    /// with --tls-ca, as gRPC).
     #[arg(long, env = "AUTOJ_LOAD_TRANSPORT", value_enum, default_value_t = Transport::Grpc)]
     pub transport: Transport,
     /// API key and TLS trust for a secured server.
@@ -318,7 +318,16 @@ impl Target {
     async fn open(args: &LoadArgs, addr: &str) -> anyhow::Result<Self> {
         Ok(match args.transport {
             Transport::Grpc => Self::Grpc(args.secure.connect(addr).await?),
-            Transport::Http => Self::Http(http::Door::parse(addr)?),
+            Transport::Http => {
+                let ca = match &args.secure.tls_ca {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        anyhow::anyhow!("cannot read --tls-ca {}: {e}", path.display())
+                    })?),
+                    None => None,
+                };
+                let domain = args.secure.tls_domain.as_deref();
+                Self::Http(http::Door::parse(addr, ca.as_deref(), domain)?)
+            }
         })
     }
 
@@ -363,11 +372,6 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     }
     if args.duration.is_zero() || args.duration > MAX_DURATION {
         anyhow::bail!("--duration must be between 1 s and 1 h");
-    }
-    if args.transport == Transport::Http && args.secure.tls_ca.is_some() {
-        anyhow::bail!(
-            "autoj load speaks plaintext HTTP: --tls-ca applies to --transport grpc only"
-        );
     }
     let report = match args.fault {
         None => {

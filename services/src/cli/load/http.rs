@@ -6,9 +6,10 @@
 //! code its error body names; an `event: error` **fails** with the code in its data; a body
 //! that ends after `verdict` and `usage` **completes**; a body that ends without them, a
 //! connection cut mid-body, or a stream still open long after its deadline is **lost**.
-//! Failing to connect or to send the request fails with `Unavailable`, as a gRPC client's
-//! transport error does.
+//! Failing to connect (the TLS handshake included) or to send the request fails with
+//! `Unavailable`, as a gRPC client's transport error does.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autoj_proto::observe::code_name;
@@ -17,7 +18,10 @@ use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1;
 use hyper::{header, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tonic::Code;
 
 use super::sse::{SseEvent, SseParser};
@@ -32,31 +36,67 @@ const PAST_DEADLINE: Duration = Duration::from_secs(30);
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// The HTTP door under load. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) struct Door {
     /// `host:port`: where to connect, and the `Host` header.
     authority: String,
     /// The path the routes hang under (empty for a door at the root).
     prefix: String,
+    /// TLS towards a door that serves it: the connector and the name its certificate must
+    /// show; `None` for plaintext.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Door")
+            .field("authority", &self.authority)
+            .field("prefix", &self.prefix)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .finish()
+    }
 }
 
 impl Door {
-    /// The door at `url` (`http://HOST:PORT`, a path prefix allowed).
-    pub(super) fn parse(url: &str) -> anyhow::Result<Self> {
+    /// The door at `url` (`http://HOST:PORT` or `https://`, a path prefix allowed). With a
+    /// CA (`ca`: its PEM bytes) the door is dialled over TLS, trusting that CA only, and its
+    /// certificate must name `domain` (default: the address's host); `https://` needs one.
+    pub(super) fn parse(
+        url: &str,
+        ca: Option<&[u8]>,
+        domain: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let uri: Uri = url
             .parse()
             .map_err(|e| anyhow::anyhow!("bad address {url}: {e}"))?;
-        if uri.scheme_str() != Some("http") {
-            anyhow::bail!(
-                "the HTTP door serves plaintext: give its address as http://HOST:PORT, not {url}"
-            );
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => anyhow::bail!("give the door's address as http://HOST:PORT, not {url}"),
+        };
+        if https && ca.is_none() {
+            anyhow::bail!("an https:// door needs --tls-ca (the CA its certificate chains to)");
         }
         let host = uri
             .host()
             .ok_or_else(|| anyhow::anyhow!("address {url} has no host"))?;
+        let tls = match ca {
+            None => None,
+            Some(ca) => {
+                let name = domain
+                    .unwrap_or(host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                let name = ServerName::try_from(name.to_owned())
+                    .map_err(|e| anyhow::anyhow!("bad TLS name {name}: {e}"))?;
+                Some((TlsConnector::from(client_config(ca)?), name))
+            }
+        };
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         Ok(Self {
-            authority: format!("{host}:{}", uri.port_u16().unwrap_or(80)),
+            authority: format!("{host}:{port}"),
             prefix: uri.path().trim_end_matches('/').to_owned(),
+            tls,
         })
     }
 
@@ -105,13 +145,48 @@ impl Drop for Driver {
     }
 }
 
-/// Connects, sends `request` and reads the answer into `outcome`.
+/// TLS settings that trust the PEM CA `ca` only (rustls on ring, HTTP/1.1 by ALPN).
+fn client_config(ca: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        roots.add(cert.map_err(|e| anyhow::anyhow!("--tls-ca: {e}"))?)?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("--tls-ca holds no certificate");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Connects (over TLS when the door serves it), sends `request` and reads the answer into
+/// `outcome`.
 async fn exchange(door: &Door, request: Request<Full<Bytes>>, outcome: &mut Outcome) {
     let Ok(tcp) = TcpStream::connect(&door.authority).await else {
         return outcome.fail(Code::Unavailable);
     };
     let _ = tcp.set_nodelay(true);
-    let Ok((mut sender, connection)) = http1::handshake(TokioIo::new(tcp)).await else {
+    match &door.tls {
+        None => send(tcp, request, outcome).await,
+        Some((connector, name)) => match connector.connect(name.clone(), tcp).await {
+            Ok(stream) => send(stream, request, outcome).await,
+            Err(_) => outcome.fail(Code::Unavailable),
+        },
+    }
+}
+
+/// Sends `request` on the connection `io` and reads the answer into `outcome`.
+async fn send<I>(io: I, request: Request<Full<Bytes>>, outcome: &mut Outcome)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok((mut sender, connection)) = http1::handshake(TokioIo::new(io)).await else {
         return outcome.fail(Code::Unavailable);
     };
     let _driver = Driver(tokio::spawn(async move {
@@ -198,19 +273,18 @@ mod tests {
 
     #[test]
     fn parses_door_addresses() {
-        let door = Door::parse("http://127.0.0.1:8080/").unwrap();
+        let door = Door::parse("http://127.0.0.1:8080/", None, None).unwrap();
         assert_eq!(
             (door.authority.as_str(), door.prefix.as_str()),
             ("127.0.0.1:8080", "")
         );
-        let door = Door::parse("http://localhost/autoj").unwrap();
+        let door = Door::parse("http://localhost/autoj", None, None).unwrap();
         assert_eq!(
             (door.authority.as_str(), door.prefix.as_str()),
             ("localhost:80", "/autoj")
         );
-        assert!(
-            Door::parse("https://127.0.0.1:8443").is_err(),
-            "plaintext only"
-        );
+        let err = Door::parse("https://127.0.0.1:8443", None, None).unwrap_err();
+        assert!(err.to_string().contains("--tls-ca"), "{err}");
+        assert!(Door::parse("ftp://127.0.0.1", None, None).is_err());
     }
 }
