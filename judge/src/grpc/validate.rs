@@ -180,9 +180,9 @@ fn generation_params(
         }
         params.top_p = f64::from(p);
     }
-    if let Some(seed) = g.seed {
-        params.seed = seed;
-    }
+    // Unset, each request draws its own seed: repeated sampled calls differ, as clients
+    // of sampling APIs expect; a given seed reproduces a sampled text.
+    params.seed = g.seed.unwrap_or_else(rand::random);
     if g.stop.len() > limits.max_stop_strings
         || g.stop.iter().any(|s| s.is_empty() || s.len() > 256)
     {
