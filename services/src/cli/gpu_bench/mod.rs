@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod machine;
 pub mod memory;
 pub mod plan;
+pub mod plan_cmd;
 mod sampled;
 pub mod tokenizer;
 
@@ -44,7 +45,7 @@ pub enum GpuStep {
     ExportTokenizer(tokenizer::ExportTokenizerArgs),
     /// What `decode` and `grpc` would run on a card of `--gpu-memory-gib`: slots, positions,
     /// sequences and the memory they take (no device needed).
-    Plan(plan::PlanArgs),
+    Plan(plan_cmd::PlanArgs),
 }
 
 /// Runs the chosen step and prints its JSON.
@@ -55,7 +56,7 @@ pub fn run(args: &GpuBenchArgs) -> anyhow::Result<()> {
         GpuStep::Decode(d) => decode::run(d)?,
         GpuStep::Grpc(g) => grpc::run(g)?,
         GpuStep::ExportTokenizer(e) => tokenizer::run(e)?,
-        GpuStep::Plan(p) => plan::run(p)?,
+        GpuStep::Plan(p) => plan_cmd::run(p)?,
     };
     println!("{report}");
     Ok(())
