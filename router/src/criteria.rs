@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use crate::data::DataFile;
 use crate::error::RouterError;
-use crate::scenarios::Scenario;
 
 /// One criterion, as `Scenarios.GetCriteria` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,12 +51,12 @@ struct CriterionEntry {
     content: String,
 }
 
-/// Parses and validates every criteria file against the scenario list, returning each
+/// Parses and validates every criteria file against the scenarios' names, returning each
 /// scenario's resolved criteria (inherited first, then its own).
 pub(crate) fn resolve(
     basics: &[DataFile],
     scenario_files: &[DataFile],
-    scenarios: &[Scenario],
+    scenarios: &[&str],
 ) -> Result<HashMap<String, Vec<Criterion>>, RouterError> {
     let mut sets: HashMap<String, Vec<CriterionEntry>> = HashMap::new();
     for file in basics {
@@ -69,7 +68,7 @@ pub(crate) fn resolve(
         sets.insert(set.name, set.criteria);
     }
 
-    let known: HashSet<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    let known: HashSet<&str> = scenarios.iter().copied().collect();
     let mut resolved = HashMap::new();
     for file in scenario_files {
         let parsed: ScenarioCriteriaFile = file.parse_toml()?;
@@ -104,9 +103,9 @@ pub(crate) fn resolve(
         }
     }
 
-    if let Some(missing) = scenarios.iter().find(|s| !resolved.contains_key(&s.name)) {
+    if let Some(missing) = scenarios.iter().find(|s| !resolved.contains_key(**s)) {
         return Err(RouterError::MissingCriteria {
-            scenario: missing.name.clone(),
+            scenario: (*missing).to_owned(),
         });
     }
     Ok(resolved)

@@ -62,7 +62,8 @@ impl Catalog {
     pub fn load(source: &DataSource) -> Result<Self, RouterError> {
         let files = source.read()?;
         let (groups, scenarios) = parse_scenarios(&files.scenarios)?;
-        let criteria = criteria::resolve(&files.basics, &files.scenario_criteria, &scenarios)?;
+        let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+        let criteria = criteria::resolve(&files.basics, &files.scenario_criteria, &names)?;
         let index = scenarios
             .iter()
             .enumerate()
