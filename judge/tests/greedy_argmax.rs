@@ -2,11 +2,12 @@
 //! token candle's greedy sampler chooses: ties, NaN, infinities and signed zeros included.
 
 use autoj_judge::engine::generate::{argmax, GenerationParams};
+use autoj_judge::engine::oracle::candle_sampler;
 use candle_core::{Device, Tensor};
 
 /// candle's choice, through the sampler the request would otherwise use.
 fn candle_pick(logits: &[f32]) -> u32 {
-    let mut sampler = GenerationParams::default().sampler();
+    let mut sampler = candle_sampler(&GenerationParams::default());
     let t = Tensor::from_slice(logits, logits.len(), &Device::Cpu).unwrap();
     sampler.sample(&t).unwrap()
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, run, Server};
+use common::{autoj, run};
 use serde_json::{json, Value};
 
 /// The key the live server accepts.
@@ -84,21 +84,7 @@ fn all_failed_with(r: &Value, code: &str) {
 fn streams_complete_or_fail_by_code_through_the_door() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_gguf(dir.path(), &TinySpec::default()).unwrap();
-    let mut cmd = autoj();
-    cmd.env("AUTOJ_API_KEYS", KEY);
-    let mut server = Server::spawn_with(
-        cmd,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--no-classifier",
-            "--model",
-            model.to_str().unwrap(),
-        ],
-    );
+    let mut server = http::serve_door(&model, KEY, &["--no-classifier"]);
     let door = http::base(&mut server);
     http::wait_healthy(&door);
 

@@ -11,8 +11,8 @@ mod common;
 mod http;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, Server};
-use http::{base, curl, post, wait_healthy};
+use common::Server;
+use http::{base, curl, post, serve_door, wait_healthy};
 
 /// The key the server accepts.
 const KEY: &str = "http-test-key";
@@ -32,22 +32,7 @@ fn start(dir: &std::path::Path) -> Server {
         ),
     )
     .unwrap();
-    let mut cmd = autoj();
-    cmd.env("AUTOJ_API_KEYS", KEY);
-    Server::spawn_with(
-        cmd,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--model",
-            model.to_str().unwrap(),
-            "--router-config",
-            config.to_str().unwrap(),
-        ],
-    )
+    serve_door(&model, KEY, &["--router-config", config.to_str().unwrap()])
 }
 
 /// A compare request whose query is `query`, generating `tokens` tokens.

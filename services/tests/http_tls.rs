@@ -16,8 +16,8 @@ mod pki;
 use std::process::Command;
 
 use autoj_judge::testkit::{write_gguf, TinySpec};
-use common::{autoj, run, Server};
-use http::{curl, post};
+use common::{autoj, run};
+use http::{curl, post, serve_door};
 
 const KEY: &str = "tls-door-key";
 
@@ -27,25 +27,14 @@ fn the_http_door_serves_tls_with_the_public_certificate() {
     let model = write_gguf(dir.path(), &TinySpec::default()).unwrap();
     let ca = pki::TestCa::new(dir.path(), "public");
     let cert = ca.issue("server", &["localhost"]);
-    let mut cmd = autoj();
-    cmd.env("AUTOJ_API_KEYS", KEY);
-    let mut server = Server::spawn_with(
-        cmd,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--model",
-            model.to_str().unwrap(),
-            "--no-classifier",
-            "--tls-cert",
-            cert.cert.to_str().unwrap(),
-            "--tls-key",
-            cert.key.to_str().unwrap(),
-        ],
-    );
+    let tls = [
+        "--no-classifier",
+        "--tls-cert",
+        cert.cert.to_str().unwrap(),
+        "--tls-key",
+        cert.key.to_str().unwrap(),
+    ];
+    let mut server = serve_door(&model, KEY, &tls);
     let addr = server.announced("http on https://");
     let port = addr
         .trim_end_matches('/')

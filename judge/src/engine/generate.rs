@@ -1,8 +1,6 @@
 //! The pieces of one generation: sampling settings, incremental detokenising that never
 //! splits a UTF-8 character, and stop strings that are never emitted.
 
-use candle_transformers::generation::{LogitsProcessor, Sampling};
-
 use crate::engine::tokenizer::TextTokenizer;
 use crate::error::Result;
 
@@ -33,25 +31,6 @@ impl Default for GenerationParams {
             seed: 0,
             stop: Vec::new(),
         }
-    }
-}
-
-impl GenerationParams {
-    /// The candle sampler for these settings.
-    pub fn sampler(&self) -> LogitsProcessor {
-        let sampling = if self.temperature <= 0.0 {
-            Sampling::ArgMax
-        } else if self.top_p < 1.0 {
-            Sampling::TopP {
-                p: self.top_p,
-                temperature: self.temperature,
-            }
-        } else {
-            Sampling::All {
-                temperature: self.temperature,
-            }
-        };
-        LogitsProcessor::from_sampling(self.seed, sampling)
     }
 }
 

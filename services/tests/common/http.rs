@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::common::Server;
+use crate::common::{autoj, Server};
 
 /// One HTTP answer.
 #[derive(Debug)]
@@ -138,4 +138,23 @@ pub fn wait_healthy(base: &str) {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// `autoj serve` of the tiny model at `model` on loopback with its HTTP door, accepting the
+/// API key `key`, with `extra` arguments (a router config, TLS files, ...).
+pub fn serve_door(model: &std::path::Path, key: &str, extra: &[&str]) -> Server {
+    let mut cmd = autoj();
+    cmd.env("AUTOJ_API_KEYS", key);
+    let model = model.to_str().expect("a UTF-8 path");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--model",
+        model,
+    ];
+    args.extend_from_slice(extra);
+    Server::spawn_with(cmd, &args)
 }

@@ -48,6 +48,19 @@ pub use random::SlotLayout;
 pub use slots::{DeviceKv, DevicePrefix, KvStore};
 use step::Item;
 
+/// Each row of `logits` (`[rows, vocab]`, f32, on any device) reduced there to the
+/// candidates a sampled row sends back, one [`Draw`] per row, over its first `producible`
+/// ids: what a step computes for [`Ask::Sample`] rows, for checking a device's reductions
+/// against [`crate::engine::scheduler::sample::candidates_on_host`].
+pub fn sample_candidates(
+    logits: &Tensor,
+    draws: &[Draw],
+    producible: usize,
+) -> Result<Vec<Candidates>> {
+    let back = sample::candidates(logits, draws, producible)?.to_vec2::<f32>()?;
+    Ok(back.iter().map(|r| sample::read(r)).collect())
+}
+
 /// How the rotary embedding pairs dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceRope {
@@ -138,19 +151,6 @@ impl DeviceModel {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         &self.device
-    }
-
-    /// Each row of `logits` (`[rows, vocab]`, f32, on this model's device) reduced on the
-    /// device to the candidates a sampled row sends back, one [`Draw`] per row, over its
-    /// first `producible` ids: what a step computes for [`Ask::Sample`] rows, for checking a
-    /// device's reductions against [`crate::engine::scheduler::sample::candidates_on_host`].
-    pub fn sample_candidates(
-        logits: &Tensor,
-        draws: &[Draw],
-        producible: usize,
-    ) -> Result<Vec<Candidates>> {
-        let back = sample::candidates(logits, draws, producible)?.to_vec2::<f32>()?;
-        Ok(back.iter().map(|r| sample::read(r)).collect())
     }
 
     /// Steps so far whose decode attention read only the generating slots, gathered, rather

@@ -10,3 +10,25 @@ pub mod stock;
 pub mod verdict_point;
 
 pub use stock::{JudgeModel, Snapshot};
+
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+
+use crate::engine::generate::GenerationParams;
+
+/// candle's sampler for `params` (greedy at temperature 0): how the reference engine picks
+/// its tokens, and what the batched engines' greedy pick is tested against.
+pub fn candle_sampler(params: &GenerationParams) -> LogitsProcessor {
+    let sampling = if params.temperature <= 0.0 {
+        Sampling::ArgMax
+    } else if params.top_p < 1.0 {
+        Sampling::TopP {
+            p: params.top_p,
+            temperature: params.temperature,
+        }
+    } else {
+        Sampling::All {
+            temperature: params.temperature,
+        }
+    };
+    LogitsProcessor::from_sampling(params.seed, sampling)
+}

@@ -122,7 +122,7 @@ fn prefill(model: &mut JudgeModel, job: &Job, chunk: usize) -> Result<Option<Ten
 
 /// Generates the critique a token a step, streaming its text; `None` when the client left.
 fn decode(model: &mut JudgeModel, job: &Job, mut logits: Tensor) -> Result<Option<Decoded>> {
-    let mut sampler = job.params.sampler();
+    let mut sampler = super::candle_sampler(&job.params);
     let producible = model.tokenizer.producible();
     let mut detok = Detokenizer::default();
     let mut last = job.prompt_ids.last().copied().unwrap_or(0);

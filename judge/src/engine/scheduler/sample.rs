@@ -166,6 +166,7 @@ pub fn candidates_on_host(row: &[f32], draw: &Draw) -> Candidates {
     }
     order.truncate(k);
     order.sort_by(by_prob);
+    // The normalized row's own sum (1 up to rounding), as the device scales its targets.
     let total: f32 = probs.iter().sum();
     let drawn: Vec<u32> = draw
         .whole()
@@ -193,7 +194,7 @@ pub fn candidates_on_host(row: &[f32], draw: &Draw) -> Candidates {
 
 /// The first id where the running sum of `probs` reaches `target` (the last id when
 /// rounding leaves it short), summed in f64.
-pub fn inverse_cdf(probs: &[f32], target: f32) -> u32 {
+fn inverse_cdf(probs: &[f32], target: f32) -> u32 {
     let (mut cum, target) = (0.0f64, target as f64);
     for (i, &p) in probs.iter().enumerate() {
         cum += p as f64;

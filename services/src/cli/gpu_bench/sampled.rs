@@ -3,7 +3,7 @@
 //! whole-row draws, the mass above each), compared with the host's candidates of the same
 //! rows and draws.
 
-use autoj_judge::engine::device::DeviceModel;
+use autoj_judge::engine::device::sample_candidates;
 use autoj_judge::engine::scheduler::sample::{candidates_on_host, Draw, DRAWS};
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ pub fn check(device: &Device, seed: u64) -> anyhow::Result<Value> {
         })
         .collect();
     let on_device = Tensor::from_vec(logits.clone(), (ROWS, VOCAB), device)?;
-    let got = DeviceModel::sample_candidates(&on_device, &draws, VOCAB)?;
+    let got = sample_candidates(&on_device, &draws, VOCAB)?;
     let (mut top_mismatch, mut moved, mut off) = (0, 0, 0);
     for (r, (dev, draw)) in got.iter().zip(&draws).enumerate() {
         let row = &logits[r * VOCAB..(r + 1) * VOCAB];
